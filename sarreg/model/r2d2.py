@@ -62,7 +62,9 @@ def layer_specs(arch: str, mchan: int = 4, dim: int = 128, relu22: bool = False)
     for i in range(9):
         last = i == 8
         relu = not last and (i < 6 or relu22)
-        specs.append(ConvSpec(outs[i], kernels[i], d[i], bn=not last, relu=relu, pool_after=pool[i]))
+        specs.append(
+            ConvSpec(outs[i], kernels[i], d[i], bn=not last, relu=relu, pool_after=pool[i])
+        )
     return specs
 
 
@@ -176,7 +178,9 @@ def build_model(arch: str, **kwargs) -> R2D2Net:
     return R2D2Net(arch=arch, **kwargs)
 
 
-def flops_per_pixel(arch: str = "fast_r2d2", in_channels: int = 1, mchan: int = 4, dim: int = 128) -> float:
+def flops_per_pixel(
+    arch: str = "fast_r2d2", in_channels: int = 1, mchan: int = 4, dim: int = 128
+) -> float:
     """Multiply-adds x 2 per input pixel for one forward pass (convolutions only)."""
     total = 0.0
     area = 1.0

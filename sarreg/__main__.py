@@ -1,0 +1,7 @@
+"""``python -m sarreg``."""
+
+import sys
+
+from sarreg.cli import main
+
+sys.exit(main())

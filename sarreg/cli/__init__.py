@@ -1,0 +1,109 @@
+"""The ``sarreg`` command line: a thin typer layer over the library.
+
+Each sub-command lives in its own module of this package and registers itself on ``app`` in
+``_register_commands``. Errors derived from :class:`sarreg.errors.SarregError` are printed as one
+line (``sarreg: error: ...``) with the error's exit code; the traceback is shown only with
+``--verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from sarreg import __version__
+from sarreg.errors import SarregError
+
+app = typer.Typer(
+    name="sarreg",
+    help="Register SAR images with a Fast-R2D2 keypoint network trained for radar.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"verbose": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sarreg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Log progress details and show tracebacks on errors."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Register SAR images with a Fast-R2D2 keypoint network trained for radar."""
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _register_commands() -> None:
+    """Attach the sub-command modules (imported here, not at package import)."""
+    import importlib
+
+    for name in ("register", "models", "train", "evaluate", "batch"):
+        try:
+            module = importlib.import_module(f"sarreg.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"sarreg.cli.{name}":
+                continue  # command not available in this build
+            raise
+        module.attach(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sarreg`` console script. Returns the process exit code."""
+    _register_commands()
+    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    try:
+        app(args=argv, standalone_mode=False)
+    except SarregError as err:
+        if verbose:
+            logging.getLogger("sarreg").exception("error")
+        typer.echo(f"sarreg: error: {err}", err=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        typer.echo("sarreg: interrupted", err=True)
+        return 130
+    except typer.Exit as ex:
+        return ex.exit_code
+    except typer.Abort:
+        typer.echo("sarreg: aborted", err=True)
+        return 1
+    except Exception as err:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            return err.exit_code
+        if verbose:
+            raise
+        typer.echo(
+            f"sarreg: error: unexpected {type(err).__name__}: {err} "
+            "(rerun with --verbose for the traceback and report it)",
+            err=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script wrapper: exit with :func:`main`'s code."""
+    sys.exit(main())
