@@ -119,6 +119,15 @@ class R2D2Net(nn.Module):
         self.arch = arch
         self.in_channels = in_channels
         self.dim = dim
+        #: constructor arguments, as stored in checkpoints (``R2D2Net(**net.config)``)
+        self.config = {
+            "arch": arch,
+            "in_channels": in_channels,
+            "mchan": mchan,
+            "dim": dim,
+            "relu22": relu22,
+            "input_offset": input_offset,
+        }
         specs = layer_specs(arch, mchan=mchan, dim=dim, relu22=relu22)
         blocks = []
         cin = in_channels
@@ -134,8 +143,11 @@ class R2D2Net(nn.Module):
         else:
             self.input_offset = None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (un-normalized) descriptor features at input resolution, ``(B, dim, H, W)``."""
+    def low_res_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw descriptor features before the final upsampling, ``(B, dim, h, w)``.
+
+        ``(h, w) = (H, W)`` for 'r2d2'; ``(H // 2, W // 2)`` for 'fast_r2d2'.
+        """
         h, w = x.shape[-2:]
         for i, block in enumerate(self.blocks):
             if i == 0 and self.input_offset is not None:
@@ -148,21 +160,181 @@ class R2D2Net(nn.Module):
                     x = F.avg_pool2d(x, 2)
             else:
                 x = block(x)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (un-normalized) descriptor features at input resolution, ``(B, dim, H, W)``."""
+        h, w = x.shape[-2:]
+        x = self.low_res_features(x)
         if x.shape[-2:] != (h, w):
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
         return x
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.features(x)
+    def heads(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Repeatability and reliability ``(B, 1, H, W)`` from raw features ``(B, dim, H, W)``."""
         sq = feats * feats
         reliability = torch.softmax(self.reliability_head(sq), dim=1)[:, 1:2]
         ur = F.softplus(self.repeatability_head(sq))
-        repeatability = ur / (1.0 + ur)
+        return ur / (1.0 + ur), reliability
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.features(x)
+        repeatability, reliability = self.heads(feats)
         return {
             "descriptors": F.normalize(feats, p=2, dim=1),
             "repeatability": repeatability,
             "reliability": reliability,
         }
+
+    def dense_maps(self, x: torch.Tensor, chunk_rows: int = 256) -> DenseMaps:
+        """Inference: full-resolution score maps and low-resolution descriptor features.
+
+        Gives the same repeatability and reliability as :meth:`forward` without holding the
+        ``(B, dim, H, W)`` upsampled descriptor tensor: the heads run on bilinearly upsampled
+        features ``chunk_rows`` output rows at a time. Descriptors are sampled afterwards at
+        keypoints with :meth:`descriptors_at`. Runs under ``torch.inference_mode()`` in the
+        network's current mode: call ``eval()`` first (``load_checkpoint`` does).
+
+        Args:
+            x: image batch ``(B, C, H, W)`` float32 (``(H, W)`` and ``(B, H, W)`` are accepted
+                too). A single-channel input is repeated when the network takes 3 channels.
+            chunk_rows: output rows per head evaluation; bounds memory at about
+                ``4 * dim * chunk_rows * W`` bytes per image.
+        """
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be positive")
+        x = _as_batch(x, self.in_channels)
+        h, w = x.shape[-2:]
+        with torch.inference_mode():
+            low = self.low_res_features(x)
+            rep = low.new_empty((low.shape[0], 1, h, w))
+            rel = low.new_empty((low.shape[0], 1, h, w))
+            if low.shape[-2:] == (h, w):
+                for r0 in range(0, h, chunk_rows):
+                    r1 = min(h, r0 + chunk_rows)
+                    rep[:, :, r0:r1], rel[:, :, r0:r1] = self.heads(low[:, :, r0:r1])
+            else:
+                cols = _bilinear_taps(w, low.shape[-1], low.device)
+                for r0 in range(0, h, chunk_rows):
+                    r1 = min(h, r0 + chunk_rows)
+                    rows = _bilinear_taps(h, low.shape[-2], low.device, r0, r1)
+                    up = _upsample_block(low, rows, cols)
+                    rep[:, :, r0:r1], rel[:, :, r0:r1] = self.heads(up)
+        return DenseMaps(repeatability=rep, reliability=rel, low_res=low, image_shape=(h, w))
+
+    def descriptors_at(
+        self, out: DenseMaps, xy: torch.Tensor, batch_index: int = 0
+    ) -> torch.Tensor:
+        """Unit-norm descriptors ``(N, dim)`` at pixel centres ``xy`` ``(N, 2)`` = (x, y).
+
+        ``xy`` is in the pixel grid of the image given to :meth:`dense_maps` (centre of the
+        top-left pixel at (0, 0)); it may be a numpy array or a tensor, integer or fractional.
+        At integer positions the result equals :meth:`forward`'s descriptors at that pixel;
+        between pixels the low-resolution features are interpolated bilinearly (the same
+        formula extended continuously). Points must lie in ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``.
+        """
+        return descriptors_at(out, xy, batch_index=batch_index)
+
+
+@dataclass
+class DenseMaps:
+    """Output of :meth:`R2D2Net.dense_maps` for a batch of ``B`` images of size ``(H, W)``.
+
+    Attributes:
+        repeatability: ``(B, 1, H, W)`` in (0, 1), as in :meth:`R2D2Net.forward`.
+        reliability: ``(B, 1, H, W)`` in (0, 1), as in :meth:`R2D2Net.forward`.
+        low_res: raw (un-normalized) features ``(B, dim, h, w)`` before upsampling.
+        image_shape: ``(H, W)`` of the input.
+    """
+
+    repeatability: torch.Tensor
+    reliability: torch.Tensor
+    low_res: torch.Tensor
+    image_shape: tuple[int, int]
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """Reliability x repeatability, ``(B, 1, H, W)``."""
+        return self.repeatability * self.reliability
+
+
+def descriptors_at(out: DenseMaps, xy, batch_index: int = 0) -> torch.Tensor:
+    """Sample unit-norm descriptors ``(N, dim)`` at pixel centres ``xy`` ``(N, 2)``.
+
+    See :meth:`R2D2Net.descriptors_at`. Returns float32 on the device of ``out.low_res``.
+    """
+    low = out.low_res[batch_index]
+    h, w = out.image_shape
+    pts = torch.as_tensor(xy, dtype=torch.float64).reshape(-1, 2)
+    if pts.shape[0] == 0:
+        return low.new_zeros((0, low.shape[0]))
+    if not torch.isfinite(pts).all():
+        raise ValueError("keypoint coordinates must be finite")
+    x, y = pts[:, 0], pts[:, 1]
+    if (x < -0.5).any() or (x > w - 0.5).any() or (y < -0.5).any() or (y > h - 0.5).any():
+        raise ValueError(f"keypoints must lie inside the {w}x{h} image (x in [-0.5, W-0.5])")
+    x0, x1, fx = _source_taps(x.clamp(0, w - 1), w, low.shape[-1])
+    y0, y1, fy = _source_taps(y.clamp(0, h - 1), h, low.shape[-2])
+    with torch.inference_mode():
+        fx = fx.to(low.device, low.dtype)
+        fy = fy.to(low.device, low.dtype)
+        x0, x1, y0, y1 = (t.to(low.device) for t in (x0, x1, y0, y1))
+        top = low[:, y0, x0] * (1 - fx) + low[:, y0, x1] * fx
+        bottom = low[:, y1, x0] * (1 - fx) + low[:, y1, x1] * fx
+        feats = top * (1 - fy) + bottom * fy
+        return F.normalize(feats.t(), p=2, dim=1)
+
+
+def _source_taps(
+    pos: torch.Tensor, out_size: int, in_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear taps of output positions ``pos`` (float64) on an ``in_size`` axis.
+
+    Same rule as ``F.interpolate(..., mode='bilinear', align_corners=False)`` with an output
+    size: source = max((pos + 0.5) * in/out - 0.5, 0); returns (i0, i1, frac).
+    """
+    scale = in_size / out_size
+    src = ((pos + 0.5) * scale - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=in_size - 1)
+    i1 = (i0 + 1).clamp(max=in_size - 1)
+    return i0, i1, (src - i0).clamp(0.0, 1.0)
+
+
+def _bilinear_taps(
+    out_size: int, in_size: int, device: torch.device, start: int = 0, stop: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Taps for the integer output positions ``start .. stop - 1`` of an upsampled axis."""
+    pos = torch.arange(start, out_size if stop is None else stop, dtype=torch.float64)
+    i0, i1, frac = _source_taps(pos, out_size, in_size)
+    return i0.to(device), i1.to(device), frac.to(device)
+
+
+def _upsample_block(low: torch.Tensor, rows: tuple, cols: tuple) -> torch.Tensor:
+    """Bilinear upsampling of ``low`` ``(B, D, h, w)`` at the given row and column taps."""
+    r0, r1, fr = rows
+    c0, c1, fc = cols
+    fr = fr.to(low.dtype).view(-1, 1)
+    fc = fc.to(low.dtype)
+    top = low[:, :, r0]
+    bottom = low[:, :, r1]
+    rowmix = top * (1 - fr) + bottom * fr  # (B, D, n_rows, w)
+    return rowmix[..., c0] * (1 - fc) + rowmix[..., c1] * fc
+
+
+def _as_batch(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """``(H, W)``, ``(B, H, W)`` or ``(B, C, H, W)`` -> ``(B, in_channels, H, W)``."""
+    if x.dim() == 2:
+        x = x[None, None]
+    elif x.dim() == 3:
+        x = x[:, None]
+    if x.dim() != 4:
+        raise ValueError(f"expected an image batch (B, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, in_channels, -1, -1)
+        else:
+            raise ValueError(f"network takes {in_channels} channels, input has {x.shape[1]}")
+    return x
 
 
 def _offset_map(
