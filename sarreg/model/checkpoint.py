@@ -1,0 +1,585 @@
+"""Model checkpoints: sarreg's own format, the packaged default, and naver R2D2 imports.
+
+A sarreg checkpoint is a ``torch.save`` of a plain dict, readable with
+``torch.load(weights_only=True)`` (no code runs on load)::
+
+    {
+        "format": "sarreg-checkpoint",
+        "format_version": 1,
+        "config": {"arch", "in_channels", "mchan", "dim", "relu22", "input_offset"},
+        "state_dict": {name: tensor},      # float32, CPU
+        "preprocess": dict | None,         # PreprocessConfig fields the model was trained with
+        "meta": dict,                      # provenance: sarreg_version, created, source, ...
+        "training": dict | None,           # optional resume state (optimizer, epoch, ...)
+    }
+
+Checkpoints published with the R2D2 paper (RGB input normalized with ImageNet statistics) are
+converted by :func:`import_naver`: the layer order is recovered from the state dict's op
+indices and the RGB normalization is folded into the first convolution, so the converted net
+takes the raw ``[0, 1]`` grey image (or RGB with ``channels=3``) and gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as _dt
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sarreg.errors import CheckpointError, OutputError
+from sarreg.model.r2d2 import ARCHITECTURES, R2D2Net, layer_specs
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sarreg-checkpoint"
+FORMAT_VERSION = 1
+#: file name of the packaged model in ``sarreg/weights/``
+DEFAULT_MODEL_NAME = "fast_r2d2_sar.pt"
+#: environment variable that overrides the packaged model
+MODEL_ENV = "SARREG_MODEL"
+#: input normalization of the naver R2D2 checkpoints (RGB in [0, 1])
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_CONFIG_KEYS = ("arch", "in_channels", "mchan", "dim", "relu22", "input_offset")
+_NAVER_NETS = {"Fast_Quad_L2Net_ConfCFS": "fast_r2d2", "Quad_L2Net_ConfCFS": "r2d2"}
+# Harmless extra globals found in naver files (training-loss defaultdicts and their factories).
+_NAVER_SAFE_GLOBALS = [collections.defaultdict, list, dict, float, int, tuple, set, str]
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes:
+        net: the network, in ``eval()`` mode with gradients off, on the requested device.
+        config: constructor arguments, ``R2D2Net(**config)``.
+        meta: provenance (free-form, JSON-like).
+        preprocess: the preprocessing settings the model was trained with, or None.
+        path: where it was read from.
+        source_format: 'sarreg' or 'naver' (converted on load by :func:`import_naver`).
+        training: resume state saved with the checkpoint, or None.
+    """
+
+    net: R2D2Net
+    config: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] | None = None
+    path: str = ""
+    source_format: str = "sarreg"
+    training: dict[str, Any] | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.config["arch"]
+
+    def summary(self) -> str:
+        """One line describing the model (architecture, size, provenance)."""
+        n_params = sum(p.numel() for p in self.net.parameters())
+        c = self.config
+        name = self.meta.get("name") or Path(self.path).name
+        return (
+            f"{name}: {c['arch']} in_channels={c['in_channels']} mchan={c['mchan']} "
+            f"dim={c['dim']} params={n_params} format={self.source_format}"
+        )
+
+
+def default_model_path() -> Path:
+    """Path of the model used when none is given: ``$SARREG_MODEL`` or the packaged weights.
+
+    The path is returned whether or not the file exists; :func:`load_checkpoint` reports a
+    missing file.
+    """
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_MODEL_NAME
+
+
+def model_config(net: R2D2Net) -> dict[str, Any]:
+    """Constructor arguments of ``net`` (``R2D2Net(**model_config(net))`` rebuilds it)."""
+    config = getattr(net, "config", None)
+    if not isinstance(config, dict) or set(config) != set(_CONFIG_KEYS):
+        raise TypeError("net has no valid .config; build it with sarreg.model.R2D2Net")
+    return dict(config)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    net: R2D2Net,
+    *,
+    meta: dict[str, Any] | None = None,
+    preprocess: Any = None,
+    training: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``net`` as a sarreg checkpoint, atomically (temporary file + rename).
+
+    Args:
+        path: destination ``.pt`` file; its folder is created; an existing file is replaced.
+        net: the network (any device; stored as float32 on CPU).
+        meta: provenance to store (JSON-like values: dict, list, str, int, float, bool, None);
+            ``sarreg_version`` and ``created`` (UTC ISO time) are added unless given.
+        preprocess: a ``PreprocessConfig`` (dataclass) or dict of its fields, or None.
+        training: optional resume state (may hold tensors, e.g. an optimizer ``state_dict()``).
+
+    Returns the path written. Raises :class:`OutputError` when it cannot be written.
+    """
+    from sarreg import __version__
+
+    path = Path(path)
+    info = {"sarreg_version": __version__, "created": _utc_now()}
+    info.update(meta or {})
+    if dataclasses.is_dataclass(preprocess) and not isinstance(preprocess, type):
+        preprocess = dataclasses.asdict(preprocess)
+    if preprocess is not None and not isinstance(preprocess, dict):
+        raise TypeError("preprocess must be a PreprocessConfig, a dict or None")
+    _check_plain(info, "meta", allow_tensors=False)
+    _check_plain(preprocess, "preprocess", allow_tensors=False)
+    _check_plain(training, "training", allow_tensors=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model_config(net),
+        "state_dict": {
+            k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.cpu())
+            for k, v in net.state_dict().items()
+        },
+        "preprocess": preprocess,
+        "meta": info,
+        "training": training,
+    }
+    _atomic_save(payload, path)
+    log.info("saved checkpoint %s (%s)", path, payload["config"]["arch"])
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Read a checkpoint (sarreg format, or a naver R2D2 file converted on the fly).
+
+    Args:
+        path: checkpoint file; None = :func:`default_model_path`.
+        device: where to put the network.
+
+    Returns a :class:`Checkpoint` whose ``net`` is in ``eval()`` mode with gradients off.
+    Raises :class:`CheckpointError` (missing/unreadable file, unknown format or architecture,
+    weights that do not fit, non-finite weights).
+    """
+    path = Path(path) if path is not None else default_model_path()
+    obj = _torch_load(path, trusted=False, extra_globals=_NAVER_SAFE_GLOBALS)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        ckpt = _from_sarreg(obj, path)
+    elif _looks_naver(obj):
+        log.info("%s is a naver R2D2 checkpoint; converting it to a 1-channel model", path)
+        ckpt = _from_naver(obj, path, channels=1)
+    else:
+        raise CheckpointError(
+            f"{path} is not a sarreg model checkpoint",
+            "pass a file written by `sarreg train` or save_checkpoint()",
+        )
+    return _ready(ckpt, device)
+
+
+def load_model(
+    path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu"
+) -> R2D2Net:
+    """Shortcut for ``load_checkpoint(path, device=device).net``."""
+    return load_checkpoint(path, device=device).net
+
+
+def import_naver(
+    src: str | os.PathLike,
+    dst: str | os.PathLike | None = None,
+    *,
+    channels: int = 1,
+    trusted: bool = False,
+) -> Checkpoint:
+    """Convert a checkpoint published with the R2D2 paper into a sarreg checkpoint.
+
+    The naver networks take RGB normalized with ImageNet mean/std and zero padding in the
+    normalized space. The normalization is folded into the first convolution: weights are
+    divided by the std (and summed over RGB for ``channels=1``), and the mean becomes the
+    per-tap offset kernel of ``R2D2Net(input_offset=True)``, which is exact at the borders too.
+    The converted net takes unnormalized images in [0, 1]: grey (``channels=1``, the RGB
+    net applied to a grey image repeated 3 times) or RGB (``channels=3``).
+
+    Args:
+        src: naver ``.pt`` file (plain or ``module.``-prefixed keys; CUDA tensors are fine).
+        dst: where to write the sarreg checkpoint, or None to only convert in memory.
+        channels: 1 or 3 input channels of the converted net.
+        trusted: allow arbitrary pickled objects in ``src`` (only for files you trust); by
+            default only tensors, containers and training-loss defaultdicts are accepted.
+
+    Returns the converted :class:`Checkpoint` (net in eval mode on CPU).
+    """
+    if channels not in (1, 3):
+        raise ValueError("channels must be 1 or 3")
+    src = Path(src)
+    obj = _torch_load(src, trusted=trusted, extra_globals=_NAVER_SAFE_GLOBALS)
+    if not _looks_naver(obj):
+        raise CheckpointError(
+            f"{src} is not a naver R2D2 checkpoint (no ops.N.weight / clf / sal keys)",
+            "pass one of the published r2d2_*.pt / faster2d2_*.pt files",
+        )
+    ckpt = _ready(_from_naver(obj, src, channels=channels), "cpu")
+    if dst is not None:
+        save_checkpoint(dst, ckpt.net, meta=ckpt.meta)
+        ckpt.path = str(dst)
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# sarreg format
+
+
+def _from_sarreg(obj: dict, path: Path) -> Checkpoint:
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version!r}, this sarreg reads up to "
+            f"{FORMAT_VERSION}",
+            "upgrade sarreg or re-export the model",
+        )
+    config = obj.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} has no model config", "re-save it with save_checkpoint()")
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    if unknown:
+        raise CheckpointError(
+            f"{path} has unknown model settings {unknown}", "upgrade sarreg to read this model"
+        )
+    arch = config.get("arch")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{path} is of unknown architecture {arch!r}",
+            f"use a checkpoint of one of {', '.join(ARCHITECTURES)}",
+        )
+    net = _build(config, path)
+    state = obj.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no state_dict", "re-save it with save_checkpoint()")
+    _load_state(net, state, path)
+    return Checkpoint(
+        net=net,
+        config=dict(net.config),
+        meta=dict(obj.get("meta") or {}),
+        preprocess=obj.get("preprocess"),
+        path=str(path),
+        source_format="sarreg",
+        training=obj.get("training"),
+    )
+
+
+def _build(config: dict, path: Path) -> R2D2Net:
+    try:
+        return R2D2Net(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} has an invalid model config ({err})", "re-save it with save_checkpoint()"
+        ) from err
+
+
+def _load_state(net: R2D2Net, state: dict, path: Path) -> None:
+    """Copy ``state`` into ``net`` with one-line errors for missing, extra or misfit weights."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    extra = [k for k in state if k not in expected]
+    if missing or extra:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise CheckpointError(
+            f"{path} does not fit a {net.arch} network ({what} weights)",
+            "the file was written for another architecture or width",
+        )
+    for key, ref in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ref.shape):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"{path} does not fit a {net.arch} network ({key}: {shape}, expected "
+                f"{tuple(ref.shape)})",
+                "the file was written for another architecture or width",
+            )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{path} has non-finite weights in {key}",
+                "the training diverged; use an earlier checkpoint",
+            )
+    net.load_state_dict(
+        {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    )
+
+
+def _ready(ckpt: Checkpoint, device: str | torch.device) -> Checkpoint:
+    net = ckpt.net.to(device)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    ckpt.net = net
+    return ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# naver R2D2 checkpoints
+
+_OPS_KEY = re.compile(r"^ops\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def _naver_state(obj: Any) -> dict[str, torch.Tensor]:
+    """The state dict of a naver checkpoint with any ``module.`` prefixes removed."""
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict):
+        return {}
+    out = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            continue
+        while key.startswith("module."):
+            key = key[len("module.") :]
+        out[key] = value
+    return out
+
+
+def _looks_naver(obj: Any) -> bool:
+    state = _naver_state(obj)
+    return "ops.0.weight" in state and ("clf.weight" in state or "sal.weight" in state)
+
+
+def naver_op_indices(
+    arch: str, mchan: int = 4, dim: int = 128, relu22: bool = False
+) -> tuple[list[int], list[int]]:
+    """Indices of the convolutions and batch norms in a naver ``ops`` list.
+
+    The naver nets store one flat list of modules: per layer conv, batch norm (not after the
+    last), ReLU (where the layer has one) and, for the Fast variant, a pooling module after
+    the third layer. Parameter-free modules take an index too, so the index gaps encode
+    where the ReLUs and the pooling are.
+    """
+    convs, bns = [], []
+    i = 0
+    for spec in layer_specs(arch, mchan=mchan, dim=dim, relu22=relu22):
+        convs.append(i)
+        i += 1
+        if spec.bn:
+            bns.append(i)
+            i += 1
+        if spec.relu:
+            i += 1
+        if spec.pool_after:
+            i += 1
+    return convs, bns
+
+
+def _parse_naver_net(net: Any) -> tuple[str | None, dict[str, int | bool]]:
+    """Class name -> our architecture, and literal keyword arguments of the constructor string."""
+    if not isinstance(net, str):
+        return None, {}
+    m = re.match(r"\s*(\w+)\s*\((.*)\)\s*$", net)
+    if not m:
+        return None, {}
+    kwargs: dict[str, int | bool] = {}
+    for name, value in re.findall(r"(\w+)\s*=\s*(\w+)", m.group(2)):
+        if value in ("True", "False"):
+            kwargs[name] = value == "True"
+        elif value.isdigit():
+            kwargs[name] = int(value)
+    return _NAVER_NETS.get(m.group(1)), kwargs
+
+
+def _from_naver(obj: Any, path: Path, channels: int) -> Checkpoint:
+    state = _naver_state(obj)
+    net_str = obj.get("net") if isinstance(obj, dict) else None
+    if "clf.weight" not in state or "sal.weight" not in state:
+        raise CheckpointError(
+            f"{path} is a naver network without confidence heads ({net_str or 'no net entry'})",
+            "use an R2D2 checkpoint with reliability and repeatability (e.g. r2d2_WASF_N16.pt)",
+        )
+    convs: dict[int, dict[str, torch.Tensor]] = {}
+    bns: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _OPS_KEY.match(key)
+        if m is None:
+            continue
+        idx, name = int(m.group(1)), m.group(2)
+        target = bns if name in ("running_mean", "running_var", "num_batches_tracked") else convs
+        target.setdefault(idx, {})[name] = value
+    if not convs or 0 not in convs or convs[0]["weight"].dim() != 4:
+        raise CheckpointError(f"{path} has no first convolution", "pass an R2D2 checkpoint")
+    first = convs[0]["weight"]
+    if first.shape[1] != 3 or first.shape[0] % 8:
+        raise CheckpointError(
+            f"{path}: first convolution is {tuple(first.shape)}, expected (8*mchan, 3, k, k)",
+            "pass an RGB R2D2 checkpoint",
+        )
+    mchan = first.shape[0] // 8
+    last = convs[max(convs)]["weight"]
+    dim = last.shape[0]
+    conv_idx, bn_idx = sorted(convs), sorted(bns)
+    hint_arch, hint_kwargs = _parse_naver_net(net_str)
+    arch, relu22 = None, False
+    for cand in ARCHITECTURES:
+        for r22 in (False, True):
+            if naver_op_indices(cand, mchan, dim, r22) == (conv_idx, bn_idx):
+                arch, relu22 = cand, r22
+    if arch is None:
+        raise CheckpointError(
+            f"{path} has a layer layout that matches no known R2D2 network ({net_str})",
+            f"supported: {', '.join(_NAVER_NETS)}",
+        )
+    if hint_arch is not None and hint_arch != arch:
+        raise CheckpointError(
+            f"{path} says {net_str} but its layers are those of {arch}",
+            "the file is inconsistent; re-download it",
+        )
+    for name, value in (("mchan", mchan), ("dim", dim), ("relu22", relu22)):
+        if name in hint_kwargs and hint_kwargs[name] != value:
+            raise CheckpointError(
+                f"{path} says {name}={hint_kwargs[name]} in {net_str!r} but its weights have "
+                f"{name}={value}",
+                "the file is inconsistent; re-download it",
+            )
+    net = R2D2Net(
+        arch, in_channels=channels, mchan=mchan, dim=dim, relu22=relu22, input_offset=True
+    )
+    ours: dict[str, torch.Tensor] = {}
+    for k, (ci, block) in enumerate(zip(conv_idx, net.blocks, strict=True)):
+        w = convs[ci]["weight"].detach().to("cpu", torch.float64)
+        b = convs[ci].get("bias")
+        if b is None:
+            raise CheckpointError(f"{path}: ops.{ci} has no bias", "pass an R2D2 checkpoint")
+        if k == 0:
+            w, offset = _fold_normalization(w, channels)
+            ours["input_offset"] = offset
+        ours[f"blocks.{k}.conv.weight"] = w
+        ours[f"blocks.{k}.conv.bias"] = b
+        if block.bn is not None:
+            bn = bns[bn_idx[k]]
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                if name in bn:
+                    ours[f"blocks.{k}.bn.{name}"] = bn[name]
+            if "num_batches_tracked" not in bn:
+                ours[f"blocks.{k}.bn.num_batches_tracked"] = torch.tensor(0)
+    for ours_name, theirs in (("reliability_head", "clf"), ("repeatability_head", "sal")):
+        for p in ("weight", "bias"):
+            ours[f"{ours_name}.{p}"] = state[f"{theirs}.{p}"]
+    ours = {
+        k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+        for k, v in ours.items()
+    }
+    _load_state(net, ours, path)
+    meta = {
+        "name": path.stem,
+        "source": f"naver R2D2 checkpoint {path.name} ({net_str or 'no net entry'})",
+        "license": "CC BY-NC-SA 3.0 (naver R2D2 weights; non-commercial use only)",
+        "converted": "ImageNet RGB normalization folded into the first convolution; "
+        f"{channels}-channel input in [0, 1]",
+    }
+    return Checkpoint(
+        net=net,
+        config=dict(net.config),
+        meta=meta,
+        preprocess=None,
+        path=str(path),
+        source_format="naver",
+    )
+
+
+def _fold_normalization(weight: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold ``(x - mean) / std`` into an RGB stem ``(O, 3, k, k)`` (float64 in, float64 out).
+
+    ``conv((x - m) / s)`` with zero padding equals ``conv(x; W / s) - conv(ones; sum_c W_c m_c
+    / s_c)`` with the same padding. For ``channels=1`` the grey value feeds all three inputs,
+    so the weights are summed over RGB.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    scaled = weight / std
+    offset = (scaled * mean).sum(dim=1, keepdim=True)
+    if channels == 1:
+        scaled = scaled.sum(dim=1, keepdim=True)
+    return scaled, offset
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _torch_load(path: Path, *, trusted: bool, extra_globals: list) -> Any:
+    if not path.is_file():
+        raise CheckpointError(
+            f"model checkpoint not found: {path}",
+            f"pass --model PATH, set {MODEL_ENV}, or install the packaged weights",
+        )
+    try:
+        if trusted:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(extra_globals):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or unsafe files
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{path} contains pickled objects other than weights",
+                "import it with import_naver(..., trusted=True) only if you trust its source",
+            ) from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot read model checkpoint {path} ({first[:120]})",
+            "the file is not a PyTorch checkpoint or is damaged; re-download or re-train it",
+        ) from err
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(
+            f"cannot write checkpoint {path} ({err.strerror})",
+            "choose a writable output folder",
+        ) from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(
+            f"cannot write checkpoint {path} ({err.strerror})",
+            "check free disk space and permissions",
+        ) from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_plain(obj: Any, where: str, allow_tensors: bool) -> None:
+    """Raise TypeError unless ``obj`` holds only types ``torch.load(weights_only=True)`` reads."""
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return
+    if isinstance(obj, torch.Tensor):
+        if allow_tensors:
+            return
+        raise TypeError(f"{where} holds a tensor; only training state may")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where} has a key of type {type(k).__name__}")
+            _check_plain(v, f"{where}.{k}", allow_tensors)
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]", allow_tensors)
+        return
+    raise TypeError(f"{where} holds a {type(obj).__name__}; use plain dict/list/str/number values")
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
