@@ -1,0 +1,178 @@
+"""``sarreg register`` and ``sarreg extract``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+REGISTER_HELP = """Register MOVING onto REFERENCE and write the aligned image plus a JSON report.
+
+By default the moving image is resampled onto the reference grid (same CRS, transform and
+size). With --mode georef its pixels are kept and the corrected geotransform (or, for a
+homography, the tie points as GCPs) is written instead.
+
+Examples:
+
+  sarreg register ref.tif moving.tif -o aligned.tif
+
+  sarreg register ref.tif moving.tif -o moving_fixed.tif --mode georef --plot matches.png
+
+  sarreg register s1_20240123.tif s1_20240204.tif -o out.tif --transform similarity --band-mov 2
+"""
+
+EXTRACT_HELP = """Extract keypoints and descriptors from IMAGE into an .npz file.
+
+The file holds `keypoints` (N x 3: x, y, scale in full-resolution pixels, pixel centres,
+top-left pixel centre at 0,0), `descriptors` (N x 128, unit norm) and `scores` (N).
+
+Example:
+
+  sarreg extract scene.tif -o scene_features.npz --top-k 8000
+"""
+
+
+def attach(app: typer.Typer) -> None:
+    app.command("register", help=REGISTER_HELP, no_args_is_help=True)(register_cmd)
+    app.command("extract", help=EXTRACT_HELP, no_args_is_help=True)(extract_cmd)
+
+
+def register_cmd(
+    reference: Path = typer.Argument(..., help="Reference (fixed) image, any GDAL raster."),
+    moving: Path = typer.Argument(..., help="Moving image, registered onto the reference."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output GeoTIFF."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Checkpoint (sarreg or naver format); default: bundled model."
+    ),
+    transform: str = typer.Option(
+        "affine", "--transform", "-t", help="translation | similarity | affine | homography."
+    ),
+    mode: str = typer.Option("resample", "--mode", help="resample | georef."),
+    resampling: str = typer.Option("bilinear", "--resampling", help="bilinear | nearest | cubic."),
+    band_ref: int = typer.Option(1, "--band-ref", help="Band of the reference (1-based)."),
+    band_mov: int = typer.Option(1, "--band-mov", help="Band of the moving image (1-based)."),
+    kind_ref: str = typer.Option(
+        "auto", "--kind-ref", help="Reference values: auto | power | amplitude | db | display."
+    ),
+    kind_mov: str = typer.Option(
+        "auto", "--kind-mov", help="Moving values: auto | power | amplitude | db | display."
+    ),
+    max_size: int = typer.Option(
+        4096, "--max-size", help="Work on decimated reads when an image's side is larger."
+    ),
+    top_k: int | None = typer.Option(None, "--top-k", help="Keypoints kept per image."),
+    scales: str | None = typer.Option(
+        None, "--scales", help="Comma-separated pyramid scales, e.g. '1,0.71,0.5'."
+    ),
+    min_similarity: float | None = typer.Option(
+        None, "--min-similarity", help="Minimum descriptor cosine similarity of a match."
+    ),
+    ratio: float | None = typer.Option(None, "--ratio", help="Ratio test threshold (e.g. 0.9)."),
+    no_prior: bool = typer.Option(
+        False, "--no-prior", help="Do not use the georeferencing to guide matching."
+    ),
+    search_radius: float = typer.Option(
+        64.0, "--search-radius", help="Prior search radius in reference pixels (work scale)."
+    ),
+    ransac_threshold: float = typer.Option(
+        3.0, "--ransac-threshold", help="RANSAC inlier threshold in reference pixels."
+    ),
+    report: Path | None = typer.Option(
+        None, "--report", help="JSON report path (default: OUTPUT with .json)."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="PNG with the matches and a checkerboard overlay."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    seed: int = typer.Option(0, "--seed", help="RANSAC seed."),
+) -> None:
+    from dataclasses import replace
+
+    from sarreg.pipeline import RegisterConfig, register
+
+    config = RegisterConfig(
+        model=str(model) if model else None,
+        transform=transform,
+        mode=mode,
+        resampling=resampling,
+        band_ref=band_ref,
+        band_mov=band_mov,
+        kind_ref=kind_ref,
+        kind_mov=kind_mov,
+        max_size=max_size,
+        use_prior=not no_prior,
+        search_radius=search_radius,
+        ransac_threshold=ransac_threshold,
+        overwrite=overwrite,
+        report=str(report) if report else None,
+        plot=str(plot) if plot else None,
+        progress=progress,
+        seed=seed,
+    )
+    config.extract = _extract_overrides(config.extract, top_k, scales, progress)
+    if min_similarity is not None or ratio is not None:
+        config.match = replace(
+            config.match,
+            **({"min_similarity": min_similarity} if min_similarity is not None else {}),
+            **({"ratio": ratio} if ratio is not None else {}),
+        )
+    result = register(reference, moving, output, config)
+    typer.echo(
+        f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "
+        f"{result.n_matches} matches, RMSE {result.rmse:.2f} px (leave-one-out "
+        f"{result.loo_rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
+        f"(report {result.report_path})"
+    )
+
+
+def _extract_overrides(cfg, top_k, scales, progress):
+    from dataclasses import replace
+
+    from sarreg.errors import ConfigError
+
+    changes = {}
+    if top_k is not None:
+        changes["top_k"] = top_k
+    if scales:
+        try:
+            values = tuple(float(s) for s in scales.split(",") if s.strip())
+        except ValueError as err:
+            raise ConfigError(
+                f"--scales {scales!r} is not a list of numbers", "use e.g. --scales 1,0.71,0.5"
+            ) from err
+        if not values or any(v <= 0 or v > 4 for v in values):
+            raise ConfigError(f"--scales {scales!r} out of range", "use scales in (0, 4]")
+        changes["scales"] = values
+    if hasattr(cfg, "progress"):
+        changes["progress"] = progress
+    return replace(cfg, **changes)
+
+
+def extract_cmd(
+    image: Path = typer.Argument(..., help="Image to extract features from."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output .npz file."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint; default: bundled."),
+    band: int = typer.Option(1, "--band", help="Band (1-based)."),
+    kind: str = typer.Option("auto", "--kind", help="auto | power | amplitude | db | display."),
+    max_size: int = typer.Option(4096, "--max-size", help="Decimate reads above this size."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Keypoints to keep."),
+    scales: str | None = typer.Option(None, "--scales", help="Comma-separated pyramid scales."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    from sarreg.features import ExtractConfig
+    from sarreg.pipeline import extract_file
+
+    cfg = _extract_overrides(ExtractConfig(), top_k, scales, progress)
+    feats = extract_file(
+        image,
+        output,
+        model=str(model) if model else None,
+        band=band,
+        kind=kind,
+        max_size=max_size,
+        config=cfg,
+        overwrite=overwrite,
+    )
+    typer.echo(f"{len(feats)} keypoints from {image} -> {output}")
