@@ -21,7 +21,6 @@ takes the raw ``[0, 1]`` grey image (or RGB with ``channels=3``) and gives the s
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime as _dt
 import logging
@@ -51,8 +50,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _CONFIG_KEYS = ("arch", "in_channels", "mchan", "dim", "relu22", "input_offset")
 _NAVER_NETS = {"Fast_Quad_L2Net_ConfCFS": "fast_r2d2", "Quad_L2Net_ConfCFS": "r2d2"}
-# Harmless extra globals found in naver files (training-loss defaultdicts and their factories).
-_NAVER_SAFE_GLOBALS = [collections.defaultdict, list, dict, float, int, tuple, set, str]
+
+
+def _defaultdict_as_dict(default_factory: Any = None, *args: Any) -> dict:
+    """Stand-in for ``collections.defaultdict`` while loading: a plain dict, factory dropped."""
+    return {}
+
+
+# Harmless extra globals found in naver files: the training-loss defaultdict (read as a plain
+# dict, since torch's weights-only unpickler fills only plain dicts) and its factory types.
+_NAVER_SAFE_GLOBALS = [
+    (_defaultdict_as_dict, "collections.defaultdict"),
+    list,
+    dict,
+    float,
+    int,
+    tuple,
+    set,
+    str,
+]
 
 
 @dataclass
@@ -524,7 +540,7 @@ def _torch_load(path: Path, *, trusted: bool, extra_globals: list) -> Any:
         with torch.serialization.safe_globals(extra_globals):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
-        if "Weights only load failed" in str(err):
+        if "Unsupported global" in str(err):
             raise CheckpointError(
                 f"{path} contains pickled objects other than weights",
                 "import it with import_naver(..., trusted=True) only if you trust its source",
