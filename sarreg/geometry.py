@@ -126,6 +126,12 @@ def _check_model(model: str) -> None:
         raise ValueError(f"unknown transform model {model!r}; expected one of {MODELS}")
 
 
+def min_inliers(model: str) -> int:
+    """Fewest matches / RANSAC inliers accepted for ``model`` (see the module docstring)."""
+    _check_model(model)
+    return MIN_INLIERS[model]
+
+
 def apply_matrix(matrix: np.ndarray, xy) -> np.ndarray:
     """Apply a 3x3 pixel transform to points ``(N, 2)`` -> ``(N, 2)`` float64 (homogeneous)."""
     m = np.asarray(matrix, dtype=np.float64)
@@ -144,7 +150,13 @@ def _jacobian(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return (m[None, :2, :2] - u[:, :, None] * m[None, None, 2, :2]) / w[:, None, None]
 
 
-def matrix_scale_rotation(matrix: np.ndarray) -> ScaleRotation:
+def matrix_scale_rotation(matrix: np.ndarray) -> tuple[float, float]:
+    """``(scale, rotation_deg)`` of a 3x3 pixel transform, as defined in ScaleRotation."""
+    d = decompose_matrix(matrix)
+    return d.scale, d.rotation_deg
+
+
+def decompose_matrix(matrix: np.ndarray) -> ScaleRotation:
     """Scale, rotation, shear and translation of a 3x3 pixel transform (see ScaleRotation)."""
     m = np.asarray(matrix, dtype=np.float64)
     origin = np.zeros((1, 2))

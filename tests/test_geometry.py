@@ -121,7 +121,10 @@ def test_check_plausible():
 
 
 def test_matrix_scale_rotation():
-    sr = g.matrix_scale_rotation(TRUE["similarity"])
+    scale, rot = g.matrix_scale_rotation(TRUE["similarity"])
+    assert (scale, rot) == pytest.approx((0.9, np.degrees(0.3)))
+    assert g.min_inliers("affine") == 6
+    sr = g.decompose_matrix(TRUE["similarity"])
     assert sr.scale == pytest.approx(0.9)
     assert sr.rotation_deg == pytest.approx(np.degrees(0.3))
     assert sr.shear == pytest.approx(0.0, abs=1e-12)
