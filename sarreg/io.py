@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -31,7 +30,6 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-from rasterio.io import MemoryFile
 from rasterio.transform import from_gcps
 from rasterio.windows import Window
 
@@ -43,6 +41,7 @@ KINDS: tuple[str, ...] = ("power", "amplitude", "db", "display")
 """Value kinds a :class:`Raster` can hold."""
 
 _DETECT_SAMPLE = 200_000  # valid values looked at by detect_kind (deterministic stride)
+_STRIP_PIXELS = 2**24  # full-res pixels per strip when decimating complex data ourselves
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,17 +403,54 @@ def _decimated_read_window(
     return read, (out_h, out_w), d
 
 
-def _amplitude_vrt(path: str, band: int, width: int, height: int) -> str:
-    """VRT XML of a derived Float32 band holding ``|z|`` of a complex band (GDAL 'mod')."""
-    return (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
-        '<VRTRasterBand dataType="Float32" band="1" subClass="VRTDerivedRasterBand">'
-        "<PixelFunctionType>mod</PixelFunctionType>"
-        "<SimpleSource>"
-        f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
-        f"<SourceBand>{band}</SourceBand>"
-        "</SimpleSource></VRTRasterBand></VRTDataset>"
-    )
+def _area_mean_1d(a: np.ndarray, start: float, d: float, n_out: int, axis: int) -> np.ndarray:
+    """Exact area-weighted sums of ``a`` over ``n_out`` bins of width ``d`` along ``axis``.
+
+    Bin ``k`` covers ``[start + k d, start + (k + 1) d)`` in ``a``'s index units (pixel ``j``
+    covers ``[j, j + 1)``), fractional pixels weighted by their overlap. Returns the SUMS
+    (float64); divide by a count computed the same way for a (masked) mean.
+    """
+    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
+    n = a.shape[-1]
+    cum = np.zeros((*a.shape[:-1], n + 1), dtype=np.float64)
+    np.cumsum(a, axis=-1, out=cum[..., 1:])
+    edges = np.clip(start + d * np.arange(n_out + 1, dtype=np.float64), 0.0, float(n))
+    idx = np.minimum(np.floor(edges).astype(np.int64), n - 1)
+    frac = edges - idx
+    integral = cum[..., idx] + frac * a[..., idx]  # integral of a from 0 to each edge
+    return np.moveaxis(np.diff(integral, axis=-1), -1, axis)
+
+
+def _complex_amplitude_decimated(
+    ds: rasterio.io.DatasetReader, band: int, read_win: Window, out_shape: tuple[int, int]
+) -> np.ndarray:
+    """Area-averaged amplitude ``|z|`` of a complex band, ``out_shape`` float32, NaN = no data.
+
+    Amplitudes (not complex values, whose random speckle phases would cancel) are averaged
+    over valid pixels (finite, non-zero), reading full-res strips to bound memory.
+    """
+    out_h, out_w = out_shape
+    d = float(read_win.height) / out_h
+    c0, r0 = float(read_win.col_off), float(read_win.row_off)
+    col_lo = int(math.floor(c0))
+    col_hi = min(ds.width, int(math.ceil(c0 + out_w * d)))
+    rows_per_strip = max(1, int(_STRIP_PIXELS // max(1.0, (col_hi - col_lo) * d)))
+    out = np.full(out_shape, np.nan, dtype=np.float32)
+    for i0 in range(0, out_h, rows_per_strip):
+        i1 = min(out_h, i0 + rows_per_strip)
+        y0, y1 = r0 + i0 * d, r0 + i1 * d
+        row_lo, row_hi = int(math.floor(y0)), min(ds.height, int(math.ceil(y1)))
+        win = Window(col_lo, row_lo, col_hi - col_lo, row_hi - row_lo)
+        amp = np.abs(ds.read(band, window=win)).astype(np.float64)
+        valid = np.isfinite(amp) & (amp > 0)
+        amp[~valid] = 0.0
+        sums = _area_mean_1d(amp, y0 - row_lo, d, i1 - i0, axis=0)
+        sums = _area_mean_1d(sums, c0 - col_lo, d, out_w, axis=1)
+        cnt = _area_mean_1d(valid.astype(np.float64), y0 - row_lo, d, i1 - i0, axis=0)
+        cnt = _area_mean_1d(cnt, c0 - col_lo, d, out_w, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[i0:i1] = np.where(cnt > 1e-9, sums / np.maximum(cnt, 1e-300), np.nan)
+    return out
 
 
 def _read_values(
@@ -430,12 +466,7 @@ def _read_values(
     if is_complex and full:
         return np.abs(ds.read(band, window=read_win)).astype(np.float32)
     if is_complex:
-        # Average amplitudes, not complex values (which would cancel out with random phases).
-        xml = _amplitude_vrt(ds.name, band, ds.width, ds.height)
-        with MemoryFile(xml.encode(), ext=".vrt") as mf, mf.open() as vrt:
-            return vrt.read(
-                1, window=read_win, out_shape=out_shape, resampling=Resampling.average
-            ).astype(np.float32)
+        return _complex_amplitude_decimated(ds, band, read_win, out_shape)
     if full:
         return ds.read(band, window=read_win).astype(np.float32)
     return ds.read(
