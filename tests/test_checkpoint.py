@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import types
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sarreg.model import (
     default_model_path,
     import_naver,
     load_checkpoint,
+    load_default_model,
     load_model,
     save_checkpoint,
 )
@@ -117,6 +119,15 @@ def test_default_model_path_and_env(tmp_path, monkeypatch):
     assert default_model_path() == path
     net = load_model()
     assert net.arch == "r2d2" and net.dim == 16
+    loaded = load_default_model()
+    assert loaded.kwargs == {
+        "in_channels": 1,
+        "mchan": 1,
+        "dim": 16,
+        "relu22": False,
+        "input_offset": False,
+    }
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     monkeypatch.setenv(MODEL_ENV, str(tmp_path / "missing.pt"))
     with pytest.raises(CheckpointError, match="not found") as err:
         load_checkpoint()

@@ -5,6 +5,7 @@ from sarreg.model.checkpoint import (
     default_model_path,
     import_naver,
     load_checkpoint,
+    load_default_model,
     load_model,
     save_checkpoint,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "flops_per_pixel",
     "import_naver",
     "load_checkpoint",
+    "load_default_model",
     "load_model",
     "save_checkpoint",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import logging
 import os
 import re
@@ -83,6 +84,7 @@ class Checkpoint:
         path: where it was read from.
         source_format: 'sarreg' or 'naver' (converted on load by :func:`import_naver`).
         training: resume state saved with the checkpoint, or None.
+        sha256: hex digest of the file read (provenance for reports), or None.
     """
 
     net: R2D2Net
@@ -92,10 +94,17 @@ class Checkpoint:
     path: str = ""
     source_format: str = "sarreg"
     training: dict[str, Any] | None = None
+    sha256: str | None = None
 
     @property
     def arch(self) -> str:
+        """Architecture name, e.g. 'fast_r2d2'."""
         return self.config["arch"]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Constructor arguments other than ``arch``: ``build_model(arch, **kwargs)``."""
+        return {k: v for k, v in self.config.items() if k != "arch"}
 
     def summary(self) -> str:
         """One line describing the model (architecture, size, provenance)."""
@@ -202,7 +211,13 @@ def load_checkpoint(
             f"{path} is not a sarreg model checkpoint",
             "pass a file written by `sarreg train` or save_checkpoint()",
         )
+    ckpt.sha256 = _sha256(path)
     return _ready(ckpt, device)
+
+
+def load_default_model(*, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load :func:`default_model_path` (``$SARREG_MODEL`` or the packaged weights)."""
+    return load_checkpoint(default_model_path(), device=device)
 
 
 def load_model(
@@ -550,6 +565,14 @@ def _torch_load(path: Path, *, trusted: bool, extra_globals: list) -> Any:
             f"cannot read model checkpoint {path} ({first[:120]})",
             "the file is not a PyTorch checkpoint or is damaged; re-download or re-train it",
         ) from err
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
