@@ -1,0 +1,235 @@
+"""Registration report: JSON-safe conversion, atomic JSON report, diagnostic PNG plot.
+
+The plot uses matplotlib's object API with an explicit Agg canvas created inside
+:func:`plot_registration`, so importing this module does nothing and never changes the global
+pyplot backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarreg.atomic import atomic_write, check_output_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+#: Most match lines drawn in the plot (inliers first, then outliers).
+MAX_LINES = 300
+#: Longest side (pixels) an image is shown at; larger images are decimated for display.
+MAX_DISPLAY = 2048
+
+
+def _is_affine(obj: Any) -> bool:
+    return type(obj).__name__ == "Affine" and hasattr(obj, "to_gdal")
+
+
+def _is_crs(obj: Any) -> bool:
+    return hasattr(obj, "to_wkt") and hasattr(obj, "to_epsg")
+
+
+def _crs_string(crs: Any) -> str:
+    """``"EPSG:<code>"`` when the CRS has an EPSG authority code, else its WKT."""
+    try:
+        epsg = crs.to_epsg()
+    except Exception:  # any lookup failure: fall back to WKT
+        epsg = None
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` recursively into plain JSON types (dict, list, str, int, float, bool, None).
+
+    - dataclass instances -> dict of their fields; mappings -> dict with ``str`` keys;
+      tuples/lists/sets -> lists;
+    - numpy arrays -> nested lists; numpy scalars -> Python scalars;
+    - non-finite floats (NaN, inf) -> ``None`` (strict JSON has no NaN);
+    - rasterio/affine ``Affine`` -> ``[a, b, c, d, e, f]`` (rasterio order, ``Affine(*v)``
+      rebuilds it); CRS -> ``"EPSG:<code>"`` or WKT;
+    - paths -> ``str``; enums -> their value; dates/times -> ISO 8601;
+    - anything else -> ``str(obj)`` (a report should never fail on an odd value).
+    """
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if _is_affine(obj):
+        return [float(v) for v in tuple(obj)[:6]]
+    if _is_crs(obj):
+        return _crs_string(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, (dt.datetime, dt.date, dt.time)):
+        return obj.isoformat()
+    return str(obj)
+
+
+def write_report(
+    report: Mapping[str, Any], path: str | os.PathLike, overwrite: bool = True
+) -> Path:
+    """Write ``report`` as indented, strict JSON (via :func:`to_jsonable`) atomically."""
+    return write_json_atomic(to_jsonable(report), path, overwrite=overwrite)
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
+    """Checkerboard mosaic of two same-shape images.
+
+    Args:
+        a, b: (H, W) arrays.
+        tiles: number of tiles along each axis (tile edges at ``round(k * H / tiles)``).
+
+    Returns:
+        (H, W) array of ``np.result_type(a, b)``: tile ``(i, j)`` (row, column) comes from ``a``
+        where ``i + j`` is even, from ``b`` where it is odd.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"checkerboard needs two (H, W) arrays of one shape: {a.shape}, {b.shape}")
+    if tiles < 1:
+        raise ValueError(f"tiles must be >= 1, got {tiles}")
+    h, w = a.shape
+    ti = (np.arange(h) * tiles) // max(h, 1)
+    tj = (np.arange(w) * tiles) // max(w, 1)
+    use_a = ((ti[:, None] + tj[None, :]) % 2) == 0
+    return np.where(use_a, a, b).astype(np.result_type(a, b), copy=False)
+
+
+def _display(img: np.ndarray, max_side: int = MAX_DISPLAY) -> tuple[np.ndarray, int]:
+    """Decimate ``img`` (H, W) by an integer step so its longest side <= ``max_side``."""
+    step = max(1, math.ceil(max(img.shape) / max_side))
+    return np.asarray(img, dtype=np.float32)[::step, ::step], step
+
+
+def _to_display_xy(xy: np.ndarray, step: int) -> np.ndarray:
+    """Pixel centres of the full image -> pixel centres of the image decimated by ``step``."""
+    return (xy + 0.5) / step - 0.5
+
+
+def _pick(idx: np.ndarray, n: int) -> np.ndarray:
+    """At most ``n`` of ``idx``, evenly spread (deterministic)."""
+    if len(idx) <= n:
+        return idx
+    return idx[np.linspace(0, len(idx) - 1, n).round().astype(int)]
+
+
+def plot_registration(
+    ref_img: np.ndarray,
+    mov_img: np.ndarray,
+    warped_img: np.ndarray | None,
+    kp_ref: np.ndarray,
+    kp_mov: np.ndarray,
+    inliers: np.ndarray,
+    out_png: str | os.PathLike,
+    checker: int = 8,
+    overwrite: bool = True,
+    title: str | None = None,
+) -> Path:
+    """Write a diagnostic PNG of a registration.
+
+    Left: reference and moving image side by side with the matches as lines (inliers bright,
+    outliers faint; at most :data:`MAX_LINES` lines, inliers first). Right: checkerboard of the
+    reference and the warped moving image (or the reference alone if ``warped_img`` is None).
+
+    Args:
+        ref_img: (H, W) float in [0, 1] (NaN shown as background).
+        mov_img: (h, w) float in [0, 1].
+        warped_img: (H, W) moving image resampled onto the reference grid, or None.
+        kp_ref, kp_mov: (N, 2) matched x, y pixel centres in ``ref_img`` / ``mov_img``
+            (row k of each is one match).
+        inliers: (N,) bool, True for RANSAC inliers.
+        out_png: output path (written atomically).
+        checker: checkerboard tiles along each axis.
+
+    Returns:
+        The absolute output path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+
+    final = check_output_path(out_png, overwrite=overwrite)
+    kp_ref = np.asarray(kp_ref, dtype=np.float64).reshape(-1, 2)
+    kp_mov = np.asarray(kp_mov, dtype=np.float64).reshape(-1, 2)
+    inliers = np.asarray(inliers, dtype=bool).reshape(-1)
+    if not len(kp_ref) == len(kp_mov) == len(inliers):
+        raise ValueError(
+            f"kp_ref, kp_mov and inliers differ in length: "
+            f"{len(kp_ref)}, {len(kp_mov)}, {len(inliers)}"
+        )
+
+    ref_d, s_ref = _display(ref_img)
+    mov_d, s_mov = _display(mov_img)
+    gap = max(4, ref_d.shape[1] // 50)
+    height = max(ref_d.shape[0], mov_d.shape[0])
+    pair = np.full((height, ref_d.shape[1] + gap + mov_d.shape[1]), np.nan, np.float32)
+    pair[: ref_d.shape[0], : ref_d.shape[1]] = ref_d
+    x_off = ref_d.shape[1] + gap
+    pair[: mov_d.shape[0], x_off:] = mov_d
+    p_ref = _to_display_xy(kp_ref, s_ref)
+    p_mov = _to_display_xy(kp_mov, s_mov) + [x_off, 0]
+
+    in_idx = _pick(np.flatnonzero(inliers), MAX_LINES)
+    out_idx = _pick(np.flatnonzero(~inliers), MAX_LINES - len(in_idx))
+
+    fig = Figure(figsize=(14, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_l, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    ax_l.imshow(pair, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for idx, color, alpha, lw in ((out_idx, "tab:red", 0.15, 0.5), (in_idx, "lime", 0.8, 0.7)):
+        if len(idx):
+            segs = np.stack([p_ref[idx], p_mov[idx]], axis=1)
+            ax_l.add_collection(LineCollection(segs, colors=color, alpha=alpha, linewidths=lw))
+    if len(in_idx):
+        pts = np.concatenate([p_ref[in_idx], p_mov[in_idx]])
+        ax_l.scatter(pts[:, 0], pts[:, 1], s=3, c="yellow", linewidths=0)
+    ax_l.set_title(
+        f"reference | moving: {int(inliers.sum())} inliers of {len(inliers)} matches"
+        f" (drawn {len(in_idx)} + {len(out_idx)})"
+    )
+    ax_l.set_xlim(-0.5, pair.shape[1] - 0.5)
+    ax_l.set_ylim(pair.shape[0] - 0.5, -0.5)
+    ax_l.set_axis_off()
+
+    if warped_img is not None:
+        warped = np.asarray(warped_img, dtype=np.float32)
+        if warped.shape != np.shape(ref_img):
+            raise ValueError(
+                f"warped_img shape {warped.shape} differs from ref_img {np.shape(ref_img)}"
+            )
+        board = checkerboard(ref_d, warped[::s_ref, ::s_ref], checker)
+        ax_r.set_title(f"checkerboard reference / warped ({checker}x{checker})")
+    else:
+        board = ref_d
+        ax_r.set_title("reference (no warped image)")
+    ax_r.imshow(board, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax_r.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+
+    with atomic_write(final, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+    log.info("wrote plot %s", final)
+    return final

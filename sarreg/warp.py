@@ -1,0 +1,596 @@
+"""Write the registered moving image: resampled onto the reference grid, or re-georeferenced.
+
+Two output modes:
+
+- :func:`resample_to_grid` (``--mode resample``): the moving image is interpolated onto the
+  reference image's pixel grid (same CRS, transform, width and height), block by block with
+  bounded memory.
+- :func:`write_georeferenced` (``--mode georef``): the moving pixels are copied unchanged and the
+  file gets a corrected geotransform (affine models) or ground control points (homography).
+
+Conventions (see docs/architecture.md): pixel coordinates ``(x, y)`` are pixel *centres* with the
+top-left centre at ``(0, 0)``; rasterio affines map pixel *corners*; the 3x3 matrix ``M`` maps
+moving pixel centres to reference pixel centres, ``[x_ref, y_ref, 1]^T ~ M @ [x_mov, y_mov, 1]^T``.
+``cv2.remap`` uses the same centre convention (integer map value = pixel centre).
+
+All outputs are tiled (256x256), deflate-compressed GeoTIFFs written through
+:func:`sarreg.atomic.atomic_write`, so nothing half-written ever appears at the output path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from sarreg.atomic import atomic_write, check_output_path
+from sarreg.errors import (
+    BandError,
+    ConfigError,
+    DegenerateTransformError,
+    InputFileError,
+    NotGeoreferencedError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Output GeoTIFF tile size (pixels); processing blocks are multiples of it.
+TILE = 256
+#: Tag (default namespace) recording how sarreg produced a file; value is a JSON object.
+REGISTRATION_TAG = "SARREG_REGISTRATION"
+#: Largest moving-image window side read for one block (cv2.remap needs < 32767).
+_MAX_WINDOW_SIDE = 16384
+#: Largest moving-image window (pixels) read for one block; bigger blocks are split.
+_MAX_WINDOW_PIXELS = 1 << 24
+#: Extra moving pixels read around a block's footprint (cubic taps + mask dilation need 3).
+_MARGIN = 3
+#: Dataset tags not copied to outputs (TIFF/GDAL structural ones, stale for the new file).
+_SKIP_TAG_PREFIXES = ("TIFFTAG_", "AREA_OR_POINT", REGISTRATION_TAG)
+
+_INTERP = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A raster pixel grid: what an output must match to overlay the reference image.
+
+    ``transform`` is the rasterio affine of pixel *corners*; ``crs`` is None for an image without
+    georeferencing (then ``transform`` is the identity).
+    """
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if int(self.width) <= 0 or int(self.height) <= 0:
+            raise ValueError(f"grid size must be positive, got {self.width}x{self.height}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return (int(self.height), int(self.width))
+
+
+@dataclass(frozen=True)
+class WarpResult:
+    """What :func:`resample_to_grid` / :func:`write_georeferenced` wrote."""
+
+    path: Path
+    width: int
+    height: int
+    dtype: str
+    nodata: float | None
+    valid_fraction: float  # fraction of output pixels holding data (not nodata)
+
+
+def grid_of(path: str | os.PathLike) -> GridSpec:
+    """The pixel grid (CRS, transform, size) of the raster at ``path``; no pixels are read."""
+    with _open(path) as src:
+        return GridSpec(crs=src.crs, transform=src.transform, width=src.width, height=src.height)
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _open(path: str | os.PathLike) -> rasterio.DatasetReader:
+    """Open a raster for reading, turning failures into :class:`InputFileError`."""
+    if not Path(path).exists():
+        raise InputFileError(f"input file {path} does not exist", "check the path")
+    try:
+        return rasterio.open(path)
+    except RasterioError as err:
+        raise InputFileError(
+            f"cannot open {path} as a raster ({err})", "give a GeoTIFF or another GDAL raster"
+        ) from err
+
+
+def _check_band(src: rasterio.DatasetReader, band: int) -> None:
+    if not 1 <= int(band) <= src.count:
+        raise BandError(
+            f"band {band} does not exist in {src.name} (it has {src.count})",
+            f"pass a band between 1 and {src.count}",
+        )
+
+
+def _read(src: rasterio.DatasetReader, band: int, window: Window) -> np.ndarray:
+    """Read one band window, turning GDAL read errors into :class:`InputFileError`."""
+    try:
+        return src.read(band, window=window)
+    except RasterioError as err:
+        raise InputFileError(
+            f"cannot read {src.name} ({err})", "check that the file is complete and not corrupt"
+        ) from err
+
+
+def _as_matrix(matrix: Any) -> np.ndarray:
+    """Validate a 3x3 pixel transform; returns it as float64 (3, 3)."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (3, 3) or not np.all(np.isfinite(m)):
+        raise DegenerateTransformError(
+            f"the pixel transform must be a finite 3x3 matrix, got shape {m.shape}",
+            "check the transform estimation",
+        )
+    scale = np.abs(m[:2, :2]).max()
+    if scale == 0 or abs(np.linalg.det(m)) <= 1e-12 * max(scale, abs(m[2, 2])) ** 3:
+        raise DegenerateTransformError(
+            "the pixel transform is singular", "try another transform model or more matches"
+        )
+    return m
+
+
+def _inverse(m: np.ndarray) -> np.ndarray:
+    """Inverse of ``m`` (reference px centre -> moving px centre), scaled so ``[2, 2]`` > 0.
+
+    With that scaling, reference pixels whose homogeneous ``w`` is <= 0 lie beyond the
+    homography's horizon and have no moving pixel.
+    """
+    inv = np.linalg.inv(m)
+    if abs(inv[2, 2]) > 1e-12:
+        inv = inv / inv[2, 2]
+    return inv
+
+
+def _output_dtype_nodata(dtype: str, nodata: float | None) -> tuple[np.dtype, float]:
+    """Output dtype and nodata for a moving band of ``dtype`` with nodata value ``nodata``.
+
+    Complex -> float32 amplitude with NaN nodata. Otherwise the dtype is kept, and so is the
+    nodata value; without one, NaN (floats) or 0 (integers) is chosen.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind == "c":
+        return np.dtype(np.float32), math.nan
+    if nodata is not None:
+        return dt, float(nodata)
+    return dt, (math.nan if dt.kind == "f" else 0.0)
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """Float type interpolation runs in (exact for the source's values)."""
+    if dtype.kind in "iu" and dtype.itemsize <= 2 or dtype == np.float32:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def _valid_mask(arr: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(h, w) bool, True where ``arr`` holds data: finite and not equal to ``nodata``."""
+    valid = np.isfinite(arr) if arr.dtype.kind in "fc" else np.ones(arr.shape, dtype=bool)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= arr != nodata
+    return valid
+
+
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Cast interpolated floats to ``dtype``; integers are rounded and clipped to the range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype, copy=False)
+
+
+def _predictor(dtype: np.dtype) -> int:
+    """TIFF predictor: 2 (horizontal differencing) for integers, 3 for floats, 1 otherwise."""
+    if dtype.kind in "iu":
+        return 2
+    if dtype.kind == "f":
+        return 3
+    return 1
+
+
+def _gtiff_profile(dtype: np.dtype, width: int, height: int, nodata: float | None) -> dict:
+    """Creation profile: single band, 256x256 tiles, deflate, BIGTIFF=IF_SAFER."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "count": 1,
+        "dtype": dtype.name,
+        "width": int(width),
+        "height": int(height),
+        "tiled": True,
+        "blockxsize": TILE,
+        "blockysize": TILE,
+        "compress": "deflate",
+        "predictor": _predictor(dtype),
+        "BIGTIFF": "IF_SAFER",
+    }
+    if nodata is not None:
+        profile["nodata"] = nodata
+    return profile
+
+
+def _copy_metadata(src: rasterio.DatasetReader, band: int, dst: Any, extra: dict) -> None:
+    """Copy dataset tags (minus structural ones), band tags/description/unit; add ``extra``."""
+    tags = {
+        k: v for k, v in src.tags().items() if not any(k.startswith(p) for p in _SKIP_TAG_PREFIXES)
+    }
+    tags[REGISTRATION_TAG] = json.dumps(extra, separators=(",", ":"))
+    dst.update_tags(**tags)
+    band_tags = src.tags(band)
+    if band_tags:
+        dst.update_tags(1, **band_tags)
+    desc = src.descriptions[band - 1]
+    if desc:
+        dst.set_band_description(1, desc)
+    unit = src.units[band - 1]
+    if unit:
+        dst.set_band_unit(1, unit)
+
+
+def _blocks(height: int, width: int, rows: int, cols: int) -> Iterator[Window]:
+    """Row-major windows of at most ``rows`` x ``cols`` covering a ``height`` x ``width`` grid."""
+    for r in range(0, height, rows):
+        for c in range(0, width, cols):
+            yield Window(c, r, min(cols, width - c), min(rows, height - r))
+
+
+def _round_block(n: int) -> int:
+    """Round a block size up to a whole number of output tiles (so each tile is written once)."""
+    return max(TILE, -(-int(n) // TILE) * TILE)
+
+
+def _source_coords(inv: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Moving pixel centres of the reference pixel centres in ``win``.
+
+    Returns ``xs, ys`` float64 (h, w) and ``ok`` bool (h, w): False where the point has no
+    finite moving position (beyond a homography's horizon).
+    """
+    cols = np.arange(win.col_off, win.col_off + win.width, dtype=np.float64)
+    rows = np.arange(win.row_off, win.row_off + win.height, dtype=np.float64)
+    x, y = np.meshgrid(cols, rows)
+    xm = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
+    ym = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
+    if inv[2, 0] == 0 and inv[2, 1] == 0:  # affine
+        return xm, ym, np.ones(xm.shape, dtype=bool)
+    w = inv[2, 0] * x + inv[2, 1] * y + inv[2, 2]
+    ok = w > 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xs, ys = xm / w, ym / w
+    ok &= np.isfinite(xs) & np.isfinite(ys)
+    return xs, ys, ok
+
+
+def _needed_window(
+    xs: np.ndarray, ys: np.ndarray, ok: np.ndarray, width: int, height: int
+) -> Window | None:
+    """Moving-image window (with margin) covering the coordinates; None if all fall outside."""
+    if not ok.any():
+        return None
+    xv, yv = xs[ok], ys[ok]
+    x0 = max(0, math.floor(xv.min()) - _MARGIN)
+    x1 = min(width, math.ceil(xv.max()) + _MARGIN + 1)
+    y0 = max(0, math.floor(yv.min()) - _MARGIN)
+    y1 = min(height, math.ceil(yv.max()) + _MARGIN + 1)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return Window(x0, y0, x1 - x0, y1 - y0)
+
+
+def _remap_block(
+    data: np.ndarray,
+    invalid: np.ndarray,
+    mx: np.ndarray,
+    my: np.ndarray,
+    resampling: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolate one block.
+
+    Args:
+        data: (h, w) float window of the moving image, invalid pixels filled with 0.
+        invalid: (h, w) bool, True where the window holds no data.
+        mx, my: (H, W) float32 window-relative moving pixel centres of the output pixels;
+            positions outside the window are outside the moving image.
+        resampling: 'nearest' | 'bilinear' | 'cubic'.
+
+    Returns:
+        values (H, W) float and bad (H, W) bool: True where the interpolation touched
+        (with non-zero weight, conservatively for cubic) an invalid or outside pixel.
+    """
+    interp = _INTERP[resampling]
+    values = cv2.remap(data, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if resampling == "nearest":
+        bad = cv2.remap(
+            invalid.astype(np.uint8), mx, my, cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=1,
+        )  # fmt: skip
+        return values, bad > 0
+    inv_f = invalid.astype(np.float32)
+    if resampling == "cubic":
+        # Cubic taps floor(x)-1..floor(x)+2 = bilinear taps floor(x)..floor(x)+1 of the mask
+        # dilated by one pixel (outside the window counts as invalid; the margin keeps that
+        # away from every tap actually used).
+        inv_f = cv2.dilate(
+            inv_f, np.ones((3, 3), np.uint8),
+            borderType=cv2.BORDER_CONSTANT, borderValue=1.0,
+        )  # fmt: skip
+    touched = cv2.remap(
+        inv_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0
+    )
+    return values, touched > 1e-6
+
+
+# --------------------------------------------------------------------------------------------
+# resample mode
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """Everything the per-block worker needs (one open moving dataset, fixed for a call)."""
+
+    src: rasterio.DatasetReader
+    band: int
+    inv: np.ndarray
+    resampling: str
+    src_nodata: float | None
+    out_dtype: np.dtype
+    out_nodata: float
+    work_dtype: np.dtype
+    complex_src: bool
+
+
+def _warp_window(job: _Job, win: Window) -> np.ndarray:
+    """Output pixels (H, W) of ``out_dtype`` for the reference-grid window ``win``.
+
+    Splits ``win`` in two (recursively) if the moving window it needs is too large.
+    """
+    xs, ys, ok = _source_coords(job.inv, win)
+    need = _needed_window(xs, ys, ok, job.src.width, job.src.height)
+    out = np.full((int(win.height), int(win.width)), job.out_nodata, dtype=job.out_dtype)
+    if need is None:
+        return out
+    too_big = (
+        max(need.width, need.height) > _MAX_WINDOW_SIDE
+        or need.width * need.height > _MAX_WINDOW_PIXELS
+    )
+    if too_big and (win.width > 1 or win.height > 1):
+        if win.height >= win.width:
+            h = int(win.height) // 2
+            parts = (Window(win.col_off, win.row_off, win.width, h),
+                     Window(win.col_off, win.row_off + h, win.width, win.height - h))  # fmt: skip
+            return np.concatenate([_warp_window(job, p) for p in parts], axis=0)
+        w = int(win.width) // 2
+        parts = (Window(win.col_off, win.row_off, w, win.height),
+                 Window(win.col_off + w, win.row_off, win.width - w, win.height))  # fmt: skip
+        return np.concatenate([_warp_window(job, p) for p in parts], axis=1)
+
+    raw = _read(job.src, job.band, need)
+    invalid = ~_valid_mask(raw, job.src_nodata)
+    data = np.abs(raw) if job.complex_src else raw
+    data = data.astype(job.work_dtype)
+    data[invalid] = 0
+    # window-relative coordinates; clamp far-away points (kept outside) for cv2's fixed point
+    lim_x, lim_y = need.width + 8, need.height + 8
+    mx = np.where(ok, np.clip(xs - need.col_off, -8, lim_x), -8).astype(np.float32)
+    my = np.where(ok, np.clip(ys - need.row_off, -8, lim_y), -8).astype(np.float32)
+    values, bad = _remap_block(data, invalid, mx, my, job.resampling)
+    good = ~bad
+    out[good] = _to_dtype(values[good], job.out_dtype)
+    return out
+
+
+def resample_to_grid(
+    src_path: str | os.PathLike,
+    band: int,
+    matrix: Any,
+    grid: GridSpec,
+    out_path: str | os.PathLike,
+    resampling: str = "bilinear",
+    overwrite: bool = False,
+    block_rows: int = 1024,
+    progress: bool = False,
+    block_cols: int | None = None,
+) -> WarpResult:
+    """Resample band ``band`` of the moving image onto the reference ``grid`` and write it.
+
+    Args:
+        src_path: moving image (any GDAL raster).
+        band: 1-based band of the moving image.
+        matrix: (3, 3) pixel transform, moving pixel centres -> reference pixel centres.
+        grid: the reference grid; the output gets exactly its CRS, transform, width, height.
+        out_path: output GeoTIFF path (written atomically; checked before any work).
+        resampling: 'nearest' | 'bilinear' | 'cubic'.
+        overwrite: replace an existing output.
+        block_rows, block_cols: output block size in pixels (rounded up to whole 256-px tiles;
+            ``block_cols`` defaults to ``block_rows``). Memory is bounded by the block and the
+            moving window it needs (blocks needing a window over 16 Mpx are split).
+        progress: show a tqdm progress bar over blocks.
+
+    The moving dtype and nodata are kept (complex -> float32 amplitude with NaN nodata; a band
+    without nodata gets NaN for floats, 0 for integers, recorded in the file). Output pixels that
+    map outside the moving image, or whose interpolation footprint touches a moving nodata
+    pixel (2x2 taps for bilinear, 4x4 for cubic, conservatively), are nodata. Integer outputs
+    are rounded and clipped to the dtype's range (cubic overshoot). cv2.remap quantizes
+    sub-pixel positions to 1/32 pixel.
+
+    Returns:
+        A :class:`WarpResult` with the output path and the fraction of valid output pixels.
+    """
+    if resampling not in _INTERP:
+        raise ConfigError(f"unknown resampling {resampling!r}", f"use one of {', '.join(_INTERP)}")
+    m = _as_matrix(matrix)
+    final = check_output_path(out_path, overwrite=overwrite)
+    inv = _inverse(m)
+    rows = _round_block(block_rows)
+    cols = _round_block(block_cols if block_cols is not None else block_rows)
+    height, width = grid.shape
+
+    with _open(src_path) as src:
+        _check_band(src, band)
+        src_dtype = np.dtype(src.dtypes[band - 1])
+        src_nodata = src.nodatavals[band - 1]
+        out_dtype, out_nodata = _output_dtype_nodata(src_dtype.name, src_nodata)
+        job = _Job(
+            src=src,
+            band=band,
+            inv=inv,
+            resampling=resampling,
+            src_nodata=src_nodata,
+            out_dtype=out_dtype,
+            out_nodata=out_nodata,
+            work_dtype=_work_dtype(out_dtype),
+            complex_src=src_dtype.kind == "c",
+        )
+        if src_nodata is None:
+            log.info(
+                "%s has no nodata value; the output uses %s as nodata",
+                src_path, out_nodata,
+            )  # fmt: skip
+        profile = _gtiff_profile(out_dtype, width, height, out_nodata)
+        profile.update(crs=grid.crs, transform=grid.transform)
+        info = {
+            "tool": f"sarreg {_version()}",
+            "mode": "resample",
+            "source": Path(src_path).name,
+            "band": int(band),
+            "resampling": resampling,
+            "matrix": m.tolist(),
+            "matrix_convention": "moving pixel centre -> reference pixel centre, (x, y)",
+        }
+        windows = list(_blocks(height, width, rows, cols))
+        n_valid = 0
+        with atomic_write(final, overwrite=overwrite) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                _copy_metadata(src, band, dst, info)
+                for win in tqdm(windows, desc="warp", unit="block", disable=not progress):
+                    block = _warp_window(job, win)
+                    n_valid += int(_valid_mask(block, out_nodata).sum())
+                    dst.write(block, 1, window=win)
+
+    frac = n_valid / float(width * height)
+    log.info("resampled %s onto a %dx%d grid -> %s (%.1f%% valid)",
+             src_path, width, height, final, 100 * frac)  # fmt: skip
+    return WarpResult(final, width, height, out_dtype.name, out_nodata, frac)
+
+
+# --------------------------------------------------------------------------------------------
+# georef mode
+# --------------------------------------------------------------------------------------------
+
+
+def _to_gcps(gcps: Any) -> list[GroundControlPoint]:
+    """(x_mov, y_mov, X, Y) pixel-centre/map tuples -> rasterio GCPs (corner-based col/row).
+
+    GDAL's GCP pixel/line refer to the corner-based grid (pixel (0, 0)'s top-left corner is
+    0.0, its centre 0.5), so ``col = x_mov + 0.5`` and ``row = y_mov + 0.5``.
+    """
+    arr = np.asarray(gcps, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4 or len(arr) < 3 or not np.all(np.isfinite(arr)):
+        raise ConfigError(
+            f"GCPs must be at least 3 finite (x_mov, y_mov, X, Y) rows, got shape {arr.shape}",
+            "pass an (N, 4) list of pixel-centre and map coordinates",
+        )
+    return [
+        GroundControlPoint(row=y + 0.5, col=x + 0.5, x=gx, y=gy, id=str(i + 1))
+        for i, (x, y, gx, gy) in enumerate(arr.tolist())
+    ]
+
+
+def write_georeferenced(
+    src_path: str | os.PathLike,
+    band: int,
+    out_path: str | os.PathLike,
+    transform: Affine | None = None,
+    crs: CRS | str | None = None,
+    gcps: Sequence[Sequence[float]] | np.ndarray | None = None,
+    overwrite: bool = False,
+) -> WarpResult:
+    """Copy band ``band`` of the moving image unchanged with new georeferencing (``--mode georef``).
+
+    Exactly one of:
+        transform: the corrected rasterio affine (pixel corners -> map), for affine models.
+        gcps: (N, 4) rows ``(x_mov, y_mov, X, Y)``: moving pixel centres and their map
+            coordinates in ``crs`` (homography); N >= 3. Written as GDAL GCPs whose pixel/line
+            are corner-based, i.e. ``col = x_mov + 0.5``, ``row = y_mov + 0.5``.
+
+    ``crs`` defaults to the moving image's CRS; one of the two is required. Dtype, nodata,
+    tags and band description are kept; the output is tiled, deflate-compressed and written
+    atomically.
+    """
+    if (transform is None) == (gcps is None):
+        raise ConfigError(
+            "georef output needs exactly one of a transform or GCPs",
+            "pass transform= for affine models or gcps= for a homography",
+        )
+    gcp_list = _to_gcps(gcps) if gcps is not None else None
+    final = check_output_path(out_path, overwrite=overwrite)
+    with _open(src_path) as src:
+        _check_band(src, band)
+        out_crs = CRS.from_user_input(crs) if crs is not None else src.crs
+        if out_crs is None:
+            raise NotGeoreferencedError(
+                f"no CRS for the georeferenced output of {src_path}",
+                "georeference the reference image or use --mode resample",
+            )
+        dtype = np.dtype(src.dtypes[band - 1])
+        nodata = src.nodatavals[band - 1]
+        profile = _gtiff_profile(dtype, src.width, src.height, nodata)
+        info: dict[str, Any] = {
+            "tool": f"sarreg {_version()}",
+            "mode": "georef",
+            "source": Path(src_path).name,
+            "band": int(band),
+        }
+        if gcp_list is None:
+            profile.update(crs=out_crs, transform=transform)
+            info["transform"] = list(transform)[:6]
+        else:
+            info["gcps"] = len(gcp_list)
+            info["gcp_convention"] = "GCP col/row = moving pixel centre + 0.5 (corner grid)"
+        n_valid = 0
+        with atomic_write(final, overwrite=overwrite) as tmp:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                if gcp_list is not None:
+                    dst.gcps = (gcp_list, out_crs)
+                _copy_metadata(src, band, dst, info)
+                rows = cols = _round_block(1024)
+                for win in _blocks(src.height, src.width, rows, cols):
+                    block = _read(src, band, win)
+                    n_valid += int(_valid_mask(block, nodata).sum())
+                    dst.write(block, 1, window=win)
+
+    frac = n_valid / float(src.width * src.height)
+    log.info("wrote %s with %s", final, "GCPs" if gcp_list else "a corrected geotransform")
+    return WarpResult(final, src.width, src.height, dtype.name, nodata, frac)
+
+
+def _version() -> str:
+    from sarreg import __version__
+
+    return __version__
