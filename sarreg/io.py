@@ -142,13 +142,13 @@ class RasterInfo:
         """Map coordinates ``(4, 2)`` of the image's outer corners, or None if not georeferenced.
 
         Order: top-left, top-right, bottom-right, bottom-left (outer pixel corners, i.e.
-        ``transform * (0, 0)``, ``* (W, 0)``, ``* (W, H)``, ``* (0, H)``).
+        ``transform @ (0, 0)``, ``@ (W, 0)``, ``@ (W, H)``, ``@ (0, H)``).
         """
         if self.transform is None:
             return None
         h, w = self.shape
         t = self.transform
-        return np.array([t * (0, 0), t * (w, 0), t * (w, h), t * (0, h)], dtype=np.float64)
+        return np.array([t @ (0, 0), t @ (w, 0), t @ (w, h), t @ (0, h)], dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -574,8 +574,8 @@ def read_raster(
     if transform_full is not None:
         transform = (
             transform_full
-            * Affine.translation(float(win.col_off), float(win.row_off))
-            * Affine.scale(decimation)
+            @ Affine.translation(float(win.col_off), float(win.row_off))
+            @ Affine.scale(decimation)
         )
     logger.debug(
         "read %s band %d: %s of %s, window %s, decimation %.4g, %.1f %% valid",
