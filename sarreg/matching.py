@@ -1,0 +1,213 @@
+"""Mutual nearest-neighbour matching of unit-norm descriptors, optionally guided by a prior.
+
+The similarity of two descriptors is their cosine similarity (dot product of unit vectors);
+the matching distance used by the ratio test is the Euclidean one, ``sqrt(2 - 2 s)``.
+
+Similarities are computed block by block (``chunk x chunk`` at a time, with torch on the CPU)
+while running best / second-best values are kept per row and per column, so memory stays at
+``O(chunk^2 + N + M)`` also for 50k x 50k keypoints. With a prior (a callable mapping moving
+pixel centres to predicted reference pixel centres) and a radius, pairs whose reference
+keypoint lies farther than ``radius`` reference pixels from the prediction are excluded before
+both nearest-neighbour searches, so mutuality and the ratio test are evaluated under the same
+constraint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+_NEG = float("-inf")
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Matching settings.
+
+    Attributes:
+        min_similarity: minimum cosine similarity of a match; a loose default that drops
+            only clearly unrelated pairs (mutual nearest neighbours and RANSAC do most of the
+            filtering); -1 disables the test.
+        ratio: Lowe's ratio test on descriptor distances, best / second best < ``ratio``
+            (in both directions), e.g. 0.9; ``None`` disables it.
+        radius: with a prior, only pairs whose reference keypoint lies within ``radius``
+            reference pixels of the prior's prediction are considered; ``None`` = no limit.
+        chunk: block size of the similarity computation (memory ~ 4 * chunk^2 bytes).
+    """
+
+    min_similarity: float = 0.5
+    ratio: float | None = None
+    radius: float | None = None
+    chunk: int = 4096
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError("min_similarity must be in [-1, 1]")
+        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
+            raise ValueError("ratio must be in (0, 1]")
+        if self.radius is not None and not self.radius > 0:
+            raise ValueError("radius must be positive")
+        if self.chunk < 1:
+            raise ValueError("chunk must be positive")
+
+
+@dataclass
+class Matches:
+    """Matched keypoint pairs, sorted by decreasing similarity.
+
+    Attributes:
+        idx_ref: ``(K,)`` int64 indices into the reference Features.
+        idx_mov: ``(K,)`` int64 indices into the moving Features.
+        similarity: ``(K,)`` float32 cosine similarity of the pair.
+    """
+
+    idx_ref: np.ndarray
+    idx_mov: np.ndarray
+    similarity: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.idx_ref.shape[0])
+
+    def subset(self, idx) -> Matches:
+        """Matches selected by an index array or boolean mask."""
+        return Matches(self.idx_ref[idx], self.idx_mov[idx], self.similarity[idx])
+
+    @classmethod
+    def empty(cls) -> Matches:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+@dataclass
+class _Best2:
+    """Running best and second-best similarity (and best index) along one axis."""
+
+    best: torch.Tensor  # (n,) float32
+    second: torch.Tensor  # (n,) float32
+    arg: torch.Tensor  # (n,) int64
+
+    @classmethod
+    def new(cls, n: int) -> _Best2:
+        return cls(
+            torch.full((n,), _NEG), torch.full((n,), _NEG), torch.full((n,), -1, dtype=torch.long)
+        )
+
+    def update(self, lo: int, hi: int, sim: torch.Tensor, offset: int) -> None:
+        """Merge a block ``sim`` ``(hi - lo, m)`` whose columns start at index ``offset``.
+
+        Ties go to the lower index (earlier blocks first, ``torch.max`` returns the first).
+        """
+        k = min(2, sim.shape[1])
+        top = torch.topk(sim, k, dim=1).values  # sorted descending
+        b_val, b_arg = sim.max(dim=1)  # first index among equal maxima
+        blk_second = top[:, 1] if k == 2 else torch.full_like(b_val, _NEG)
+        old_best, old_second = self.best[lo:hi], self.second[lo:hi]
+        better = b_val > old_best
+        new_second = torch.where(
+            better, torch.maximum(old_best, blk_second), torch.maximum(old_second, b_val)
+        )
+        self.best[lo:hi] = torch.where(better, b_val, old_best)
+        self.arg[lo:hi] = torch.where(better, b_arg + offset, self.arg[lo:hi])
+        self.second[lo:hi] = new_second
+
+
+def _as_descriptors(d, name: str) -> torch.Tensor:
+    arr = np.ascontiguousarray(np.asarray(d, dtype=np.float32))
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, D), got {arr.shape}")
+    return torch.from_numpy(arr)
+
+
+def _distance(sim: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance between unit vectors of cosine similarity ``sim``."""
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=0.0))
+
+
+def match_mutual(
+    desc_ref,
+    desc_mov,
+    config: MatchConfig | None = None,
+    xy_ref=None,
+    xy_mov=None,
+    prior: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Matches:
+    """Mutual nearest neighbours between two descriptor sets.
+
+    Args:
+        desc_ref: ``(N, D)`` unit-norm reference descriptors, or reference ``Features`` (then
+            ``xy_ref`` defaults to its keypoints).
+        desc_mov: ``(M, D)`` unit-norm moving descriptors, or moving ``Features``.
+        config: :class:`MatchConfig`.
+        xy_ref: ``(N, 2)`` reference keypoints (pixel centres); needed with a prior.
+        xy_mov: ``(M, 2)`` moving keypoints (pixel centres); needed with a prior.
+        prior: callable ``(M, 2)`` moving px -> ``(M, 2)`` predicted reference px. Used only
+            when ``config.radius`` is set.
+
+    Returns:
+        :class:`Matches`, sorted by decreasing similarity (ties by reference index).
+    """
+    config = config or MatchConfig()
+    if hasattr(desc_ref, "descriptors"):
+        xy_ref = desc_ref.keypoints if xy_ref is None else xy_ref
+        desc_ref = desc_ref.descriptors
+    if hasattr(desc_mov, "descriptors"):
+        xy_mov = desc_mov.keypoints if xy_mov is None else xy_mov
+        desc_mov = desc_mov.descriptors
+    dr = _as_descriptors(desc_ref, "desc_ref")
+    dm = _as_descriptors(desc_mov, "desc_mov")
+    n, m = dr.shape[0], dm.shape[0]
+    if n and m and dr.shape[1] != dm.shape[1]:
+        raise ValueError(f"descriptor dimensions differ: {dr.shape[1]} vs {dm.shape[1]}")
+    if n == 0 or m == 0:
+        return Matches.empty()
+
+    guided = prior is not None and config.radius is not None
+    if guided:
+        if xy_ref is None or xy_mov is None:
+            raise ValueError("a prior needs xy_ref and xy_mov")
+        p_ref = torch.from_numpy(np.asarray(xy_ref, dtype=np.float64)[:, :2].copy())
+        pred = np.asarray(prior(np.asarray(xy_mov, dtype=np.float64)[:, :2]), dtype=np.float64)
+        if pred.shape != (m, 2):
+            raise ValueError(f"prior returned shape {pred.shape}, expected ({m}, 2)")
+        p_pred = torch.from_numpy(pred.copy())
+        r2 = float(config.radius) ** 2
+
+    rows = _Best2.new(m)  # per moving keypoint: best reference
+    cols = _Best2.new(n)  # per reference keypoint: best moving
+    c = config.chunk
+    with torch.inference_mode():
+        for i0 in range(0, m, c):
+            i1 = min(m, i0 + c)
+            for j0 in range(0, n, c):
+                j1 = min(n, j0 + c)
+                sim = dm[i0:i1] @ dr[j0:j1].T  # (mi, nj)
+                if guided:
+                    d2 = torch.cdist(p_pred[i0:i1], p_ref[j0:j1]) ** 2
+                    sim = sim.masked_fill(d2 > r2, _NEG)
+                rows.update(i0, i1, sim, j0)
+                cols.update(j0, j1, sim.T, i0)
+
+        idx_mov = torch.arange(m)
+        idx_ref = rows.arg
+        ok = idx_ref >= 0
+        ok &= cols.arg[idx_ref.clamp(min=0)] == idx_mov
+        ok &= torch.isfinite(rows.best) & (rows.best >= config.min_similarity)
+        if config.ratio is not None:
+            d1 = _distance(rows.best)
+            ok &= d1 < config.ratio * _distance(rows.second)
+            ok &= d1 < config.ratio * _distance(cols.second[idx_ref.clamp(min=0)])
+        sel = torch.nonzero(ok).reshape(-1)
+        sim_sel = rows.best[sel]
+        ref_sel = idx_ref[sel]
+
+    sim_np = sim_sel.numpy().astype(np.float32)
+    ref_np = ref_sel.numpy().astype(np.int64)
+    mov_np = sel.numpy().astype(np.int64)
+    order = np.lexsort((ref_np, -sim_np))
+    log.debug("%d mutual matches of %d x %d keypoints (guided=%s)", len(order), n, m, guided)
+    return Matches(ref_np[order], mov_np[order], sim_np[order])

@@ -1,0 +1,123 @@
+"""Mutual nearest-neighbour matching: identity, permutation, filters, prior radius, chunking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarreg.matching import MatchConfig, Matches, match_mutual
+
+
+def unit(rng, n, d=32):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def noisy(desc, rng, sigma):
+    x = desc + rng.normal(0, sigma, desc.shape).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_identical_sets_give_identity():
+    d = unit(np.random.default_rng(0), 500)
+    m = match_mutual(d, d, MatchConfig())
+    assert isinstance(m, Matches) and len(m) == 500
+    np.testing.assert_array_equal(np.sort(m.idx_ref), np.arange(500))
+    np.testing.assert_array_equal(m.idx_ref, m.idx_mov)
+    np.testing.assert_allclose(m.similarity, 1.0, atol=1e-5)
+    assert m.idx_ref.dtype == np.int64 and m.similarity.dtype == np.float32
+    assert np.all(np.diff(m.similarity) <= 0)  # sorted best first
+
+
+def test_shuffled_noisy_set_recovered():
+    rng = np.random.default_rng(1)
+    ref = unit(rng, 800)
+    perm = rng.permutation(800)
+    mov = noisy(ref[perm], rng, 0.05)  # mov[i] ~ ref[perm[i]]
+    m = match_mutual(ref, mov, MatchConfig(min_similarity=0.5))
+    assert len(m) == 800
+    np.testing.assert_array_equal(m.idx_ref, perm[m.idx_mov])
+
+
+def test_mutuality_rejects_one_sided_matches():
+    # two moving descriptors both closest to reference 0; only the closer one is mutual
+    ref = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    mov = np.array([[0.99, 0.141], [0.95, 0.312]], np.float32)
+    mov /= np.linalg.norm(mov, axis=1, keepdims=True)
+    m = match_mutual(ref, mov, MatchConfig(min_similarity=-1))
+    assert list(zip(m.idx_ref, m.idx_mov, strict=True)) == [(0, 0)]
+
+
+def test_similarity_threshold_and_ratio_test_reject():
+    rng = np.random.default_rng(2)
+    ref = unit(rng, 300)
+    mov = noisy(ref, rng, 0.1)
+    sims = (ref * mov).sum(axis=1)
+    thr = float(np.median(sims))
+    loose = match_mutual(ref, mov, MatchConfig(min_similarity=-1))
+    strict = match_mutual(ref, mov, MatchConfig(min_similarity=thr))
+    assert len(loose) == 300
+    assert np.all(strict.similarity >= thr)
+    assert len(strict) == np.sum(sims >= thr) == 150
+    # ratio test: make reference 1 an (almost) duplicate of reference 0 -> ambiguous
+    ref2 = ref.copy()
+    ref2[1] = noisy(ref[:1], rng, 0.01)[0]
+    plain = match_mutual(ref2, mov, MatchConfig(min_similarity=-1))
+    ratio = match_mutual(ref2, mov, MatchConfig(min_similarity=-1, ratio=0.9))
+    assert 0 in set(plain.idx_mov) | set(plain.idx_ref)
+    assert 0 not in set(ratio.idx_ref) and 1 not in set(ratio.idx_ref)
+    assert len(ratio) < len(plain)
+
+
+def test_prior_radius_excludes_far_match():
+    rng = np.random.default_rng(3)
+    ref = unit(rng, 4)
+    xy_ref = np.array([[10.0, 10.0], [100.0, 10.0], [10.0, 100.0], [500.0, 500.0]])
+    # moving keypoint 0 looks exactly like reference 3 (far away), a bit like reference 0
+    mov = np.stack([ref[3], ref[1], ref[2]])
+    mov[0] = 0.8 * ref[3] + 0.6 * ref[0]
+    mov /= np.linalg.norm(mov, axis=1, keepdims=True)
+    xy_mov = np.array([[5.0, 5.0], [95.0, 5.0], [5.0, 95.0]])
+
+    def prior(xy):
+        return xy + 5.0  # moving -> reference: shift by (5, 5)
+
+    free = match_mutual(ref, mov, MatchConfig(min_similarity=0.1))
+    assert (3, 0) in set(zip(free.idx_ref, free.idx_mov, strict=True))
+    cfg = MatchConfig(min_similarity=0.1, radius=20.0)
+    guided = match_mutual(ref, mov, cfg, xy_ref=xy_ref, xy_mov=xy_mov, prior=prior)
+    pairs = set(zip(guided.idx_ref.tolist(), guided.idx_mov.tolist(), strict=True))
+    assert pairs == {(0, 0), (1, 1), (2, 2)}
+    # no radius: the prior is ignored
+    same = match_mutual(ref, mov, MatchConfig(min_similarity=0.1), xy_ref, xy_mov, prior)
+    np.testing.assert_array_equal(same.idx_ref, free.idx_ref)
+    with pytest.raises(ValueError, match="xy_ref"):
+        match_mutual(ref, mov, cfg, prior=prior)
+
+
+@pytest.mark.parametrize("chunk", [5, 32, 1000])
+def test_chunk_size_does_not_change_result(chunk):
+    rng = np.random.default_rng(4)
+    ref = unit(rng, 150)
+    mov = noisy(ref[rng.permutation(150)][:120], rng, 0.4)
+    xy_ref = rng.uniform(0, 200, (150, 2))
+    xy_mov = rng.uniform(0, 200, (120, 2))
+    base_cfg = MatchConfig(min_similarity=0.2, ratio=0.95, radius=80.0, chunk=4096)
+    base = match_mutual(ref, mov, base_cfg, xy_ref, xy_mov, prior=lambda p: p)
+    got = match_mutual(
+        ref, mov, MatchConfig(0.2, 0.95, 80.0, chunk=chunk), xy_ref, xy_mov, prior=lambda p: p
+    )
+    assert len(base) > 10
+    np.testing.assert_array_equal(got.idx_ref, base.idx_ref)
+    np.testing.assert_array_equal(got.idx_mov, base.idx_mov)
+    np.testing.assert_allclose(got.similarity, base.similarity, atol=1e-6)
+
+
+def test_empty_inputs_and_bad_config():
+    d = unit(np.random.default_rng(5), 3)
+    assert len(match_mutual(d[:0], d)) == 0
+    assert len(match_mutual(d, d[:0])) == 0
+    with pytest.raises(ValueError):
+        MatchConfig(ratio=1.5)
+    with pytest.raises(ValueError, match="dimensions"):
+        match_mutual(d, d[:, :4])
