@@ -8,7 +8,7 @@ Conventions (see ``docs/architecture.md``):
   ``mask`` is ``bool`` ``(H, W)``, ``True`` = valid (not nodata / NaN / inf / masked).
 - ``transform`` is the rasterio affine of *this array's* grid (window and decimation applied): it
   maps pixel **corners**, so the map position of pixel centre ``(x, y)`` is
-  ``transform * (x + 0.5, y + 0.5)``.
+  ``transform @ (x + 0.5, y + 0.5)`` (affine >= 3 spells the product ``@``).
 - Pixel coordinates ``(x, y)`` are pixel centres with the top-left centre at ``(0, 0)``;
   :meth:`Raster.to_full_res` converts array pixel coordinates to the file's full-resolution grid.
 """
