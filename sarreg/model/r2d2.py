@@ -214,11 +214,10 @@ class R2D2Net(nn.Module):
                     r1 = min(h, r0 + chunk_rows)
                     rep[:, :, r0:r1], rel[:, :, r0:r1] = self.heads(low[:, :, r0:r1])
             else:
-                cols = _bilinear_taps(w, low.shape[-1], low.device)
                 for r0 in range(0, h, chunk_rows):
                     r1 = min(h, r0 + chunk_rows)
                     rows = _bilinear_taps(h, low.shape[-2], low.device, r0, r1)
-                    up = _upsample_block(low, rows, cols)
+                    up = _upsample_block(low, rows, w)
                     rep[:, :, r0:r1], rel[:, :, r0:r1] = self.heads(up)
         return DenseMaps(repeatability=rep, reliability=rel, low_res=low, image_shape=(h, w))
 
@@ -309,16 +308,19 @@ def _bilinear_taps(
     return i0.to(device), i1.to(device), frac.to(device)
 
 
-def _upsample_block(low: torch.Tensor, rows: tuple, cols: tuple) -> torch.Tensor:
-    """Bilinear upsampling of ``low`` ``(B, D, h, w)`` at the given row and column taps."""
+def _upsample_block(low: torch.Tensor, rows: tuple, out_width: int) -> torch.Tensor:
+    """Bilinear upsampling of ``low`` ``(B, D, h, w)`` to the given output rows, full width.
+
+    Rows are mixed explicitly at the low width; columns go through ``F.interpolate`` with the
+    row count unchanged (an exact copy along rows), which uses the same column taps as a
+    full-image upsampling.
+    """
     r0, r1, fr = rows
-    c0, c1, fc = cols
     fr = fr.to(low.dtype).view(-1, 1)
-    fc = fc.to(low.dtype)
-    top = low[:, :, r0]
-    bottom = low[:, :, r1]
-    rowmix = top * (1 - fr) + bottom * fr  # (B, D, n_rows, w)
-    return rowmix[..., c0] * (1 - fc) + rowmix[..., c1] * fc
+    rowmix = low[:, :, r0] * (1 - fr) + low[:, :, r1] * fr  # (B, D, n_rows, w)
+    return F.interpolate(
+        rowmix, size=(rowmix.shape[-2], out_width), mode="bilinear", align_corners=False
+    )
 
 
 def _as_batch(x: torch.Tensor, in_channels: int) -> torch.Tensor:
