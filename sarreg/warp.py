@@ -59,6 +59,8 @@ _MAX_WINDOW_SIDE = 16384
 _MAX_WINDOW_PIXELS = 1 << 24
 #: Extra moving pixels read around a block's footprint (cubic taps + mask dilation need 3).
 _MARGIN = 3
+#: cv2.remap's sub-pixel resolution (INTER_TAB_SIZE): positions are snapped to 1/32 pixel.
+_SUBPIXEL = 32
 #: Dataset tags not copied to outputs (TIFF/GDAL structural ones, stale for the new file).
 _SKIP_TAG_PREFIXES = ("TIFFTAG_", "AREA_OR_POINT", REGISTRATION_TAG)
 
@@ -183,6 +185,21 @@ def _output_dtype_nodata(dtype: str, nodata: float | None) -> tuple[np.dtype, fl
     return dt, (math.nan if dt.kind == "f" else 0.0)
 
 
+def _check_nodata(value: float, dtype: np.dtype) -> float:
+    """``value`` if ``dtype`` can hold it exactly, else :class:`ConfigError`."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        ok = not math.isnan(value) and value == int(value) and info.min <= value <= info.max
+    else:
+        ok = not math.isfinite(value) or abs(value) <= float(np.finfo(dtype).max)
+    if not ok:
+        raise ConfigError(
+            f"nodata {value} cannot be stored in {dtype.name}",
+            f"choose a nodata value within the {dtype.name} range",
+        )
+    return value
+
+
 def _work_dtype(dtype: np.dtype) -> np.dtype:
     """Float type interpolation runs in (exact for the source's values)."""
     if dtype.kind in "iu" and dtype.itemsize <= 2 or dtype == np.float32:
@@ -302,6 +319,28 @@ def _needed_window(
     return Window(x0, y0, x1 - x0, y1 - y0)
 
 
+def _window_maps(
+    xs: np.ndarray, ys: np.ndarray, ok: np.ndarray, need: Window, resampling: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """cv2.remap maps: window-relative moving pixel centres, float32 (H, W) each.
+
+    Absolute coordinates are first snapped to cv2's 1/32-pixel interpolation grid (for nearest:
+    to the nearest pixel centre, halves rounded up), so the maps are exact in float32 and a
+    pixel's result does not depend on which block or window it was computed in. Points without
+    a position (``~ok``) or far outside the window are moved just outside it (cv2's fixed point
+    must not overflow).
+    """
+    maps = []
+    for v, off, size in ((xs, need.col_off, need.width), (ys, need.row_off, need.height)):
+        if resampling == "nearest":
+            snapped = np.floor(v + 0.5)
+        else:
+            snapped = np.rint(v * _SUBPIXEL) / _SUBPIXEL
+        rel = np.clip(snapped - off, -8, size + 8)
+        maps.append(np.where(ok, rel, -8).astype(np.float32))
+    return maps[0], maps[1]
+
+
 def _remap_block(
     data: np.ndarray,
     invalid: np.ndarray,
@@ -314,16 +353,17 @@ def _remap_block(
     Args:
         data: (h, w) float window of the moving image, invalid pixels filled with 0.
         invalid: (h, w) bool, True where the window holds no data.
-        mx, my: (H, W) float32 window-relative moving pixel centres of the output pixels;
-            positions outside the window are outside the moving image.
+        mx, my: (H, W) float32 window-relative moving pixel centres of the output pixels, on the
+            1/32-pixel grid (see :func:`_window_maps`); outside the window = outside the image.
         resampling: 'nearest' | 'bilinear' | 'cubic'.
 
     Returns:
-        values (H, W) float and bad (H, W) bool: True where the interpolation touched
-        (with non-zero weight, conservatively for cubic) an invalid or outside pixel.
+        values (H, W) float and bad (H, W) bool: True where the interpolation gave a non-zero
+        weight to an invalid or outside pixel.
     """
-    interp = _INTERP[resampling]
-    values = cv2.remap(data, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    values = cv2.remap(
+        data, mx, my, _INTERP[resampling], borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
     if resampling == "nearest":
         bad = cv2.remap(
             invalid.astype(np.uint8), mx, my, cv2.INTER_NEAREST,
@@ -331,18 +371,32 @@ def _remap_block(
         )  # fmt: skip
         return values, bad > 0
     inv_f = invalid.astype(np.float32)
-    if resampling == "cubic":
-        # Cubic taps floor(x)-1..floor(x)+2 = bilinear taps floor(x)..floor(x)+1 of the mask
-        # dilated by one pixel (outside the window counts as invalid; the margin keeps that
-        # away from every tap actually used).
-        inv_f = cv2.dilate(
-            inv_f, np.ones((3, 3), np.uint8),
-            borderType=cv2.BORDER_CONSTANT, borderValue=1.0,
-        )  # fmt: skip
+    if resampling == "bilinear":
+        # bilinear weights are >= 0 and exactly 0 for the far tap at a whole-pixel position
+        return values, _touched(inv_f, mx, my)
+    # Cubic uses taps floor(x)-1..floor(x)+2 along an axis with a fractional position (all four
+    # weights non-zero) and only floor(x) at a whole-pixel position (weights 0, 1, 0, 0). That is
+    # exactly the bilinear footprint of the mask dilated by one pixel along the fractional axes.
+    # Outside the window counts as invalid; the margin keeps that away from every used tap.
+    frac_x = mx != np.floor(mx)
+    frac_y = my != np.floor(my)
+    bad = np.zeros(mx.shape, dtype=bool)
+    for kx, ky in ((True, True), (True, False), (False, True), (False, False)):
+        sel = (frac_x == kx) & (frac_y == ky)
+        if not sel.any():
+            continue
+        kernel = np.ones((3 if ky else 1, 3 if kx else 1), np.uint8)
+        dil = cv2.dilate(inv_f, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1.0)
+        bad[sel] = _touched(dil, mx, my)[sel]
+    return values, bad
+
+
+def _touched(inv_f: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
+    """(H, W) bool: bilinear interpolation of the invalid mask got a non-zero contribution."""
     touched = cv2.remap(
         inv_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0
     )
-    return values, touched > 1e-6
+    return touched > 1e-6
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,16 +419,19 @@ class _Job:
     complex_src: bool
 
 
-def _warp_window(job: _Job, win: Window) -> np.ndarray:
-    """Output pixels (H, W) of ``out_dtype`` for the reference-grid window ``win``.
+def _warp_window(job: _Job, win: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Output pixels for the reference-grid window ``win``.
 
+    Returns ``out`` (H, W) of ``out_dtype`` (nodata where there is no data) and ``good``
+    (H, W) bool, True where ``out`` holds data (also where that data equals the nodata value).
     Splits ``win`` in two (recursively) if the moving window it needs is too large.
     """
     xs, ys, ok = _source_coords(job.inv, win)
     need = _needed_window(xs, ys, ok, job.src.width, job.src.height)
-    out = np.full((int(win.height), int(win.width)), job.out_nodata, dtype=job.out_dtype)
+    shape = (int(win.height), int(win.width))
+    out = np.full(shape, job.out_nodata, dtype=job.out_dtype)
     if need is None:
-        return out
+        return out, np.zeros(shape, dtype=bool)
     too_big = (
         max(need.width, need.height) > _MAX_WINDOW_SIDE
         or need.width * need.height > _MAX_WINDOW_PIXELS
@@ -384,25 +441,30 @@ def _warp_window(job: _Job, win: Window) -> np.ndarray:
             h = int(win.height) // 2
             parts = (Window(win.col_off, win.row_off, win.width, h),
                      Window(win.col_off, win.row_off + h, win.width, win.height - h))  # fmt: skip
-            return np.concatenate([_warp_window(job, p) for p in parts], axis=0)
+            return _join([_warp_window(job, p) for p in parts], axis=0)
         w = int(win.width) // 2
         parts = (Window(win.col_off, win.row_off, w, win.height),
                  Window(win.col_off + w, win.row_off, win.width - w, win.height))  # fmt: skip
-        return np.concatenate([_warp_window(job, p) for p in parts], axis=1)
+        return _join([_warp_window(job, p) for p in parts], axis=1)
 
     raw = _read(job.src, job.band, need)
     invalid = ~_valid_mask(raw, job.src_nodata)
     data = np.abs(raw) if job.complex_src else raw
     data = data.astype(job.work_dtype)
     data[invalid] = 0
-    # window-relative coordinates; clamp far-away points (kept outside) for cv2's fixed point
-    lim_x, lim_y = need.width + 8, need.height + 8
-    mx = np.where(ok, np.clip(xs - need.col_off, -8, lim_x), -8).astype(np.float32)
-    my = np.where(ok, np.clip(ys - need.row_off, -8, lim_y), -8).astype(np.float32)
+    mx, my = _window_maps(xs, ys, ok, need, job.resampling)
     values, bad = _remap_block(data, invalid, mx, my, job.resampling)
     good = ~bad
     out[good] = _to_dtype(values[good], job.out_dtype)
-    return out
+    return out, good
+
+
+def _join(parts: list[tuple[np.ndarray, np.ndarray]], axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate ``(out, good)`` pairs of split blocks along ``axis``."""
+    return (
+        np.concatenate([p[0] for p in parts], axis=axis),
+        np.concatenate([p[1] for p in parts], axis=axis),
+    )
 
 
 def resample_to_grid(
@@ -416,6 +478,7 @@ def resample_to_grid(
     block_rows: int = 1024,
     progress: bool = False,
     block_cols: int | None = None,
+    nodata: float | None = None,
 ) -> WarpResult:
     """Resample band ``band`` of the moving image onto the reference ``grid`` and write it.
 
@@ -431,13 +494,15 @@ def resample_to_grid(
             ``block_cols`` defaults to ``block_rows``). Memory is bounded by the block and the
             moving window it needs (blocks needing a window over 16 Mpx are split).
         progress: show a tqdm progress bar over blocks.
+        nodata: output nodata value; default: the moving band's, else NaN (floats) / 0
+            (integers). Valid pixels equal to it are counted and logged as a warning.
 
     The moving dtype and nodata are kept (complex -> float32 amplitude with NaN nodata; a band
-    without nodata gets NaN for floats, 0 for integers, recorded in the file). Output pixels that
-    map outside the moving image, or whose interpolation footprint touches a moving nodata
-    pixel (2x2 taps for bilinear, 4x4 for cubic, conservatively), are nodata. Integer outputs
-    are rounded and clipped to the dtype's range (cubic overshoot). cv2.remap quantizes
-    sub-pixel positions to 1/32 pixel.
+    without nodata gets NaN for floats, 0 for integers, recorded in the file). Output pixels
+    that map outside the moving image, or whose interpolation gives non-zero weight to a moving
+    nodata pixel (up to 2x2 taps for bilinear, 4x4 for cubic), are nodata. Integer outputs are
+    rounded and clipped to the dtype's range (cubic overshoot). Sub-pixel positions are snapped
+    to 1/32 pixel (cv2.remap's resolution), so results do not depend on the block size.
 
     Returns:
         A :class:`WarpResult` with the output path and the fraction of valid output pixels.
@@ -456,6 +521,8 @@ def resample_to_grid(
         src_dtype = np.dtype(src.dtypes[band - 1])
         src_nodata = src.nodatavals[band - 1]
         out_dtype, out_nodata = _output_dtype_nodata(src_dtype.name, src_nodata)
+        if nodata is not None:
+            out_nodata = _check_nodata(float(nodata), out_dtype)
         job = _Job(
             src=src,
             band=band,
@@ -467,7 +534,7 @@ def resample_to_grid(
             work_dtype=_work_dtype(out_dtype),
             complex_src=src_dtype.kind == "c",
         )
-        if src_nodata is None:
+        if src_nodata is None and nodata is None:
             log.info(
                 "%s has no nodata value; the output uses %s as nodata",
                 src_path, out_nodata,
@@ -484,15 +551,23 @@ def resample_to_grid(
             "matrix_convention": "moving pixel centre -> reference pixel centre, (x, y)",
         }
         windows = list(_blocks(height, width, rows, cols))
-        n_valid = 0
+        n_valid = n_clash = 0
         with atomic_write(final, overwrite=overwrite) as tmp:
             with rasterio.open(tmp, "w", **profile) as dst:
                 _copy_metadata(src, band, dst, info)
                 for win in tqdm(windows, desc="warp", unit="block", disable=not progress):
-                    block = _warp_window(job, win)
-                    n_valid += int(_valid_mask(block, out_nodata).sum())
+                    block, good = _warp_window(job, win)
+                    n_valid += int(good.sum())
+                    if not math.isnan(out_nodata):
+                        n_clash += int(np.count_nonzero(block[good] == out_nodata))
                     dst.write(block, 1, window=win)
 
+    if n_clash:
+        log.warning(
+            "%d valid output pixels (%.1f%%) equal the nodata value %s and will read as nodata; "
+            "pass another nodata value to keep them",
+            n_clash, 100 * n_clash / float(width * height), out_nodata,
+        )  # fmt: skip
     frac = n_valid / float(width * height)
     log.info("resampled %s onto a %dx%d grid -> %s (%.1f%% valid)",
              src_path, width, height, final, 100 * frac)  # fmt: skip
