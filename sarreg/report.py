@@ -97,7 +97,7 @@ def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
 
     Args:
         a, b: (H, W) arrays.
-        tiles: number of tiles along each axis (tile edges at ``round(k * H / tiles)``).
+        tiles: number of tiles along each axis; row ``r`` is in tile row ``r * tiles // H``.
 
     Returns:
         (H, W) array of ``np.result_type(a, b)``: tile ``(i, j)`` (row, column) comes from ``a``
@@ -148,8 +148,9 @@ def plot_registration(
 ) -> Path:
     """Write a diagnostic PNG of a registration.
 
-    Left: reference and moving image side by side with the matches as lines (inliers bright,
-    outliers faint; at most :data:`MAX_LINES` lines, inliers first). Right: checkerboard of the
+    Left: reference and moving image side by side with the matches as lines (inliers green,
+    outliers faint red; at most :data:`MAX_LINES` lines, up to a quarter of them outliers, evenly
+    sampled). Nodata (NaN) and padding are shown in dark blue. Right: checkerboard of the
     reference and the warped moving image (or the reference alone if ``warped_img`` is None).
 
     Args:
@@ -165,6 +166,7 @@ def plot_registration(
     Returns:
         The absolute output path.
     """
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
@@ -190,14 +192,19 @@ def plot_registration(
     p_ref = _to_display_xy(kp_ref, s_ref)
     p_mov = _to_display_xy(kp_mov, s_mov) + [x_off, 0]
 
-    in_idx = _pick(np.flatnonzero(inliers), MAX_LINES)
-    out_idx = _pick(np.flatnonzero(~inliers), MAX_LINES - len(in_idx))
+    n_in, n_out = int(inliers.sum()), int((~inliers).sum())
+    n_out_drawn = min(n_out, MAX_LINES // 4)  # keep some outliers visible
+    n_in_drawn = min(n_in, MAX_LINES - n_out_drawn)
+    n_out_drawn = min(n_out, MAX_LINES - n_in_drawn)
+    in_idx = _pick(np.flatnonzero(inliers), n_in_drawn)
+    out_idx = _pick(np.flatnonzero(~inliers), n_out_drawn)
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad=(0.15, 0.2, 0.35))  # nodata / padding
 
     fig = Figure(figsize=(14, 6), dpi=100)
     FigureCanvasAgg(fig)
     ax_l, ax_r = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
-    ax_l.imshow(pair, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    for idx, color, alpha, lw in ((out_idx, "tab:red", 0.15, 0.5), (in_idx, "lime", 0.8, 0.7)):
+    ax_l.imshow(pair, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    for idx, color, alpha, lw in ((out_idx, "red", 0.3, 0.5), (in_idx, "lime", 0.6, 0.5)):
         if len(idx):
             segs = np.stack([p_ref[idx], p_mov[idx]], axis=1)
             ax_l.add_collection(LineCollection(segs, colors=color, alpha=alpha, linewidths=lw))
@@ -223,7 +230,7 @@ def plot_registration(
     else:
         board = ref_d
         ax_r.set_title("reference (no warped image)")
-    ax_r.imshow(board, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax_r.imshow(board, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax_r.set_axis_off()
     if title:
         fig.suptitle(title)

@@ -1,0 +1,143 @@
+"""Report helpers: JSON conversion/round trip, checkerboard, diagnostic PNG."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window
+
+from sarreg.errors import OutputExistsError
+from sarreg.report import checkerboard, plot_registration, to_jsonable, write_report
+
+
+@dataclass
+class _Fit:
+    model: str
+    matrix: np.ndarray
+    inliers: np.ndarray
+    rmse: np.float32
+
+
+def test_to_jsonable_types():
+    crs_wkt = CRS.from_wkt(
+        'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    )
+    out = to_jsonable(
+        {
+            1: np.int16(3),
+            "f": np.float64("nan"),
+            "inf": float("inf"),
+            "b": np.bool_(False),
+            "t": (1, 2.5),
+            "p": Path("/tmp/x.tif"),
+            "a": Affine(30.0, 0.0, 756750.0, 0.0, -30.0, 9409440.0),
+            "crs": CRS.from_epsg(32754),
+            "local": crs_wkt,
+        }
+    )
+    assert out["1"] == 3 and type(out["1"]) is int
+    assert out["f"] is None and out["inf"] is None and out["b"] is False
+    assert out["t"] == [1, 2.5] and out["p"] == "/tmp/x.tif"
+    assert out["a"] == [30.0, 0.0, 756750.0, 0.0, -30.0, 9409440.0]
+    assert out["crs"] == "EPSG:32754"
+    assert out["local"].startswith("LOCAL_CS") and CRS.from_wkt(out["local"]) == crs_wkt
+    json.dumps(out, allow_nan=False)  # strict JSON
+
+
+def test_write_report_round_trip(tmp_path, data_dir):
+    with rasterio.open(data_dir / "umbra_mount_yasur.tif") as src:
+        transform, crs = src.transform, src.crs  # rotated geotransform
+    fit = _Fit(
+        model="affine",
+        matrix=np.array([[1.01, 0.02, 3.5], [-0.02, 0.99, -1.25], [0, 0, 1]]),
+        inliers=np.array([True, False, True]),
+        rmse=np.float32(0.75),
+    )
+    report = {
+        "fit": fit,
+        "reference": {"path": data_dir / "umbra_mount_yasur.tif", "transform": transform},
+        "crs": crs,
+        "n_matches": np.int64(3),
+        "keypoints": np.arange(6, dtype=np.float32).reshape(3, 2),
+        "nodata": np.float32("nan"),
+    }
+    path = write_report(report, tmp_path / "report.json")
+    back = json.loads(path.read_text())
+    assert back["fit"]["model"] == "affine"
+    np.testing.assert_allclose(back["fit"]["matrix"], fit.matrix)
+    assert back["fit"]["inliers"] == [True, False, True]
+    assert back["fit"]["rmse"] == pytest.approx(0.75)
+    assert Affine(*back["reference"]["transform"]) == transform
+    assert back["reference"]["path"].endswith("umbra_mount_yasur.tif")
+    assert CRS.from_user_input(back["crs"]) == crs and back["crs"] == "EPSG:32759"
+    assert back["n_matches"] == 3 and back["keypoints"] == [[0, 1], [2, 3], [4, 5]]
+    assert back["nodata"] is None
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    with pytest.raises(OutputExistsError):
+        write_report(report, path, overwrite=False)
+
+
+def test_checkerboard_alternates():
+    a = np.zeros((16, 24), np.float32)
+    b = np.ones((16, 24), np.uint8)
+    cb = checkerboard(a, b, tiles=4)  # tiles of 4 rows x 6 columns
+    assert cb.dtype == np.float32 and cb.shape == (16, 24)
+    assert (cb[:4, :6] == 0).all() and (cb[:4, 6:12] == 1).all()
+    assert (cb[4:8, :6] == 1).all() and (cb[4:8, 6:12] == 0).all()
+    assert (cb[12:, 18:] == 0).all()  # tile (3, 3): even
+    tile_sums = cb.reshape(4, 4, 4, 6).sum(axis=(1, 3)) / 24
+    np.testing.assert_array_equal(tile_sums, (np.add.outer(np.arange(4), np.arange(4)) % 2))
+    odd = checkerboard(np.zeros((7, 5)), np.ones((7, 5)), tiles=2)  # uneven split
+    np.testing.assert_array_equal(odd[:, 0], [0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(odd[0], [0, 0, 0, 1, 1])
+    with pytest.raises(ValueError):
+        checkerboard(a, b[:-1])
+
+
+def _unit(x):
+    lo, hi = np.nanpercentile(x, [1, 99])
+    return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def test_plot_registration_png(tmp_path, data_dir):
+    with rasterio.open(data_dir / "umbra_mount_yasur.tif") as src:
+        ref = _unit(src.read(1, window=Window(600, 600, 300, 240)).astype(np.float32))
+        mov = _unit(src.read(1, window=Window(620, 590, 200, 200)).astype(np.float32))
+    rng = np.random.default_rng(0)
+    kp_mov = rng.uniform(0, 199, (500, 2))
+    kp_ref = kp_mov + [20.0, -10.0]
+    inliers = rng.random(500) < 0.7
+    kp_ref[~inliers] = rng.uniform(0, 239, ((~inliers).sum(), 2))
+    warped = np.full_like(ref, np.nan)
+    warped[10:210, :180] = mov[:, 20:200]
+    out = plot_registration(ref, mov, warped, kp_ref, kp_mov, inliers, tmp_path / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 20_000
+    img = mpimg.imread(out)
+    assert img.shape == (600, 1400, 4)
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+    # no warped image and no matches at all still give a plot
+    out2 = plot_registration(ref, mov, None, np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, bool),
+                             tmp_path / "empty.png")  # fmt: skip
+    assert mpimg.imread(out2).shape == (600, 1400, 4)
+    with pytest.raises(OutputExistsError):
+        plot_registration(ref, mov, None, kp_ref, kp_mov, inliers, out2, overwrite=False)
+
+
+def test_plot_decimates_large_images(tmp_path):
+    """Images beyond the display size are decimated; keypoints follow them (no error)."""
+    ref = np.tile(np.linspace(0, 1, 4200, dtype=np.float32), (120, 1))  # (120, 4200)
+    kp = np.array([[4199.0, 119.0], [0.0, 0.0], [2100.5, 60.5]])
+    out = plot_registration(ref, ref[:, :3000], ref, kp, kp * 0.5, [True, True, False],
+                            tmp_path / "big.png", checker=3)  # fmt: skip
+    assert mpimg.imread(out).shape == (600, 1400, 4)
