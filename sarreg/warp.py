@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import rasterio
 from affine import Affine
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from tqdm import tqdm
 
@@ -650,7 +651,11 @@ def write_georeferenced(
             info["gcp_convention"] = "GCP col/row = moving pixel centre + 0.5 (corner grid)"
         n_valid = 0
         with atomic_write(final, overwrite=overwrite) as tmp:
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with warnings.catch_warnings():
+                # GCP outputs have no geotransform on purpose
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dst = rasterio.open(tmp, "w", **profile)
+            with dst:
                 if gcp_list is not None:
                     dst.gcps = (gcp_list, out_crs)
                 _copy_metadata(src, band, dst, info)
