@@ -1,0 +1,407 @@
+"""Multi-scale keypoint and descriptor extraction with an R2D2 network, in bounded memory.
+
+For every pyramid scale ``s`` the ``[0, 1]`` image is resized to ``(round(H s), round(W s))``
+and cut into overlapping tiles. Each tile runs through ``net.dense_maps`` (full-resolution
+repeatability / reliability, low-resolution descriptor features); keypoints are the 3x3 local
+maxima of the repeatability inside the tile's **core** (its share of the level without the
+overlap), so that, with an overlap of at least the network's receptive-field radius, results do
+not depend on the tiling and at most one tile's maps are held at a time.
+
+Coordinates: keypoints are pixel centres ``(x, y)`` of the input image (top-left pixel centre at
+``(0, 0)``). A level pixel centre ``x_s`` maps to ``(x_s + 0.5) * W / W_s - 0.5``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+#: receptive-field radius of the Fast-R2D2 network in input pixels, measured (R2D2: 25); a
+#: tile_overlap of at least this + 1 (for the 3x3 non-maximum suppression) makes tiling exact
+FAST_R2D2_RADIUS = 27
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Keypoint extraction settings.
+
+    Attributes:
+        scale_factor: ratio between successive pyramid scales (> 1).
+        min_scale, max_scale: pyramid scales run from ``max_scale`` down to ``min_scale``.
+        min_size, max_size: pyramid levels whose larger side (level pixels) is outside
+            ``[min_size, max_size]`` are skipped (when none is left, the level closest to the
+            range is kept).
+        scales: explicit scales; overrides the pyramid and its size limits.
+        rep_threshold: minimum repeatability of a keypoint.
+        rel_threshold: minimum reliability of a keypoint.
+        top_k: keypoints kept over all scales, by score = reliability x repeatability.
+        border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
+        tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
+        tile_overlap: context added on every side of a tile's core, level pixels; at least the
+            network's receptive-field radius + 1 (28 px for Fast-R2D2) for tiling-independent
+            results. Rounded up to an even number (pooling alignment).
+        device: torch device the network runs on (the network is moved there).
+        progress: show a tqdm progress bar (only when stderr is a terminal).
+    """
+
+    scale_factor: float = 2**0.25
+    min_scale: float = 0.25
+    max_scale: float = 1.0
+    min_size: int = 256
+    max_size: int = 4096
+    scales: tuple[float, ...] | None = None
+    rep_threshold: float = 0.7
+    rel_threshold: float = 0.7
+    top_k: int = 5000
+    border: int = 8
+    tile_size: int = 1024
+    tile_overlap: int = 64
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scale_factor <= 1.0:
+            raise ValueError("scale_factor must be > 1")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError("need 0 < min_scale <= max_scale")
+        if self.scales is not None and (
+            len(self.scales) == 0 or any(not s > 0 for s in self.scales)
+        ):
+            raise ValueError("scales must be a non-empty tuple of positive numbers")
+        if self.top_k < 1 or self.border < 0 or self.tile_overlap < 0:
+            raise ValueError("top_k must be >= 1, border and tile_overlap >= 0")
+        if self.tile_size <= 2 * _even(self.tile_overlap) + 2:
+            raise ValueError("tile_size must exceed twice the tile_overlap")
+
+
+@dataclass
+class Features:
+    """Keypoints of one image.
+
+    Attributes:
+        keypoints: ``(N, 2)`` float32, ``x, y`` pixel centres of the input image.
+        scales: ``(N,)`` float32, 1 / pyramid scale (1.0 = full resolution, 2.0 = half size).
+        scores: ``(N,)`` float32, reliability x repeatability; sorted decreasing by extract().
+        descriptors: ``(N, D)`` float32, unit L2 norm.
+        image_shape: ``(H, W)`` of the input image.
+    """
+
+    keypoints: np.ndarray
+    scales: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_shape: tuple[int, int] = field(default=(0, 0))
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+    def subset(self, idx) -> Features:
+        """Features selected by an index array or boolean mask."""
+        return Features(
+            self.keypoints[idx],
+            self.scales[idx],
+            self.scores[idx],
+            self.descriptors[idx],
+            self.image_shape,
+        )
+
+    def to_npz(self, path: str | Path) -> None:
+        """Save as ``.npz``: ``keypoints`` (N, 3) = x, y, scale; ``descriptors`` (N, D);
+        ``scores`` (N,); ``image_shape`` (2,). Written to exactly ``path`` (no suffix added)."""
+        kp = np.concatenate([self.keypoints, self.scales[:, None]], axis=1).astype(np.float32)
+        with open(path, "wb") as f:
+            np.savez(
+                f,
+                keypoints=kp,
+                descriptors=self.descriptors.astype(np.float32),
+                scores=self.scores.astype(np.float32),
+                image_shape=np.asarray(self.image_shape, dtype=np.int64),
+            )
+
+    @classmethod
+    def from_npz(cls, path: str | Path) -> Features:
+        """Load a file written by :meth:`to_npz`."""
+        with np.load(path) as z:
+            kp = z["keypoints"].astype(np.float32).reshape(-1, 3)
+            shape = tuple(int(v) for v in z["image_shape"]) if "image_shape" in z else (0, 0)
+            return cls(
+                keypoints=kp[:, :2].copy(),
+                scales=kp[:, 2].copy(),
+                scores=z["scores"].astype(np.float32),
+                descriptors=z["descriptors"].astype(np.float32),
+                image_shape=shape,
+            )
+
+    @classmethod
+    def empty(cls, dim: int, image_shape: tuple[int, int]) -> Features:
+        return cls(
+            np.zeros((0, 2), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.float32),
+            np.zeros((0, dim), np.float32),
+            image_shape,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# pure helpers
+
+
+def _even(n: int) -> int:
+    return int(n) + (int(n) % 2)
+
+
+def level_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(H_s, W_s)`` of the pyramid level at ``scale`` for an input of shape ``(H, W)``."""
+    h, w = shape
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def pyramid_scales(shape: tuple[int, int], config: ExtractConfig) -> list[float]:
+    """Scales to run for an input of shape ``(H, W)``, largest first (see ExtractConfig)."""
+    if config.scales is not None:
+        return sorted((float(s) for s in config.scales), reverse=True)
+    n = int(math.floor(math.log(config.max_scale / config.min_scale, config.scale_factor) + 1e-9))
+    candidates = [config.max_scale / config.scale_factor**i for i in range(n + 1)]
+    kept = [
+        s for s in candidates if config.min_size <= max(level_shape(shape, s)) <= config.max_size
+    ]
+    if not kept:
+
+        def distance(s: float) -> float:
+            side = max(level_shape(shape, s))
+            return max(config.min_size / side, side / config.max_size)
+
+        kept = [min(candidates, key=distance)]
+        log.warning(
+            "no pyramid level of a %dx%d image fits sizes %d..%d; using scale %.3g",
+            shape[1], shape[0], config.min_size, config.max_size, kept[0],
+        )  # fmt: skip
+    return kept
+
+
+def tile_spans(size: int, tile_size: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis of length ``size``: ``(core0, core1, tile0, tile1)`` half-open.
+
+    Cores partition ``[0, size)``; a tile is its core plus ``overlap`` on each side, clipped to
+    the axis. Core starts and tile starts are even (the Fast network pools by 2).
+    """
+    if size <= tile_size:
+        return [(0, size, 0, size)]
+    ov = _even(overlap)
+    core = tile_size - 2 * ov
+    core -= core % 2
+    spans = []
+    for c0 in range(0, size, core):
+        c1 = min(size, c0 + core)
+        spans.append((c0, c1, max(0, c0 - ov), min(size, c1 + ov)))
+    return spans
+
+
+def resize_level(
+    image: np.ndarray, mask: np.ndarray, shape_s: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image (area / linear interpolation) and mask (nearest, then 3x3 erosion) at ``shape_s``.
+
+    The erosion makes up for nearest-neighbour rounding at the mask's edge; at the input size
+    both are returned unchanged.
+    """
+    h, w = image.shape
+    hs, ws = shape_s
+    if (hs, ws) == (h, w):
+        return image, mask
+    interp = cv2.INTER_AREA if hs * ws < h * w else cv2.INTER_LINEAR
+    img_s = cv2.resize(image, (ws, hs), interpolation=interp)
+    m = cv2.resize(mask.astype(np.uint8), (ws, hs), interpolation=cv2.INTER_NEAREST)
+    m = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    return img_s.astype(np.float32, copy=False), m.astype(bool)
+
+
+def level_to_input(xy_s: np.ndarray, shape: tuple[int, int], shape_s: tuple[int, int]):
+    """Level pixel centres ``(N, 2)`` -> input pixel centres ``(N, 2)`` (float64)."""
+    h, w = shape
+    hs, ws = shape_s
+    factor = np.array([w / ws, h / hs])
+    return (np.asarray(xy_s, np.float64) + 0.5) * factor - 0.5
+
+
+def local_maxima(rep: torch.Tensor) -> torch.Tensor:
+    """Bool ``(H, W)``: 3x3 non-maximum suppression (equality with the 3x3 max) of ``(H, W)``."""
+    pooled = F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
+    return rep == pooled
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction
+
+
+@dataclass
+class _Candidates:
+    """Keypoints of one tile / level, in input pixel coordinates."""
+
+    xy: np.ndarray  # (n, 2) float64
+    scale: np.ndarray  # (n,) float32
+    score: np.ndarray  # (n,) float32
+    desc: np.ndarray  # (n, D) float32
+
+    @staticmethod
+    def concat(parts: list[_Candidates], dim: int) -> _Candidates:
+        if not parts:
+            return _Candidates(
+                np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                np.zeros((0, dim), np.float32),
+            )  # fmt: skip
+        return _Candidates(
+            np.concatenate([p.xy for p in parts]),
+            np.concatenate([p.scale for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.desc for p in parts]),
+        )
+
+    def top(self, k: int) -> _Candidates:
+        """The ``k`` best by score (stable: earlier candidates win ties), best first."""
+        order = np.argsort(-self.score, kind="stable")[:k]
+        return _Candidates(self.xy[order], self.scale[order], self.score[order], self.desc[order])
+
+
+def _tile_keypoints(
+    net,
+    img_s: np.ndarray,
+    mask_s: np.ndarray,
+    rows: tuple[int, int, int, int],
+    cols: tuple[int, int, int, int],
+    config: ExtractConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keypoints in one tile's core: (xy level px (n, 2), score (n,), descriptors (n, D))."""
+    c_r0, c_r1, t_r0, t_r1 = rows
+    c_c0, c_c1, t_c0, t_c1 = cols
+    hs, ws = img_s.shape
+    tile = torch.from_numpy(np.ascontiguousarray(img_s[t_r0:t_r1, t_c0:t_c1]))
+    maps = net.dense_maps(tile[None, None].to(device))
+    rep = maps.repeatability[0, 0]
+    rel = maps.reliability[0, 0]
+    keep = local_maxima(rep)
+    keep &= (rep >= config.rep_threshold) & (rel >= config.rel_threshold)
+    # core of the tile, away from the level's border, inside the mask
+    b = config.border
+    r_lo, r_hi = max(c_r0, b), min(c_r1, hs - b)
+    c_lo, c_hi = max(c_c0, b), min(c_c1, ws - b)
+    if r_lo >= r_hi or c_lo >= c_hi:
+        return np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros((0, net.dim), np.float32)
+    region = torch.zeros_like(keep)
+    region[r_lo - t_r0 : r_hi - t_r0, c_lo - t_c0 : c_hi - t_c0] = True
+    m = torch.from_numpy(np.ascontiguousarray(mask_s[t_r0:t_r1, t_c0:t_c1])).to(keep.device)
+    keep &= region & m
+    yy, xx = torch.nonzero(keep, as_tuple=True)
+    score = (rep[yy, xx] * rel[yy, xx]).float()
+    if score.numel() > config.top_k:
+        # a keypoint outside a tile's top_k cannot be in the global top_k
+        sel = torch.from_numpy(np.argsort(-score.cpu().numpy(), kind="stable")[: config.top_k])
+        sel = sel.to(yy.device)
+        yy, xx, score = yy[sel], xx[sel], score[sel]
+    xy_tile = torch.stack([xx, yy], dim=1).to(torch.float64)
+    desc = net.descriptors_at(maps, xy_tile)
+    xy = xy_tile.cpu().numpy() + [t_c0, t_r0]
+    return xy, score.cpu().numpy(), desc.float().cpu().numpy()
+
+
+def extract(
+    net,
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    config: ExtractConfig | None = None,
+    progress: bool | None = None,
+) -> Features:
+    """Multi-scale keypoints and descriptors of one image.
+
+    Args:
+        net: network with ``dense_maps(x (1, 1, h, w)) -> DenseMaps``,
+            ``descriptors_at(maps, xy (n, 2)) -> (n, D)`` and ``dim``
+            (:class:`sarreg.model.R2D2Net`). Run in eval mode; its mode is restored after.
+        image: ``(H, W)`` float32 in ``[0, 1]`` (from ``sarreg.preprocess``).
+        mask: ``(H, W)`` bool keypoint mask (True = keypoints allowed); ``None`` = everywhere.
+        config: :class:`ExtractConfig`.
+        progress: overrides ``config.progress``.
+
+    Returns:
+        :class:`Features`, at most ``config.top_k``, sorted by decreasing score; keypoints in
+        input pixel centres, ``scales`` = 1 / pyramid scale.
+    """
+    config = config or ExtractConfig()
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W), got shape {img.shape}")
+    if not np.all(np.isfinite(img)):
+        raise ValueError("image has non-finite values; run sarreg.preprocess first")
+    msk = np.ones(img.shape, bool) if mask is None else np.asarray(mask, dtype=bool)
+    if msk.shape != img.shape:
+        raise ValueError(f"mask shape {msk.shape} differs from image shape {img.shape}")
+    shape = (int(img.shape[0]), int(img.shape[1]))
+    dim = int(net.dim)
+    device = torch.device(config.device)
+    show = config.progress if progress is None else progress
+
+    scales = pyramid_scales(shape, config)
+    plan = []
+    for s in scales:
+        hs, ws = level_shape(shape, s)
+        spans_r = tile_spans(hs, config.tile_size, config.tile_overlap)
+        spans_c = tile_spans(ws, config.tile_size, config.tile_overlap)
+        plan.append((s, (hs, ws), spans_r, spans_c))
+    n_tiles = sum(len(r) * len(c) for _, _, r, c in plan)
+
+    was_training = bool(getattr(net, "training", False))
+    if hasattr(net, "to"):
+        net.to(device)
+    if hasattr(net, "eval"):
+        net.eval()
+    kept = _Candidates.concat([], dim)
+    bar = tqdm(
+        total=n_tiles,
+        desc="keypoints",
+        unit="tile",
+        disable=not (show and sys.stderr.isatty()),
+        leave=False,
+    )
+    try:
+        with torch.inference_mode():
+            for s, shape_s, spans_r, spans_c in plan:
+                img_s, mask_s = resize_level(img, msk, shape_s)
+                parts = []
+                for rows in spans_r:
+                    for cols in spans_c:
+                        xy_s, score, desc = _tile_keypoints(
+                            net, img_s, mask_s, rows, cols, config, device
+                        )
+                        bar.update(1)
+                        if len(score):
+                            xy = level_to_input(xy_s, shape, shape_s)
+                            scl = np.full(len(score), 1.0 / s, np.float32)
+                            parts.append(_Candidates(xy, scl, score, desc))
+                level = _Candidates.concat(parts, dim)
+                log.debug("scale %.3f (%dx%d): %d keypoints", s, *shape_s[::-1], len(level.score))
+                kept = _Candidates.concat([kept, level], dim).top(config.top_k)
+    finally:
+        bar.close()
+        if was_training and hasattr(net, "train"):
+            net.train(True)
+    log.info("%d keypoints on %d scales (%d tiles)", len(kept.score), len(scales), n_tiles)
+    return Features(
+        keypoints=kept.xy.astype(np.float32),
+        scales=kept.scale.astype(np.float32),
+        scores=kept.score.astype(np.float32),
+        descriptors=kept.desc.astype(np.float32),
+        image_shape=shape,
+    )
