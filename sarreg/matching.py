@@ -123,6 +123,14 @@ def _as_descriptors(d, name: str) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+def _far_apart(y_a: torch.Tensor, y_b: torch.Tensor, radius: float) -> bool:
+    """True when no point of ``y_a`` is within ``radius`` of a point of ``y_b`` along y."""
+    finite = y_a[torch.isfinite(y_a)]
+    if finite.numel() == 0:
+        return True
+    return bool(y_b.min() > finite.max() + radius or y_b.max() < finite.min() - radius)
+
+
 def _distance(sim: torch.Tensor) -> torch.Tensor:
     """Euclidean distance between unit vectors of cosine similarity ``sim``."""
     return torch.sqrt(torch.clamp(2.0 - 2.0 * sim, min=0.0))
@@ -167,15 +175,21 @@ def match_mutual(
         return Matches.empty()
 
     guided = prior is not None and config.radius is not None
+    perm_ref = perm_mov = None
     if guided:
         if xy_ref is None or xy_mov is None:
             raise ValueError("a prior needs xy_ref and xy_mov")
-        p_ref = torch.from_numpy(np.asarray(xy_ref, dtype=np.float64)[:, :2].copy())
+        p_ref = np.asarray(xy_ref, dtype=np.float64)[:, :2]
         pred = np.asarray(prior(np.asarray(xy_mov, dtype=np.float64)[:, :2]), dtype=np.float64)
         if pred.shape != (m, 2):
             raise ValueError(f"prior returned shape {pred.shape}, expected ({m}, 2)")
-        p_pred = torch.from_numpy(pred.copy())
-        r2 = float(config.radius) ** 2
+        # sort both sides by y so that blocks farther apart than the radius can be skipped
+        perm_ref = np.argsort(p_ref[:, 1], kind="stable")
+        perm_mov = np.argsort(np.nan_to_num(pred[:, 1], nan=np.inf), kind="stable")
+        dr, dm = dr[torch.from_numpy(perm_ref)], dm[torch.from_numpy(perm_mov)]
+        p_ref = torch.from_numpy(np.ascontiguousarray(p_ref[perm_ref]))
+        p_pred = torch.from_numpy(np.ascontiguousarray(pred[perm_mov]))
+        radius = float(config.radius)
 
     rows = _Best2.new(m)  # per moving keypoint: best reference
     cols = _Best2.new(n)  # per reference keypoint: best moving
@@ -185,10 +199,12 @@ def match_mutual(
             i1 = min(m, i0 + c)
             for j0 in range(0, n, c):
                 j1 = min(n, j0 + c)
+                if guided and _far_apart(p_pred[i0:i1, 1], p_ref[j0:j1, 1], radius):
+                    continue
                 sim = dm[i0:i1] @ dr[j0:j1].T  # (mi, nj)
                 if guided:
-                    d2 = torch.cdist(p_pred[i0:i1], p_ref[j0:j1]) ** 2
-                    sim = sim.masked_fill(d2 > r2, _NEG)
+                    near = torch.cdist(p_pred[i0:i1], p_ref[j0:j1]) <= radius  # False for NaN
+                    sim = sim.masked_fill(~near, _NEG)
                 rows.update(i0, i1, sim, j0)
                 cols.update(j0, j1, sim.T, i0)
 
@@ -208,6 +224,8 @@ def match_mutual(
     sim_np = sim_sel.numpy().astype(np.float32)
     ref_np = ref_sel.numpy().astype(np.int64)
     mov_np = sel.numpy().astype(np.int64)
+    if guided:  # back to the callers' order
+        ref_np, mov_np = perm_ref[ref_np], perm_mov[mov_np]
     order = np.lexsort((ref_np, -sim_np))
     log.debug("%d mutual matches of %d x %d keypoints (guided=%s)", len(order), n, m, guided)
     return Matches(ref_np[order], mov_np[order], sim_np[order])

@@ -91,6 +91,15 @@ def test_prior_radius_excludes_far_match():
     # no radius: the prior is ignored
     same = match_mutual(ref, mov, MatchConfig(min_similarity=0.1), xy_ref, xy_mov, prior)
     np.testing.assert_array_equal(same.idx_ref, free.idx_ref)
+
+    # a prior that cannot predict a point (NaN) leaves it unmatched
+    def partial(xy):
+        out = prior(xy)
+        out[1] = np.nan
+        return out
+
+    part = match_mutual(ref, mov, cfg, xy_ref=xy_ref, xy_mov=xy_mov, prior=partial)
+    assert set(zip(part.idx_ref.tolist(), part.idx_mov.tolist(), strict=True)) == {(0, 0), (2, 2)}
     with pytest.raises(ValueError, match="xy_ref"):
         match_mutual(ref, mov, cfg, prior=prior)
 
