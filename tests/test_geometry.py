@@ -62,10 +62,11 @@ def test_fit_recovers_transform_with_outliers(model):
         assert a[0, 0] == pytest.approx(a[1, 1]) and a[0, 1] == pytest.approx(-a[1, 0])
 
 
-def test_fit_is_reproducible():
-    src, dst, _ = synthetic_matches("homography", outliers=0.5)
-    a = g.fit_transform(src, dst, "homography", seed=3)
-    b = g.fit_transform(src, dst, "homography", seed=3)
+@pytest.mark.parametrize("model", g.MODELS)
+def test_fit_is_reproducible(model):
+    src, dst, _ = synthetic_matches(model, outliers=0.6, noise=1.0)
+    a = g.fit_transform(src, dst, model, seed=3)
+    b = g.fit_transform(src, dst, model, seed=3)
     np.testing.assert_array_equal(a.matrix, b.matrix)
     np.testing.assert_array_equal(a.inliers, b.inliers)
 
