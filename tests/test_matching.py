@@ -130,3 +130,32 @@ def test_empty_inputs_and_bad_config():
         MatchConfig(ratio=1.5)
     with pytest.raises(ValueError, match="dimensions"):
         match_mutual(d, d[:, :4])
+
+
+def test_real_chain_recovers_shift(data_dir):
+    """Umbra crop vs the same crop shifted by (27, 13) px: extract -> match -> fit translation."""
+    import rasterio
+    import torch
+
+    from sarreg.features import ExtractConfig, extract
+    from sarreg.geometry import fit_transform
+    from sarreg.model import build_model
+
+    with rasterio.open(data_dir / "umbra_mount_yasur.tif") as ds:
+        img = ds.read(1, window=((600, 1000), (600, 1000))).astype(np.float32) / 255.0
+    torch.manual_seed(0)
+    net = build_model("fast_r2d2", mchan=2)
+    for mod in net.modules():  # fit the batch-norm statistics of the random net to the image
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(torch.from_numpy(img)[None, None])
+    net.eval()
+    ref, mov = img[:320, :320], img[13:333, 27:347]
+    cfg = ExtractConfig(scales=(1.0, 0.71), rep_threshold=0.45, rel_threshold=0.0, top_k=1000)
+    f_ref, f_mov = extract(net, ref, None, cfg), extract(net, mov, None, cfg)
+    m = match_mutual(f_ref, f_mov, MatchConfig(min_similarity=0.5))
+    fit = fit_transform(f_mov.keypoints[m.idx_mov], f_ref.keypoints[m.idx_ref], "translation")
+    assert fit.n_inliers > 50
+    np.testing.assert_allclose(fit.matrix[:2, 2], [27.0, 13.0], atol=0.5)
