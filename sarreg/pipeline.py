@@ -288,7 +288,9 @@ def register(
         fit = geometry.fit_transform(
             xy_mov, xy_ref, model=config.transform, threshold=threshold, seed=config.seed
         )
-        geometry.check_plausible(fit.matrix, config.transform, scale_range=config.scale_range)
+        geometry.check_plausible(
+            fit.matrix, config.transform, scale_range=config.scale_range, shape=mov_info.shape
+        )
 
     out_written = None
     if out_path is not None:
