@@ -58,6 +58,8 @@ class RegisterConfig:
         search_radius: see ``use_prior``.
         ransac_threshold: inlier threshold in reference pixels at work resolution.
         scale_range: plausible scale of the transform (reference px per moving px).
+        min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
+            fewer means the images could not be registered reliably.
         extract, match: feature extraction and matching settings.
         overwrite: replace existing outputs.
         report: path of the JSON report; ``None`` = next to the output (``OUT.json``).
@@ -79,6 +81,7 @@ class RegisterConfig:
     search_radius: float = 64.0
     ransac_threshold: float = 3.0
     scale_range: tuple[float, float] = (0.1, 10.0)
+    min_inliers: int = 10
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     overwrite: bool = False
@@ -288,6 +291,14 @@ def register(
         fit = geometry.fit_transform(
             xy_mov, xy_ref, model=config.transform, threshold=threshold, seed=config.seed
         )
+        need = max(config.min_inliers, geometry.min_inliers(config.transform))
+        if fit.n_inliers < need:
+            raise TooFewMatchesError(
+                f"only {fit.n_inliers} of {len(matches)} matches agree on a {config.transform} "
+                f"transform (need >= {need})",
+                "check that the images show the same area; try --transform similarity, "
+                "--no-prior, or a larger --search-radius",
+            )
         geometry.check_plausible(
             fit.matrix, config.transform, scale_range=config.scale_range, shape=mov_info.shape
         )

@@ -77,6 +77,9 @@ def register_cmd(
     ransac_threshold: float = typer.Option(
         3.0, "--ransac-threshold", help="RANSAC inlier threshold in reference pixels."
     ),
+    min_inliers: int = typer.Option(
+        10, "--min-inliers", help="Fewest RANSAC inliers accepted as a registration."
+    ),
     report: Path | None = typer.Option(
         None, "--report", help="JSON report path (default: OUTPUT with .json)."
     ),
@@ -104,6 +107,7 @@ def register_cmd(
         use_prior=not no_prior,
         search_radius=search_radius,
         ransac_threshold=ransac_threshold,
+        min_inliers=min_inliers,
         overwrite=overwrite,
         report=str(report) if report else None,
         plot=str(plot) if plot else None,
