@@ -1,0 +1,421 @@
+"""Training configuration: nested dataclasses loaded from YAML and validated.
+
+A config file is a YAML mapping with the sections of :class:`TrainConfig` (``model``,
+``data``, ``synth``, ``loss``, ``sampler``, ``optim``, ``val``, ``preprocess``) and a few
+top-level settings. Missing keys take the defaults below; an unknown or misspelt key is a
+:class:`~sarreg.errors.ConfigError` that lists the valid keys of its section. Relative paths in
+a config file are resolved against the repository root (the folder holding ``configs/`` and
+``sarreg/``); paths given on the command line are resolved against the working directory.
+
+Overrides use dotted keys, e.g. ``{"optim.lr": 3e-4, "steps": 100}``
+(:func:`apply_overrides`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sarreg.errors import ConfigError
+from sarreg.preprocess import PreprocessConfig
+from sarreg.training.data import SourceConfig
+from sarreg.training.losses import LossConfig
+from sarreg.training.sampler import SamplerConfig
+from sarreg.training.synth import SynthConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO_ROOT / "configs"
+DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network: ``R2D2Net(arch, in_channels=1, mchan, dim, relu22)``."""
+
+    arch: str = "fast_r2d2"
+    mchan: int = 2
+    dim: int = 128
+    relu22: bool = False
+
+    def __post_init__(self) -> None:
+        from sarreg.model.r2d2 import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise ConfigError(
+                f"unknown model.arch {self.arch!r}", f"use one of {', '.join(ARCHITECTURES)}"
+            )
+        if self.mchan < 1 or self.dim < 8:
+            raise ConfigError("model.mchan must be >= 1 and model.dim >= 8", "use mchan: 2")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data.
+
+    Attributes:
+        sources: data sources (see :class:`sarreg.training.data.SourceConfig`); a plain path
+            string is accepted for a source with default settings.
+        crop: side of the training images (pixels).
+        workers: DataLoader worker processes synthesizing pairs (0 = in the training process).
+    """
+
+    sources: tuple[SourceConfig, ...] = ()
+    crop: int = 192
+    workers: int = 0
+
+
+def _val_synth() -> SynthConfig:
+    return SynthConfig(
+        rotation_deg=15.0,
+        scale=(0.8, 1.25),
+        aspect=1.0,
+        shear=0.0,
+        translation=0.1,
+        perspective=0.0,
+        looks=(1.0, 4.0),
+        noise_prob=0.0,
+        ramp_db=0.0,
+        gain_db=(0.0, 0.0),
+        gamma=(1.0, 1.0),
+        display_prob=0.0,
+    )
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    """Validation on fixed held-out synthetic pairs.
+
+    Attributes:
+        sources: held-out data (files or folders); files found here are never used for
+            training, also when a training source contains them.
+        pairs: number of validation pairs (fixed by ``seed``).
+        crop: side of the validation images.
+        every: validate every this many steps (0 = only at the end).
+        seed: seed of the validation pairs.
+        max_keypoints: top keypoints per image (by reliability x repeatability).
+        thresholds: pixel error thresholds of the mean matching accuracy (MMA).
+        synth: synthesis ranges of the validation pairs (the target conditions).
+    """
+
+    sources: tuple[SourceConfig, ...] = ()
+    pairs: int = 16
+    crop: int = 512
+    every: int = 250
+    seed: int = 1234
+    max_keypoints: int = 2000
+    thresholds: tuple[float, ...] = (1.0, 3.0, 5.0)
+    synth: SynthConfig = field(default_factory=_val_synth)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and the learning-rate schedule.
+
+    Attributes:
+        lr, weight_decay: AdamW settings.
+        schedule: 'cosine' (to ``min_lr_ratio * lr`` at the last step), 'step' (times
+            ``gamma`` every ``step_size`` steps) or 'constant'; all after ``warmup_steps``
+            of linear warm-up.
+        grad_clip: clip the gradient norm to this value (0 = off).
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    step_size: int = 2000
+    gamma: float = 0.5
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(
+                f"unknown optim.schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}"
+            )
+        if self.lr <= 0 or self.weight_decay < 0 or self.step_size < 1:
+            raise ConfigError(
+                "optim.lr must be > 0, weight_decay >= 0 and step_size >= 1",
+                "use e.g. lr: 1.0e-4, weight_decay: 5.0e-4",
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs (see ``configs/fast_r2d2_sar.yaml``).
+
+    Attributes:
+        name: model name stored in the checkpoints.
+        batch_size: pairs per step.
+        steps: total optimizer steps.
+        seed: global seed (weights, data, sampler).
+        device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
+        threads: torch CPU threads (0 = torch's default).
+        checkpoint_every: write ``last.pt`` every this many steps.
+        log_every: CSV/log line every this many steps.
+        out: output folder (checkpoints, logs).
+    """
+
+    name: str = "fast_r2d2_sar"
+    batch_size: int = 4
+    steps: int = 5000
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 2
+    checkpoint_every: int = 250
+    log_every: int = 25
+    out: str = "runs/fast_r2d2_sar"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    val: ValConfig = field(default_factory=ValConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}", f"use one of {', '.join(DEVICES)}")
+        positive = {"batch_size": self.batch_size, "steps": self.steps}
+        positive.update(checkpoint_every=self.checkpoint_every, log_every=self.log_every)
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}", f"set {key} to e.g. 100")
+        need = 2 * self.sampler.border + self.sampler.query_step
+        if self.data.crop < max(need, self.loss.n * 2):
+            raise ConfigError(
+                f"data.crop {self.data.crop} is too small for sampler.border "
+                f"{self.sampler.border} and loss.n {self.loss.n}",
+                f"use a crop of at least {max(need, self.loss.n * 2)}",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (lists for tuples), as written to YAML and checkpoints."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# dict -> dataclass with validation
+# --------------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``typ`` or raise ConfigError."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if dataclasses.is_dataclass(typ):
+        if typ is SourceConfig and isinstance(value, str):
+            value = {"path": value}
+        return _build(typ, value, where)
+    if origin in (tuple, list) or typ in (tuple, list):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            if args and dataclasses.is_dataclass(args[0]):
+                value = [value]
+            elif origin is tuple and args and args[-1] is Ellipsis:
+                value = [value]
+            else:
+                raise ConfigError(f"{where} must be a list, got {value!r}", f"write {where}: [...]")
+        if args and args[-1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if args and len(args) == len(value):
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in pairs)
+        if args:
+            raise ConfigError(
+                f"{where} needs {len(args)} values, got {len(value)}", f"write {where}: [lo, hi]"
+            )
+        return tuple(value)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+                return value.lower() in ("true", "yes")
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(typ, "__name__", str(typ))
+        raise ConfigError(
+            f"{where} = {value!r} is not a valid {name}", f"give {where} a {name} value"
+        ) from None
+    return value
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    if values is None:
+        values = {}
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"{where or 'config'} must be a mapping of settings, got {values!r}",
+            "write it as key: value lines",
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        section = f" in section '{where}'" if where else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(map(repr, unknown))}{section}",
+            f"valid keys are: {', '.join(names)}",
+        )
+    defaults = {f.name: _field_default(f) for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if cls is PreprocessConfig:
+            kwargs[key] = value
+            continue
+        default = defaults[key]
+        if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
+            value = {**_plain(dataclasses.asdict(default)), **value}  # keys on top of defaults
+        kwargs[key] = _coerce(value, hints[key], path)
+    if cls is PreprocessConfig:
+        return PreprocessConfig.from_dict(kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(
+            f"invalid {where or 'config'} settings ({err})", "check the keys"
+        ) from err
+
+
+def config_from_dict(values: Mapping[str, Any] | None, base: Path = REPO_ROOT) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig`; relative paths are resolved against ``base``."""
+    cfg = _build(TrainConfig, dict(values or {}), "")
+    return resolve_paths(cfg, base)
+
+
+def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
+    """Make the data, validation and output paths absolute (relative ones against ``base``)."""
+
+    def fix(p: str) -> str:
+        path = Path(p).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+
+    def fix_sources(sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        return tuple(dataclasses.replace(s, path=fix(s.path)) for s in sources)
+
+    data = dataclasses.replace(cfg.data, sources=fix_sources(cfg.data.sources))
+    val = dataclasses.replace(cfg.val, sources=fix_sources(cfg.val.sources))
+    return dataclasses.replace(cfg, data=data, val=val, out=fix(cfg.out))
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config NAME resolves to ``<repo>/configs/NAME.yaml``; anything else is a path."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix.lower() in (".yaml", ".yml") or p.exists() or len(p.parts) > 1:
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}", "pass an existing YAML file")
+        return p
+    candidate = CONFIG_DIR / f"{p.name}.yaml"
+    if not candidate.is_file():
+        names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(
+            f"no config named {str(name_or_path)!r}",
+            f"use one of {', '.join(names) or '(none)'} or a path to a YAML file",
+        )
+    return candidate
+
+
+def load_config(
+    name_or_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Read a YAML config (or the defaults when None) and apply dotted-key ``overrides``."""
+    values: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = config_path(name_or_path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0] if str(err) else "syntax error"
+            raise ConfigError(f"cannot parse {path} ({first})", "fix the YAML syntax") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} is not a YAML mapping", "write key: value lines")
+        values = loaded or {}
+    values = merge_overrides(values, overrides or {})
+    return config_from_dict(values, REPO_ROOT)
+
+
+def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested copy of ``values`` with dotted-key ``overrides`` set (``'optim.lr': 1e-3``)."""
+    out = _plain(dict(values))
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = {}
+                node[k] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted}: {k} is not a section", "check the key")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """``cfg`` with dotted-key overrides applied and validated (paths as given, unresolved)."""
+    merged = merge_overrides(cfg.to_dict(), overrides)
+    return config_from_dict(merged, Path.cwd())
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=3e-4'`` -> ``('optim.lr', 0.0003)`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE", "write e.g. --set optim.lr=3e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    """Write ``cfg`` as YAML (the exact settings of a run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
