@@ -6,24 +6,21 @@ from pathlib import Path
 
 import typer
 
-TRAIN_HELP = """Train a keypoint network on SAR images (R2D2 objective on synthetic pairs).
-
-Pairs are made from each image by a random warp and independent speckle on both sides;
-folders of same-grid dates give real multi-date pairs. Writes last.pt (resumable), best.pt
-(best validation MMA@3), log.csv, val.csv, train.log and config.yaml to --out.
-
-A --config NAME is read from <repo>/configs/NAME.yaml (fast_r2d2_sar: the shipped model's
-recipe; smoke: a few steps on the bundled samples). Command-line options override it;
---set KEY=VALUE overrides any setting (dotted keys, e.g. --set optim.schedule=step).
-
-Examples:
-
-  sarreg train --config smoke
-
-  sarreg train --data /data/s1_tiles --out runs/mine --steps 3000 --device cuda
-
-  sarreg train --config fast_r2d2_sar --resume runs/fast_r2d2_sar/last.pt --steps 8000
-"""
+TRAIN_HELP = (
+    "Train a keypoint network on SAR images (R2D2 objective on synthetic pairs).\n\n"
+    "Pairs are made from each image by a random warp and independent speckle on both sides; "
+    "folders of same-grid dates give real multi-date pairs (--pairs). Writes last.pt "
+    "(resumable), best.pt (best validation MMA@3), log.csv, val.csv, train.log and config.yaml "
+    "to --out.\n\n"
+    "A --config NAME is read from <repo>/configs/NAME.yaml (fast_r2d2_sar: the shipped "
+    "model's recipe; smoke: a few steps on the bundled samples). Command-line options "
+    "override it; --set KEY=VALUE overrides any setting (dotted keys, e.g. --set "
+    "optim.schedule=step).\n\n"
+    "Examples:\n\n"
+    "  sarreg train --config smoke\n\n"
+    "  sarreg train --data /data/s1_tiles --out runs/mine --steps 3000 --device cuda\n\n"
+    "  sarreg train --config fast_r2d2_sar --resume runs/fast_r2d2_sar/last.pt --steps 8000\n"
+)
 
 
 def attach(app: typer.Typer) -> None:
