@@ -141,3 +141,150 @@ def test_descriptors_at_rejects_points_outside(data_dir):
             net.descriptors_at(out, bad)
     with pytest.raises(ValueError, match="chunk_rows"):
         net.dense_maps(torch.zeros(8, 8), chunk_rows=0)
+
+
+# ----------------------------------------------------------------- fast heads, channels-last
+
+
+def _reference_forward(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The network spelled out op by op in the default layout (the training-time numbers)."""
+    h, w = x.shape[-2:]
+    for i, block in enumerate(net.blocks):
+        y = block.conv(x)
+        if i == 0 and net.input_offset is not None:
+            ones = torch.ones(1, 1, h, w)
+            y = y - F.conv2d(ones, net.input_offset, padding=block.conv.padding)
+        if block.bn is not None:
+            y = block.bn(y)
+        if block.relu:
+            y = F.relu(y)
+        x = F.avg_pool2d(y, 2) if block.pool_after else y
+    feats = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    ur = F.softplus(net.repeatability_head(feats**2))
+    return {
+        "descriptors": F.normalize(feats, dim=1),
+        "repeatability": ur / (1 + ur),
+        "reliability": torch.softmax(net.reliability_head(feats**2), dim=1)[:, 1:2],
+    }
+
+
+def _head_logits(net, feats: torch.Tensor) -> torch.Tensor:
+    """Reliability (2) and repeatability (1) logits of full-resolution features."""
+    sq = feats**2
+    return torch.cat([net.reliability_head(sq), net.repeatability_head(sq)], dim=1)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_forward_numbers_unchanged(data_dir, arch):
+    """forward() (training) still computes exactly the plain op sequence."""
+    img = _umbra_crop(data_dir, 35, 44)[None, None]
+    net = _net(arch, input_offset=True)
+    with torch.inference_mode():
+        got = net(img)
+        expect = _reference_forward(net, img)
+    for key in ("descriptors", "repeatability", "reliability"):
+        assert torch.equal(got[key], expect[key]), key
+
+
+@pytest.mark.parametrize(
+    ("arch", "mchan", "shape"),
+    [
+        ("fast_r2d2", 2, (64, 80)),
+        ("fast_r2d2", 2, (67, 91)),
+        ("fast_r2d2", 2, (9, 13)),
+        ("fast_r2d2", 4, (64, 80)),
+        ("fast_r2d2", 4, (67, 91)),
+        ("fast_r2d2", 4, (9, 13)),
+        ("fast_r2d2", 2, (2, 3)),
+        ("r2d2", 2, (67, 91)),
+        ("r2d2", 2, (9, 13)),
+        ("r2d2", 4, (2, 5)),
+    ],
+)
+def test_dense_maps_match_forward_all_sizes(data_dir, arch, mchan, shape):
+    """Maps, head logits and features agree with forward() for even, odd and tiny sizes."""
+    img = _umbra_crop(data_dir, *shape, row_off=400, col_off=1500)[None, None]
+    net = _net(arch, seed=mchan, mchan=mchan, input_offset=True)
+    with torch.inference_mode():
+        ref = net(img)
+        ref_low = net.low_res_features(img)
+        ref_logits = _head_logits(net, net.features(img))
+    out = net.dense_maps(img, chunk_rows=16)
+    assert (out.repeatability - ref["repeatability"]).abs().max() < 1e-5
+    assert (out.reliability - ref["reliability"]).abs().max() < 1e-5
+    # the maps above saturate on tiny images: compare what feeds them too
+    scale = ref_low.abs().max()
+    assert scale > 0
+    assert (out.low_res - ref_low).abs().max() <= 1e-5 * scale
+    assert out.low_res.permute(0, 2, 3, 1).is_contiguous()  # channels-last, as documented
+    assert out.repeatability.is_contiguous() and out.reliability.is_contiguous()
+    # the logits behind the maps, through the same low-resolution features as forward
+    from sarreg.model.r2d2 import _combine_head_terms, _quadratic_head_terms
+
+    if arch == "fast_r2d2":
+        weight, bias = net._head_weights()
+        with torch.inference_mode():
+            terms = _quadratic_head_terms(ref_low, weight, bias, chunk_rows=3)
+            logits = _combine_head_terms(terms, shape, chunk_rows=5)
+        err = (logits - ref_logits).abs().max() / ref_logits.abs().max()
+        assert err < 1e-5
+    desc = net.descriptors_at(out, _grid_xy(*shape))
+    expect = ref["descriptors"][0].flatten(1).t()
+    torch.testing.assert_close(desc, expect, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("low_shape", [(1, 1), (1, 2), (2, 1), (4, 6), (16, 21), (33, 45)])
+@pytest.mark.parametrize("chunk_rows", [1, 4, 256])
+def test_quadratic_head_expansion_is_exact(low_shape, chunk_rows):
+    """The expanded heads equal the heads on F.interpolate'd features (random, signed data)."""
+    from sarreg.model.r2d2 import _combine_head_terms, _quadratic_head_terms
+
+    gen = torch.Generator().manual_seed(sum(low_shape) + chunk_rows)
+    h, w = low_shape
+    low = torch.randn(2, 24, h, w, generator=gen)
+    weight = torch.randn(3, 24, generator=gen)
+    bias = torch.randn(3, generator=gen)
+    for size in [(2 * h, 2 * w), (2 * h + 1, 2 * w + 1), (3 * h + 2, 2 * w)]:
+        up = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+        expect = torch.einsum("kc,bchw->bkhw", weight, up**2) + bias.view(1, 3, 1, 1)
+        terms = _quadratic_head_terms(low, weight, bias, chunk_rows=chunk_rows)
+        assert terms.shape == (2, h, w, 3, 3, 3)
+        got = _combine_head_terms(terms, size, chunk_rows=chunk_rows)
+        assert got.shape == expect.shape
+        assert (got - expect).abs().max() <= 1e-5 * expect.abs().max()
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (2, 7), (3, 3), (31, 26)])
+def test_inference_backbone_matches_default(data_dir, shape):
+    """Channels-last + folded batch norms + border offsets: same features, any size."""
+    img = _umbra_crop(data_dir, 2 * shape[0], 2 * shape[1])[None, None, ::2, ::2]
+    img = torch.cat([img, img.flip(-1)])
+    for arch in ARCHITECTURES:
+        net = _net(arch, seed=4, input_offset=True)
+        with torch.no_grad():
+            net.input_offset.normal_(0.0, 0.3)  # strong border effect
+            a = net.low_res_features(img)
+            b = net.low_res_features(img, inference=True)
+        assert b.is_contiguous(memory_format=torch.channels_last)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    # batch norms in training mode use the batch statistics: not folded, still equal
+    net.train()
+    with torch.no_grad():
+        a = net.low_res_features(img)
+        b = net.low_res_features(img, inference=True)
+    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+
+
+def test_descriptors_at_independent_of_memory_format(data_dir):
+    net = _net("fast_r2d2", seed=5)
+    out = net.dense_maps(_umbra_crop(data_dir, 40, 50))
+    plain = DenseMaps(out.repeatability, out.reliability, out.low_res.contiguous(), (40, 50))
+    xy = np.array([[0.0, 0.0], [13.0, 7.0], [20.5, 31.25], [49.5, 39.5]])
+    assert torch.equal(descriptors_at(out, xy), descriptors_at(plain, xy))
+
+
+def test_fast_net_needs_two_pixels():
+    net = _net("fast_r2d2")
+    with pytest.raises(ValueError, match="2x2"):
+        net.dense_maps(torch.zeros(1, 9))
+    assert net.dense_maps(torch.zeros(2, 2)).repeatability.shape == (1, 1, 2, 2)

@@ -82,7 +82,50 @@ class ConvBlock(nn.Module):
         self.pool_after = spec.pool_after
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+        return self.post(self.conv(x))
+
+    def inference_forward(
+        self, x: torch.Tensor, offset: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`forward` with channels-last weights and an eval-mode batch norm folded in.
+
+        ``offset`` is the stem's input-offset kernel ``(O, 1, k, k)`` (see ``R2D2Net``):
+        ``conv(ones; offset)`` is subtracted after the convolution.
+        """
+        conv = self.conv
+        weight, bias = conv.weight, conv.bias
+        post = self.post
+        if self.bn is not None and not self.bn.training and self.bn.running_var is not None:
+            scale = (self.bn.running_var.double() + self.bn.eps).rsqrt()
+            weight = (weight.double() * scale.view(-1, 1, 1, 1)).to(weight.dtype)
+            bias = ((bias.double() - self.bn.running_mean.double()) * scale).to(weight.dtype)
+            if offset is not None:
+                offset = (offset.double() * scale.view(-1, 1, 1, 1)).to(weight.dtype)
+            post = self._post_without_bn
+        weight = weight.contiguous(memory_format=torch.channels_last)
+        h, w = x.shape[-2:]
+        borders = None
+        if offset is not None:
+            borders = _offset_borders(offset, conv, h, w, x)
+            if borders is not None:  # interior offset folded into the bias
+                bias = bias - borders[0]
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        if borders is not None:
+            _subtract_offset_borders_(y, borders[1], conv.padding)
+        elif offset is not None:
+            y = y - _offset_map(offset, conv, h, w, x)
+        return post(y)
+
+    def _post_without_bn(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`post` for a batch norm folded into the convolution: ReLU and pooling."""
+        if self.relu:
+            x = F.relu(x, inplace=True)
+        if self.pool_after:
+            x = F.avg_pool2d(x, 2)
+        return x
+
+    def post(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything after the convolution: batch norm, ReLU (in place) and pooling."""
         if self.bn is not None:
             x = self.bn(x)
         if self.relu:
@@ -143,23 +186,35 @@ class R2D2Net(nn.Module):
         else:
             self.input_offset = None
 
-    def low_res_features(self, x: torch.Tensor) -> torch.Tensor:
+    def low_res_features(self, x: torch.Tensor, *, inference: bool = False) -> torch.Tensor:
         """Raw descriptor features before the final upsampling, ``(B, dim, h, w)``.
 
         ``(h, w) = (H, W)`` for 'r2d2'; ``(H // 2, W // 2)`` for 'fast_r2d2'.
+
+        Args:
+            x: image batch ``(B, in_channels, H, W)``.
+            inference: run the convolutions on activations and weights in
+                ``torch.channels_last`` memory format, with eval-mode batch norms folded into
+                the convolutions (same numbers up to float32 rounding, several times faster on
+                CPU; batch norms in training mode are applied as usual). The result is then
+                channels-last: ``result.permute(0, 2, 3, 1)`` is a contiguous
+                ``(B, h, w, dim)`` view. Used by :meth:`dense_maps`; training keeps the
+                default.
         """
-        h, w = x.shape[-2:]
+        if not inference:
+            h, w = x.shape[-2:]
+            for i, block in enumerate(self.blocks):
+                if i == 0 and self.input_offset is not None:
+                    x = block.post(
+                        block.conv(x) - _offset_map(self.input_offset, block.conv, h, w, x)
+                    )
+                else:
+                    x = block(x)
+            return x
+        x = _channels_last(x)
         for i, block in enumerate(self.blocks):
-            if i == 0 and self.input_offset is not None:
-                x = block.conv(x) - _offset_map(self.input_offset, block.conv, h, w, x)
-                if block.bn is not None:
-                    x = block.bn(x)
-                if block.relu:
-                    x = F.relu(x, inplace=True)
-                if block.pool_after:
-                    x = F.avg_pool2d(x, 2)
-            else:
-                x = block(x)
+            offset = self.input_offset if i == 0 else None
+            x = _channels_last(block.inference_forward(x, offset))
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,37 +244,63 @@ class R2D2Net(nn.Module):
     def dense_maps(self, x: torch.Tensor, chunk_rows: int = 256) -> DenseMaps:
         """Inference: full-resolution score maps and low-resolution descriptor features.
 
-        Gives the same repeatability and reliability as :meth:`forward` without holding the
-        ``(B, dim, H, W)`` upsampled descriptor tensor: the heads run on bilinearly upsampled
-        features ``chunk_rows`` output rows at a time. Descriptors are sampled afterwards at
-        keypoints with :meth:`descriptors_at`. Runs under ``torch.inference_mode()`` in the
-        network's current mode: call ``eval()`` first (``load_checkpoint`` does).
+        Gives the same repeatability and reliability as :meth:`forward` (up to float32
+        rounding, about 1e-6) without building the ``(B, dim, H, W)`` upsampled feature
+        tensor. The backbone runs in channels-last memory format. For 'r2d2' the heads run
+        directly on the features, ``chunk_rows`` rows at a time. For 'fast_r2d2' the heads,
+        quadratic in the bilinearly upsampled features, are expanded into products of
+        neighbouring low-resolution features (see :func:`_quadratic_head_terms`) and combined
+        at full resolution with the bilinear weights (:func:`_combine_head_terms`): exact, and
+        a few 3-channel maps instead of ``dim`` channels at full resolution. Descriptors are
+        sampled afterwards at keypoints with :meth:`descriptors_at`. Runs under
+        ``torch.inference_mode()`` in the network's current mode: call ``eval()`` first
+        (``load_checkpoint`` does).
 
         Args:
             x: image batch ``(B, C, H, W)`` float32 (``(H, W)`` and ``(B, H, W)`` are accepted
                 too). A single-channel input is repeated when the network takes 3 channels.
-            chunk_rows: output rows per head evaluation; bounds memory at about
+            chunk_rows: rows per head evaluation; bounds the temporary memory at about
                 ``4 * dim * chunk_rows * W`` bytes per image.
+
+        Returns:
+            :class:`DenseMaps` with contiguous ``repeatability`` and ``reliability``
+            ``(B, 1, H, W)`` and the ``low_res`` features ``(B, dim, h, w)`` in channels-last
+            memory format (call ``.contiguous()`` for the default layout).
         """
         if chunk_rows < 1:
             raise ValueError("chunk_rows must be positive")
         x = _as_batch(x, self.in_channels)
         h, w = x.shape[-2:]
+        if self.arch == "fast_r2d2" and (h < 2 or w < 2):
+            raise ValueError(f"fast_r2d2 needs images of at least 2x2 pixels, got {h}x{w}")
         with torch.inference_mode():
-            low = self.low_res_features(x)
-            rep = low.new_empty((low.shape[0], 1, h, w))
-            rel = low.new_empty((low.shape[0], 1, h, w))
-            if low.shape[-2:] == (h, w):
+            low = self.low_res_features(x, inference=True)  # channels-last
+            weight, bias = self._head_weights()
+            if low.shape[-2:] == (h, w):  # 'r2d2': heads directly, in strips
+                logits = low.new_empty((low.shape[0], 3, h, w))
                 for r0 in range(0, h, chunk_rows):
                     r1 = min(h, r0 + chunk_rows)
-                    rep[:, :, r0:r1], rel[:, :, r0:r1] = self.heads(low[:, :, r0:r1])
-            else:
-                for r0 in range(0, h, chunk_rows):
-                    r1 = min(h, r0 + chunk_rows)
-                    rows = _bilinear_taps(h, low.shape[-2], low.device, r0, r1)
-                    up = _upsample_block(low, rows, w)
-                    rep[:, :, r0:r1], rel[:, :, r0:r1] = self.heads(up)
+                    strip = low[:, :, r0:r1].permute(0, 2, 3, 1)  # (B, n, w, dim)
+                    logits[:, :, r0:r1] = ((strip * strip) @ weight.t() + bias).permute(0, 3, 1, 2)
+            else:  # 'fast_r2d2': exact expansion of the heads on upsampled features
+                terms = _quadratic_head_terms(low, weight, bias, chunk_rows=chunk_rows)
+                logits = _combine_head_terms(terms, (h, w), chunk_rows=2 * chunk_rows)
+            rep, rel = _scores_from_logits(logits)
         return DenseMaps(repeatability=rep, reliability=rel, low_res=low, image_shape=(h, w))
+
+    def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two heads as one 1x1 map: weights ``(3, dim)``, bias ``(3,)``.
+
+        Rows 0-1 are the reliability logits, row 2 the repeatability logit.
+        """
+        weight = torch.cat(
+            [
+                self.reliability_head.weight.reshape(2, self.dim),
+                self.repeatability_head.weight.reshape(1, self.dim),
+            ]
+        )
+        bias = torch.cat([self.reliability_head.bias, self.repeatability_head.bias])
+        return weight, bias
 
     def descriptors_at(
         self, out: DenseMaps, xy: torch.Tensor, batch_index: int = 0
@@ -242,7 +323,8 @@ class DenseMaps:
     Attributes:
         repeatability: ``(B, 1, H, W)`` in (0, 1), as in :meth:`R2D2Net.forward`.
         reliability: ``(B, 1, H, W)`` in (0, 1), as in :meth:`R2D2Net.forward`.
-        low_res: raw (un-normalized) features ``(B, dim, h, w)`` before upsampling.
+        low_res: raw (un-normalized) features ``(B, dim, h, w)`` before upsampling, in
+            channels-last memory format (``low_res.permute(0, 2, 3, 1)`` is contiguous).
         image_shape: ``(H, W)`` of the input.
     """
 
@@ -308,19 +390,170 @@ def _bilinear_taps(
     return i0.to(device), i1.to(device), frac.to(device)
 
 
-def _upsample_block(low: torch.Tensor, rows: tuple, out_width: int) -> torch.Tensor:
-    """Bilinear upsampling of ``low`` ``(B, D, h, w)`` to the given output rows, full width.
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory format, also when it has one channel.
 
-    Rows are mixed explicitly at the low width; columns go through ``F.interpolate`` with the
-    row count unchanged (an exact copy along rows), which uses the same column taps as a
-    full-image upsampling.
+    ``contiguous(memory_format=...)`` leaves a one-channel tensor as it is (it counts as
+    channels-last already), and convolutions then keep the default layout; here the strides
+    are set explicitly.
     """
-    r0, r1, fr = rows
-    fr = fr.to(low.dtype).view(-1, 1)
-    rowmix = low[:, :, r0] * (1 - fr) + low[:, :, r1] * fr  # (B, D, n_rows, w)
-    return F.interpolate(
-        rowmix, size=(rowmix.shape[-2], out_width), mode="bilinear", align_corners=False
+    if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
+def _scores_from_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeatability and reliability ``(B, 1, H, W)`` from head logits ``(B, 3, H, W)``.
+
+    Channels 0-1 are the reliability logits (softmax, channel 1 kept), channel 2 the
+    repeatability logit (``softplus / (1 + softplus)``), as in :meth:`R2D2Net.heads`.
+    """
+    reliability = torch.softmax(logits[:, 0:2], dim=1)[:, 1:2].contiguous()
+    ur = F.softplus(logits[:, 2:3])
+    return (ur / (1.0 + ur)).contiguous(), reliability
+
+
+def _quadratic_head_terms(
+    low: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, chunk_rows: int = 256
+) -> torch.Tensor:
+    """Low-resolution terms of the heads applied to squared, bilinearly upsampled features.
+
+    Bilinear upsampling (``align_corners=False``) gives ``u(y, x) = sum_p a_p f_p`` over the
+    source pixels ``p`` = ``(i0, j0), (i0, j1), (i1, j0), (i1, j1)`` with weights ``a`` =
+    ``(1-ay)(1-ax), (1-ay)ax, ay(1-ax), ay ax`` (``i1 = min(i0 + 1, h - 1)``, same for
+    ``j1``), so a head ``b_k + sum_c w_kc u_c^2`` equals ``b_k + sum_{p,q} a_p a_q G_k(p, q)``
+    with ``G_k(p, q) = sum_c w_kc f_c(p) f_c(q)``. Grouped by their weights, which factor
+    into a row part ``ry = ((1-ay)^2, ay^2, 2 ay (1-ay))`` and a column part ``cx`` (same in
+    x), and indexed by ``(i0, j0) = (i, j)``, the nine terms are (with ``f`` replicate-padded
+    by one row and column, which reproduces the clamped ``i1``/``j1``)::
+
+        T[0, 0] = G(ij, ij)          T[0, 1] = G(ij+1, ij+1)      T[0, 2] = G(ij, ij+1)
+        T[1, 0] = G(i+1j, i+1j)      T[1, 1] = G(i+1j+1, i+1j+1)  T[1, 2] = G(i+1j, i+1j+1)
+        T[2, 0] = G(ij, i+1j)        T[2, 1] = G(ij+1, i+1j+1)
+        T[2, 2] = (G(ij, i+1j+1) + G(ij+1, i+1j)) / 2
+
+    and ``head_k = sum_{r,c} ry_r cx_c (T[r, c, k] + b_k)`` because the weights ``ry_r cx_c``
+    sum to 1; the returned terms include ``b_k`` (see :func:`_combine_head_terms`). Four
+    products of neighbouring features are computed per pixel (self, right, down and the sum
+    over the two diagonals), each reduced over ``D`` at once by a matmul with the head weights.
+
+    Args:
+        low: features ``(B, D, h, w)`` (channels-last is read fastest).
+        weight: head weights ``(K, D)``.
+        bias: head biases ``(K,)``.
+        chunk_rows: low-resolution rows per step; temporaries are about ``12 * D * n * w``
+            bytes for ``n = chunk_rows``.
+
+    Returns:
+        ``(B, h, w, 3, 3, K)`` tensor ``T[b, i, j, r, c, k] + bias[k]``.
+    """
+    b, d, h, w = low.shape
+    k = weight.shape[0]
+    feats = low.permute(0, 2, 3, 1)  # (B, h, w, D)
+    wt = weight.t().to(low.dtype)  # (D, K)
+    half_wt = 0.5 * wt
+    bias = bias.to(low.dtype)
+    # G of each pixel with itself, its right and lower neighbours and across the two diagonals
+    # (that pair halved, as it enters T[2, 2] in one piece), on features replicate-padded by
+    # one row and column: a clamped neighbour is the pixel itself. One more row of s_pad and
+    # r_pad is the bottom padding.
+    s_pad = low.new_empty((b, h + 1, w + 1, k))
+    r_pad = low.new_empty((b, h + 1, w, k))
+    d_pad = low.new_empty((b, h, w + 1, k))
+    x_mid = low.new_empty((b, h, w, k))
+    step = max(1, min(chunk_rows, h))
+    # scratch buffers, reused: fresh large tensors cost page faults
+    pad = low.new_empty((step + 1, w + 1, d))
+    buf = low.new_empty(step * (w + 1) * d)
+
+    def store(p: torch.Tensor, q: torch.Tensor, dst: torch.Tensor, mat: torch.Tensor) -> None:
+        """``dst = (p * q) @ mat`` for ``p, q`` ``(n, m, D)``; ``dst`` ``(n, m, K)`` contiguous."""
+        prod = torch.mul(p, q, out=_scratch(buf, p.shape))
+        torch.mm(prod.view(-1, d), mat, out=dst.view(-1, k))
+
+    for bi in range(b):
+        for r0 in range(0, h, step):
+            r1 = min(h, r0 + step)
+            n = r1 - r0
+            avail = min(r1 + 1, h) - r0  # n + 1 rows, or n at the bottom of the image
+            pad[:avail, :w] = feats[bi, r0 : r0 + avail]
+            if avail == n:
+                pad[n, :w] = feats[bi, h - 1]
+            pad[: n + 1, w] = pad[: n + 1, w - 1]
+            top, bot = pad[:n], pad[1 : n + 1]
+            store(top, top, s_pad[bi, r0:r1], wt)
+            store(top[:, :-1], top[:, 1:], r_pad[bi, r0:r1], wt)
+            store(top, bot, d_pad[bi, r0:r1], wt)
+            prod = torch.mul(top[:, :-1], bot[:, 1:], out=_scratch(buf, (n, w, d)))
+            prod.addcmul_(top[:, 1:], bot[:, :-1])
+            torch.mm(prod.view(-1, d), half_wt, out=x_mid[bi, r0:r1].view(-1, k))
+    s_pad[:, h] = s_pad[:, h - 1]
+    r_pad[:, h] = r_pad[:, h - 1]
+    terms = torch.stack(
+        [
+            s_pad[:, :h, :w],
+            s_pad[:, :h, 1:],
+            r_pad[:, :h],
+            s_pad[:, 1:, :w],
+            s_pad[:, 1:, 1:],
+            r_pad[:, 1:],
+            d_pad[:, :, :w],
+            d_pad[:, :, 1:],
+            x_mid,
+        ],
+        dim=3,
     )
+    terms += bias  # the weights ry_r cx_c sum to 1
+    return terms.view(b, h, w, 3, 3, k)
+
+
+def _combine_head_terms(
+    terms: torch.Tensor, size: tuple[int, int], chunk_rows: int = 256
+) -> torch.Tensor:
+    """Full-resolution head logits ``(B, K, H, W)`` from :func:`_quadratic_head_terms`.
+
+    ``logit_k(y, x) = sum_{r,c} ry_r(y) cx_c(x) T[i0(y), j0(x), r, c, k]`` (the biases are in
+    ``T``): the row taps are gathered and mixed first (at the low width), then the columns.
+
+    Args:
+        terms: ``(B, h, w, 3, 3, K)``.
+        size: output ``(H, W)``.
+        chunk_rows: output rows per step (temporaries about ``220 * chunk_rows * W`` bytes).
+
+    Returns:
+        ``(B, K, H, W)`` logits (a permuted view of a contiguous ``(B, H, W, K)`` tensor).
+    """
+    b, h, w, _, _, k = terms.shape
+    out_h, out_w = size
+    dev, dtype = terms.device, terms.dtype
+    j0, _, fx = _bilinear_taps(out_w, w, dev)
+    fx = fx.to(dtype)
+    cx = torch.stack([(1 - fx) ** 2, fx**2, 2 * fx * (1 - fx)], dim=1).view(1, 1, out_w, 3, 1)
+    logits = terms.new_empty((b, out_h, out_w, k))
+    step = max(1, min(chunk_rows, out_h))
+    # scratch buffers, reused across steps (fresh large tensors cost page faults)
+    gathered = terms.new_empty(b * step * w * 9 * k)
+    rowmix = terms.new_empty(b * step * w * 3 * k)
+    cols = terms.new_empty(b * step * out_w * 3 * k)
+    for r0 in range(0, out_h, step):
+        r1 = min(out_h, r0 + step)
+        n = r1 - r0
+        i0, _, fy = _bilinear_taps(out_h, h, dev, r0, r1)
+        fy = fy.to(dtype)
+        ry = torch.stack([(1 - fy) ** 2, fy**2, 2 * fy * (1 - fy)], dim=1).view(1, n, 1, 3, 1, 1)
+        g = torch.index_select(terms, 1, i0, out=_scratch(gathered, (b, n, w, 3, 3, k)))
+        r = torch.sum(g.mul_(ry), dim=3, out=_scratch(rowmix, (b, n, w, 3, k)))
+        c = torch.index_select(r, 2, j0, out=_scratch(cols, (b, n, out_w, 3, k)))
+        torch.sum(c.mul_(cx), dim=3, out=logits[:, r0:r1])
+    return logits.permute(0, 3, 1, 2)
+
+
+def _scratch(buf: torch.Tensor, shape: tuple | torch.Size) -> torch.Tensor:
+    """A contiguous ``shape`` view on the start of the flat buffer ``buf``."""
+    numel = 1
+    for size in shape:
+        numel *= size
+    return buf[:numel].view(shape)
 
 
 def _as_batch(x: torch.Tensor, in_channels: int) -> torch.Tensor:
@@ -345,6 +578,44 @@ def _offset_map(
     """``conv(ones)`` with the stem's padding: the folded normalization offset per pixel."""
     ones = torch.ones(1, 1, h, w, dtype=like.dtype, device=like.device)
     return F.conv2d(ones, kernel.to(like.dtype), padding=conv.padding, dilation=conv.dilation)
+
+
+def _offset_borders(
+    kernel: torch.Tensor, conv: nn.Conv2d, h: int, w: int, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`_offset_map` as an interior constant plus border corrections.
+
+    Away from the zero padding, ``conv(ones)`` is the same everywhere; within ``pad`` of an
+    edge it depends only on the distance to that edge. Returns ``(const (O,), delta (1, O,
+    2 ph + 1, 2 pw + 1))`` where ``delta`` is ``conv(ones) - const`` on a small image whose
+    rows/columns ``< p`` and ``> p`` stand for the first/last ``p`` rows/columns of the full
+    image; None when the image is too small for that (use :func:`_offset_map`).
+    """
+    ph, pw = conv.padding
+    if h < 2 * ph + 1 or w < 2 * pw + 1:
+        return None
+    small = _offset_map(kernel, conv, 2 * ph + 1, 2 * pw + 1, like)
+    const = small[0, :, ph, pw]
+    return const, small - const.view(1, -1, 1, 1)
+
+
+def _subtract_offset_borders_(y: torch.Tensor, delta: torch.Tensor, pad: tuple) -> None:
+    """Subtract the border part ``delta`` of :func:`_offset_borders` from ``y`` in place."""
+    ph, pw = pad
+    h, w = y.shape[-2:]
+    if ph:
+        cols = torch.cat(
+            [
+                torch.arange(pw),
+                torch.full((w - 2 * pw,), pw, dtype=torch.long),
+                torch.arange(pw + 1, 2 * pw + 1),
+            ]
+        ).to(y.device)
+        y[:, :, :ph] -= delta[:, :, :ph].index_select(3, cols)
+        y[:, :, h - ph :] -= delta[:, :, ph + 1 :].index_select(3, cols)
+    if pw:
+        y[:, :, ph : h - ph, :pw] -= delta[:, :, ph : ph + 1, :pw]
+        y[:, :, ph : h - ph, w - pw :] -= delta[:, :, ph : ph + 1, pw + 1 :]
 
 
 def build_model(arch: str, **kwargs) -> R2D2Net:
