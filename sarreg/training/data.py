@@ -144,7 +144,7 @@ def _make_scene(
         intensity = smooth_intensity(
             intensity, mask, synth.smoothing, synth.smoothing_size, synth.source_looks
         )
-    integral = cv2.integral(mask.astype(np.uint8)).astype(np.int64)
+    integral = cv2.integral(mask.astype(np.uint8))  # int32, (H+1, W+1)
     grid = (r.data.shape, tuple(r.transform) if r.transform is not None else None, str(r.crs))
     return Scene(path.name, intensity, mask, integral), grid
 

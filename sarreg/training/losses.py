@@ -175,6 +175,10 @@ class LossConfig:
 
     Attributes:
         w_cosim, w_peaky, w_ap: loss weights (repeatability agreement, peakiness, AP).
+        w_ap_plain: weight of an extra plain ``1 - AP`` term (not reliability-weighted). The
+            R2D2 loss alone lets the reliability collapse to 0 early on (all queries below
+            ``kappa``), which also stops the descriptor gradient ``-R dAP``; this term keeps
+            the descriptors learning. 0 = the original objective.
         n: patch size N of the repeatability losses.
         peaky_stride: stride of the peakiness windows (1 = every pixel, or N/2).
         kappa: AP threshold below which a query should be declared unreliable.
@@ -185,6 +189,7 @@ class LossConfig:
     w_cosim: float = 1.0
     w_peaky: float = 1.0
     w_ap: float = 1.0
+    w_ap_plain: float = 0.0
     n: int = 16
     peaky_stride: int = 1
     kappa: float = 0.5

@@ -111,7 +111,8 @@ def compute_losses(
     """The weighted R2D2 objective.
 
     Returns ``(total, parts)`` with ``parts`` holding the unweighted 'cosim', 'peaky' and
-    'ap' losses plus diagnostics 'ap_mean' (mean AP of the queries) and 'rel_mean'.
+    'ap' losses plus diagnostics 'ap_mean' (mean AP of the queries, ``1 - ap_mean`` is the
+    plain AP term weighted by ``w_ap_plain``) and 'rel_mean'.
     """
     lc = loss_config
     shape = tuple(batch.image1.shape[-2:])
@@ -134,11 +135,15 @@ def compute_losses(
     if s.scores.shape[0] == 0:
         ap_loss = out.rel1.sum() * 0.0
         ap_mean = out.rel1.new_tensor(0.0)
+        ap_plain = ap_loss
     else:
         ap = quantized_ap(s.scores, s.labels, s.weights, lc.nq, lc.ap_min, lc.ap_max)
         ap_loss = ap_reliability_loss(ap, s.reliability, lc.kappa).mean()
         ap_mean = ap.detach().mean()
+        ap_plain = 1.0 - ap.mean()
     total = lc.w_cosim * cos + lc.w_peaky * peaky + lc.w_ap * ap_loss
+    if lc.w_ap_plain:
+        total = total + lc.w_ap_plain * ap_plain
     parts = {
         "cosim": cos,
         "peaky": peaky,
