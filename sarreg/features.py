@@ -43,8 +43,10 @@ class ExtractConfig:
             ``[min_size, max_size]`` are skipped (when none is left, the level closest to the
             range is kept).
         scales: explicit scales; overrides the pyramid and its size limits.
-        rep_threshold: minimum repeatability of a keypoint.
-        rel_threshold: minimum reliability of a keypoint.
+        rep_threshold: minimum repeatability of a keypoint (0 = rank by score alone).
+        rel_threshold: minimum reliability of a keypoint (0 = rank by score alone). The
+            scale of both maps depends on the model, so by default keypoints are selected by
+            ``top_k`` on the score alone; raise these to drop weak points in flat areas.
         top_k: keypoints kept over all scales, by score = reliability x repeatability.
         border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
         tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
@@ -61,8 +63,8 @@ class ExtractConfig:
     min_size: int = 256
     max_size: int = 4096
     scales: tuple[float, ...] | None = None
-    rep_threshold: float = 0.7
-    rel_threshold: float = 0.7
+    rep_threshold: float = 0.0
+    rel_threshold: float = 0.0
     top_k: int = 5000
     border: int = 8
     tile_size: int = 1024

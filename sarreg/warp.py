@@ -541,7 +541,9 @@ def resample_to_grid(
                 src_path, out_nodata,
             )  # fmt: skip
         profile = _gtiff_profile(out_dtype, width, height, out_nodata)
-        profile.update(crs=grid.crs, transform=grid.transform)
+        if grid.crs is not None:
+            profile.update(crs=grid.crs, transform=grid.transform)
+        # else: a plain pixel grid (non-georeferenced reference): no CRS and no geotransform
         info = {
             "tool": f"sarreg {_version()}",
             "mode": "resample",
