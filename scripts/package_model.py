@@ -1,0 +1,54 @@
+"""Package a training run's checkpoint as sarreg's bundled model.
+
+Drops the optimizer state, records the licence and the training data's attribution in the
+checkpoint metadata, and writes ``sarreg/weights/fast_r2d2_sar.pt`` (atomically).
+
+    python scripts/package_model.py runs/ship/best.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+DATA_ATTRIBUTION = [
+    "Contains modified Copernicus Sentinel data 2020 (Sentinel-1A IW GRDH VH tiles, as "
+    "published in the VolkovVl/Optical-SAR-dataset repository)",
+    "NASA/JPL AIRSAR data (PolSARpro San Francisco L-band sample scene)",
+    "Umbra Space Open Data Program (CC-BY-4.0), Mount Yasur GEC clip",
+    "Contains modified Copernicus Sentinel-1 data (2024), processed by NASA JPL OPERA "
+    "(RTC-S1 VH series, via opera-adt/distmetrics test data, Apache-2.0)",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="run checkpoint (best.pt or last.pt)")
+    parser.add_argument(
+        "--out", default=str(REPO / "sarreg" / "weights" / "fast_r2d2_sar.pt"), help="output"
+    )
+    parser.add_argument("--note", default="", help="free-text training history for the card")
+    opts = parser.parse_args()
+
+    from sarreg.model.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(opts.checkpoint)
+    meta = dict(ck.meta or {})
+    meta.update(
+        name="fast_r2d2_sar",
+        license="Apache-2.0 (weights trained by sarreg from scratch; no third-party weights)",
+        training_data_attribution=DATA_ATTRIBUTION,
+        model_card="sarreg/weights/README.md",
+    )
+    if opts.note:
+        meta["training_history"] = opts.note
+    save_checkpoint(opts.out, ck.net, meta=meta, preprocess=ck.preprocess)
+    print(f"wrote {opts.out} from {opts.checkpoint} (step {meta.get('step')})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
