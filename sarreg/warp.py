@@ -172,18 +172,20 @@ def _inverse(m: np.ndarray) -> np.ndarray:
     return inv
 
 
-def _output_dtype_nodata(dtype: str, nodata: float | None) -> tuple[np.dtype, float]:
+def _output_dtype_nodata(dtype: str, nodata: float | None) -> tuple[np.dtype, float | None]:
     """Output dtype and nodata for a moving band of ``dtype`` with nodata value ``nodata``.
 
     Complex -> float32 amplitude with NaN nodata. Otherwise the dtype is kept, and so is the
-    nodata value; without one, NaN (floats) or 0 (integers) is chosen.
+    nodata value; without one, floats get NaN, and integers get ``None``: no nodata value, the
+    validity goes into an internal GDAL mask band instead, so that real zeros (common in
+    display-scaled uint8 products) stay valid data.
     """
     dt = np.dtype(dtype)
     if dt.kind == "c":
         return np.dtype(np.float32), math.nan
     if nodata is not None:
         return dt, float(nodata)
-    return dt, (math.nan if dt.kind == "f" else 0.0)
+    return dt, (math.nan if dt.kind == "f" else None)
 
 
 def _check_nodata(value: float, dtype: np.dtype) -> float:
@@ -415,7 +417,7 @@ class _Job:
     resampling: str
     src_nodata: float | None
     out_dtype: np.dtype
-    out_nodata: float
+    out_nodata: float | None  # None: validity written to a mask band, outside pixels are 0
     work_dtype: np.dtype
     complex_src: bool
 
@@ -430,7 +432,8 @@ def _warp_window(job: _Job, win: Window) -> tuple[np.ndarray, np.ndarray]:
     xs, ys, ok = _source_coords(job.inv, win)
     need = _needed_window(xs, ys, ok, job.src.width, job.src.height)
     shape = (int(win.height), int(win.width))
-    out = np.full(shape, job.out_nodata, dtype=job.out_dtype)
+    fill = 0 if job.out_nodata is None else job.out_nodata
+    out = np.full(shape, fill, dtype=job.out_dtype)
     if need is None:
         return out, np.zeros(shape, dtype=bool)
     too_big = (
@@ -495,11 +498,12 @@ def resample_to_grid(
             ``block_cols`` defaults to ``block_rows``). Memory is bounded by the block and the
             moving window it needs (blocks needing a window over 16 Mpx are split).
         progress: show a tqdm progress bar over blocks.
-        nodata: output nodata value; default: the moving band's, else NaN (floats) / 0
+        nodata: output nodata value; default: the moving band's, else NaN (floats) / a mask
+            band (integers)
             (integers). Valid pixels equal to it are counted and logged as a warning.
 
     The moving dtype and nodata are kept (complex -> float32 amplitude with NaN nodata; a band
-    without nodata gets NaN for floats, 0 for integers, recorded in the file). Output pixels
+    without nodata gets NaN for floats; integers get an internal mask band instead). Output pixels
     that map outside the moving image, or whose interpolation gives non-zero weight to a moving
     nodata pixel (up to 2x2 taps for bilinear, 4x4 for cubic), are nodata. Integer outputs are
     rounded and clipped to the dtype's range (cubic overshoot). Sub-pixel positions are snapped
@@ -537,8 +541,8 @@ def resample_to_grid(
         )
         if src_nodata is None and nodata is None:
             log.info(
-                "%s has no nodata value; the output uses %s as nodata",
-                src_path, out_nodata,
+                "%s has no nodata value; the output marks pixels without data %s",
+                src_path, "in a mask band" if out_nodata is None else f"with {out_nodata}",
             )  # fmt: skip
         profile = _gtiff_profile(out_dtype, width, height, out_nodata)
         if grid.crs is not None:
@@ -555,15 +559,21 @@ def resample_to_grid(
         }
         windows = list(_blocks(height, width, rows, cols))
         n_valid = n_clash = 0
+        use_mask = out_nodata is None
         with atomic_write(final, overwrite=overwrite) as tmp:
-            with rasterio.open(tmp, "w", **profile) as dst:
+            with (
+                rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+                rasterio.open(tmp, "w", **profile) as dst,
+            ):
                 _copy_metadata(src, band, dst, info)
                 for win in tqdm(windows, desc="warp", unit="block", disable=not progress):
                     block, good = _warp_window(job, win)
                     n_valid += int(good.sum())
-                    if not math.isnan(out_nodata):
+                    if not use_mask and not math.isnan(out_nodata):
                         n_clash += int(np.count_nonzero(block[good] == out_nodata))
                     dst.write(block, 1, window=win)
+                    if use_mask:
+                        dst.write_mask(np.where(good, 255, 0).astype(np.uint8), window=win)
 
     if n_clash:
         log.warning(

@@ -110,9 +110,15 @@ def test_integer_translation_shifts_exactly(umbra_crop, tmp_path):
         out_path = tmp_path / f"{resampling}.tif"
         res = resample_to_grid(umbra_crop, 1, m, grid_of(umbra_crop), out_path, resampling)
         out, prof, _ = _read(res.path)
-        assert prof["dtype"] == "uint8" and prof["nodata"] == 0
+        assert prof["dtype"] == "uint8" and prof["nodata"] is None
         np.testing.assert_array_equal(out[:-3, 5:], src[3:, :-5], err_msg=resampling)
         assert not out[:, :5].any() and not out[-3:, :].any()  # outside the moving image
+        with rasterio.open(res.path) as ds:  # validity in the internal mask band
+            valid = ds.read_masks(1) > 0
+            assert ds.mask_flag_enums[0] == [rasterio.enums.MaskFlags.per_dataset]
+        assert not valid[:, :5].any() and not valid[-3:, :].any()
+        assert valid[:-3, 5:].all()  # real zeros of the image stay valid
+        assert (out[:-3, 5:] == 0).any()
 
 
 def test_affine_then_inverse_recovers_umbra(umbra_crop, tmp_path):
@@ -124,7 +130,8 @@ def test_affine_then_inverse_recovers_umbra(umbra_crop, tmp_path):
     back = _read(res.path)[0]
     core = (slice(60, 260), slice(60, 260))  # away from the borders the warp leaves empty
     x, y = src[core].astype(float), back[core].astype(float)
-    ok = y > 0  # 0 = nodata (uint8 without a nodata value gets 0)
+    with rasterio.open(res.path) as ds:
+        ok = ds.read_masks(1)[core] > 0  # uint8 without nodata: validity in the mask band
     assert ok.mean() > 0.85
     err = np.abs(x - y)[ok].mean()
     one_px = np.abs(src[61:261, 60:260].astype(float) - x).mean()  # a 1-pixel misregistration
