@@ -451,7 +451,14 @@ def _train(
             batch = next(batches).to(device)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = train_forward(net, batch.image1, batch.image2)
-            total, parts = compute_losses(outputs, batch, cfg.loss, cfg.sampler, sampler_gen)
+            total, parts = compute_losses(
+                outputs,
+                batch,
+                cfg.loss,
+                cfg.sampler,
+                sampler_gen,
+                train_reliability=step >= cfg.loss.reliability_warmup,
+            )
             for name in LOSS_NAMES:
                 value = float(parts[name].detach())
                 if not math.isfinite(value):

@@ -179,6 +179,10 @@ class LossConfig:
             R2D2 loss alone lets the reliability collapse to 0 early on (all queries below
             ``kappa``), which also stops the descriptor gradient ``-R dAP``; this term keeps
             the descriptors learning. 0 = the original objective.
+        reliability_warmup: steps during which the reliability gets no gradient (the AP loss
+            uses it as a constant). Queries' APs start far below ``kappa`` on speckled data;
+            learning the reliability then saturates its softmax at ~0 everywhere, a state in
+            which its gradient (scaled by ``R (1 - R)``) is dominated by the wrong queries.
         n: patch size N of the repeatability losses.
         peaky_stride: stride of the peakiness windows (1 = every pixel, or N/2).
         kappa: AP threshold below which a query should be declared unreliable.
@@ -190,6 +194,7 @@ class LossConfig:
     w_peaky: float = 1.0
     w_ap: float = 1.0
     w_ap_plain: float = 0.0
+    reliability_warmup: int = 0
     n: int = 16
     peaky_stride: int = 1
     kappa: float = 0.5

@@ -107,8 +107,12 @@ def compute_losses(
     loss_config: LossConfig = LossConfig(),
     sampler_config: SamplerConfig = SamplerConfig(),
     generator: torch.Generator | None = None,
+    train_reliability: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted R2D2 objective.
+
+    With ``train_reliability=False`` the reliability enters the AP loss as a constant (see
+    ``LossConfig.reliability_warmup``).
 
     Returns ``(total, parts)`` with ``parts`` holding the unweighted 'cosim', 'peaky' and
     'ap' losses plus diagnostics 'ap_mean' (mean AP of the queries, ``1 - ap_mean`` is the
@@ -138,7 +142,8 @@ def compute_losses(
         ap_plain = ap_loss
     else:
         ap = quantized_ap(s.scores, s.labels, s.weights, lc.nq, lc.ap_min, lc.ap_max)
-        ap_loss = ap_reliability_loss(ap, s.reliability, lc.kappa).mean()
+        rel = s.reliability if train_reliability else s.reliability.detach()
+        ap_loss = ap_reliability_loss(ap, rel, lc.kappa).mean()
         ap_mean = ap.detach().mean()
         ap_plain = 1.0 - ap.mean()
     total = lc.w_cosim * cos + lc.w_peaky * peaky + lc.w_ap * ap_loss
