@@ -53,3 +53,25 @@ def test_heads_equal_the_networks_forward():
         ref = net(torch.cat([x1, x2]))
     assert torch.allclose(out.rep2, ref["repeatability"][1:], atol=1e-5)
     assert torch.allclose(out.rel1, ref["reliability"][:1], atol=1e-5)
+
+
+def test_reliability_gets_no_gradient_during_warmup(tiny_config):
+    cfg = tiny_config()
+    src = load_source(cfg.data.sources[0], 64, SynthConfig())
+    batch = PairGenerator([src], 64, SynthConfig(), PreprocessConfig()).batch(
+        2, np.random.default_rng(1)
+    )
+    sc = SamplerConfig(border=8, query_step=8, neg_step=8)
+    grads = {}
+    for train_rel in (False, True):
+        torch.manual_seed(0)
+        net = R2D2Net("fast_r2d2", mchan=1, dim=16)
+        out = train_forward(net, batch.image1, batch.image2)
+        lc = LossConfig(w_cosim=0.0, w_peaky=0.0, w_ap_plain=1.0)
+        total, _ = compute_losses(
+            out, batch, lc, sc, torch.Generator(), train_reliability=train_rel
+        )
+        total.backward()
+        grads[train_rel] = net.reliability_head.weight.grad
+    assert grads[False] is None or float(grads[False].abs().sum()) == 0.0
+    assert float(grads[True].abs().sum()) > 0.0
