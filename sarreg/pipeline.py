@@ -110,6 +110,16 @@ class RegistrationResult:
     timings: dict[str, float]
 
 
+@dataclass
+class _Input:
+    """One input image through the pipeline: its file, metadata, the array read, features."""
+
+    path: str
+    info: object  # sarreg.io.RasterInfo
+    raster: object  # sarreg.io.Raster (work resolution)
+    features: Features
+
+
 class _Timer:
     """Wall-clock time per named stage, in seconds."""
 
@@ -152,19 +162,6 @@ def _validate(config: RegisterConfig) -> None:
         raise ConfigError(
             f"unknown resampling {config.resampling!r}", f"choose one of {', '.join(RESAMPLING)}"
         )
-
-
-def _relative_pixel_size(ref_info, mov_info) -> float:
-    """Moving pixel size over reference pixel size, from the geotransforms (1.0 if unknown).
-
-    Only meaningful when both are in the same units; with different CRSs the prior
-    matrix gives the same figure more robustly, see ``_prior_scale``.
-    """
-
-    def size(t):
-        return math.sqrt(abs(t.a * t.e - t.b * t.d))
-
-    return size(mov_info.transform) / size(ref_info.transform)
 
 
 def _work_sizes(ref_info, mov_info, config: RegisterConfig, prior_scale: float | None):
@@ -312,24 +309,10 @@ def register(
 
     timer.times["total"] = sum(timer.times.values())
     report = _build_report(
-        ref_path,
-        mov_path,
-        out_written,
-        ref_info,
-        mov_info,
-        ref,
-        mov,
-        feat_ref,
-        feat_mov,
-        matches,
-        fit,
-        xy_ref,
-        xy_mov,
-        loaded,
-        config,
-        timer.times,
-        georef,
-    )
+        _Input(ref_path, ref_info, ref, feat_ref),
+        _Input(mov_path, mov_info, mov, feat_mov),
+        out_written, matches, fit, xy_ref, xy_mov, loaded, config, timer.times, georef,
+    )  # fmt: skip
     if report_path is not None:
         from sarreg.report import write_report
 
@@ -477,15 +460,9 @@ def _write_output(
 
 
 def _build_report(
-    ref_path,
-    mov_path,
+    ref: _Input,
+    mov: _Input,
     out_path,
-    ref_info,
-    mov_info,
-    ref,
-    mov,
-    feat_ref,
-    feat_mov,
     matches,
     fit,
     xy_ref,
@@ -497,6 +474,8 @@ def _build_report(
 ) -> dict:
     """The JSON report: transform, tie points, quality figures, timings, provenance."""
     from sarreg import geometry
+
+    ref_info, mov_info = ref.info, mov.info
 
     inl = np.asarray(fit.inliers, dtype=bool)
     tie_points = []
@@ -560,8 +539,8 @@ def _build_report(
     settings = asdict(config)
     return {
         "sarreg_version": __version__,
-        "reference": _image_entry(ref_path, ref_info, ref, feat_ref),
-        "moving": _image_entry(mov_path, mov_info, mov, feat_mov),
+        "reference": _image_entry(ref),
+        "moving": _image_entry(mov),
         "output": out_path,
         "mode": config.mode,
         "transform": transform_info,
@@ -584,18 +563,19 @@ def _build_report(
     }
 
 
-def _image_entry(path, info, raster, feat) -> dict:
-    entry = {
-        "path": path,
+def _image_entry(item: _Input) -> dict:
+    """Report entry of one input: file, shape, band, kind, work scale, keypoints, georef."""
+    info = item.info
+    return {
+        "path": item.path,
         "shape": list(info.shape),
-        "band": raster.band,
-        "kind": raster.kind,
-        "work_decimation": float(raster.decimation),
-        "keypoints": int(len(feat)),
+        "band": item.raster.band,
+        "kind": item.raster.kind,
+        "work_decimation": float(item.raster.decimation),
+        "keypoints": int(len(item.features)),
         "crs": info.crs.to_string() if info.crs is not None else None,
         "geotransform": list(info.transform)[:6] if info.transform is not None else None,
     }
-    return entry
 
 
 def _work_to_full(raster) -> np.ndarray:
