@@ -48,6 +48,9 @@ class ExtractConfig:
             scale of both maps depends on the model, so by default keypoints are selected by
             ``top_k`` on the score alone; raise these to drop weak points in flat areas.
         top_k: keypoints kept over all scales, by score = reliability x repeatability.
+        peaks: map whose 3x3 local maxima are the candidate keypoints: 'repeatability' (the
+            R2D2 detector), 'reliability' (ranked by reliability alone) or 'score'
+            (reliability x repeatability).
         border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
         tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
         tile_overlap: context added on every side of a tile's core, level pixels; at least the
@@ -66,6 +69,7 @@ class ExtractConfig:
     rep_threshold: float = 0.0
     rel_threshold: float = 0.0
     top_k: int = 5000
+    peaks: str = "repeatability"
     border: int = 8
     tile_size: int = 1024
     tile_overlap: int = 64
@@ -81,6 +85,8 @@ class ExtractConfig:
             len(self.scales) == 0 or any(not s > 0 for s in self.scales)
         ):
             raise ValueError("scales must be a non-empty tuple of positive numbers")
+        if self.peaks not in ("repeatability", "reliability", "score"):
+            raise ValueError("peaks must be 'repeatability', 'reliability' or 'score'")
         if self.top_k < 1 or self.border < 0 or self.tile_overlap < 0:
             raise ValueError("top_k must be >= 1, border and tile_overlap >= 0")
         if self.tile_size <= 2 * _even(self.tile_overlap) + 2:
@@ -294,7 +300,8 @@ def _tile_keypoints(
     maps = net.dense_maps(tile[None, None].to(device))
     rep = maps.repeatability[0, 0]
     rel = maps.reliability[0, 0]
-    keep = local_maxima(rep)
+    peak_map = {"repeatability": rep, "reliability": rel, "score": rep * rel}[config.peaks]
+    keep = local_maxima(peak_map)
     keep &= (rep >= config.rep_threshold) & (rel >= config.rel_threshold)
     # core of the tile, away from the level's border, inside the mask
     b = config.border
@@ -307,7 +314,7 @@ def _tile_keypoints(
     m = torch.from_numpy(np.ascontiguousarray(mask_s[t_r0:t_r1, t_c0:t_c1])).to(keep.device)
     keep &= region & m
     yy, xx = torch.nonzero(keep, as_tuple=True)
-    score = (rep[yy, xx] * rel[yy, xx]).float()
+    score = (rel[yy, xx] if config.peaks == "reliability" else rep[yy, xx] * rel[yy, xx]).float()
     if score.numel() > config.top_k:
         # a keypoint outside a tile's top_k cannot be in the global top_k
         sel = torch.from_numpy(np.argsort(-score.cpu().numpy(), kind="stable")[: config.top_k])

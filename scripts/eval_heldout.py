@@ -50,6 +50,28 @@ def sift_mma(pairs, max_keypoints: int, thresholds) -> tuple[dict, float]:
     return {t: float(np.mean(v)) for t, v in accs.items()}, float(np.mean(n_matches))
 
 
+def sarreg_mma(net, pairs, max_keypoints: int, thresholds, **extract_options) -> tuple[dict, float]:
+    """MMA through the shipped inference path (``sarreg.features.extract`` + ``match_mutual``)."""
+    from sarreg.features import ExtractConfig, extract
+    from sarreg.matching import MatchConfig, match_mutual
+    from sarreg.training.synth import apply_homography
+
+    cfg = ExtractConfig(top_k=max_keypoints, progress=False, **extract_options)
+    accs = {t: [] for t in thresholds}
+    n_matches = []
+    for pair in pairs:
+        f1 = extract(net, pair.image1, pair.mask1, cfg)
+        f2 = extract(net, pair.image2, pair.mask2, cfg)
+        m = match_mutual(f1.descriptors, f2.descriptors, MatchConfig(min_similarity=0.0))
+        n_matches.append(len(m))
+        xy1 = f1.keypoints[m.idx_ref].astype(np.float64)
+        xy2 = f2.keypoints[m.idx_mov].astype(np.float64)
+        err = np.linalg.norm(apply_homography(pair.homography, xy1) - xy2, axis=1)
+        for t in accs:
+            accs[t].append(float(np.mean(err <= t)) if len(err) else 0.0)
+    return {t: float(np.mean(v)) for t, v in accs.items()}, float(np.mean(n_matches))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", default=None, help="default: bundled model")
@@ -68,25 +90,25 @@ def main() -> int:
     _, pairs, _ = load_data(cfg)
     ck = load_default_model() if opts.checkpoint is None else load_checkpoint(opts.checkpoint)
     thresholds = (1.0, 3.0, 5.0, 10.0)
+    rows = []
     res = evaluate_pairs(ck.net, pairs, opts.keypoints, thresholds)
+    rows.append(("sarreg, training validation detector", res.mma, res.matches))
+    for scales in ((1.0,), None):
+        for peaks in ("repeatability", "reliability"):
+            kw = {"peaks": peaks} | ({"scales": scales} if scales else {})
+            mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, **kw)
+            rows.append((f"sarreg extract, peaks={peaks}, scales={scales or 'default'}", mma, n))
     sift, sift_matches = sift_mma(pairs, opts.keypoints, thresholds)
+    rows.append(("SIFT (OpenCV) + mutual NN", sift, sift_matches))
     print(
         f"\n{len(pairs)} held-out pairs ({opts.config} validation set), "
         f"{opts.keypoints} keypoints per image, mutual nearest neighbours\n"
     )
+    print(f"model: {opts.checkpoint or 'bundled model'}\n")
     print("| method | MMA@1 | MMA@3 | MMA@5 | MMA@10 | matches/pair |")
     print("|---|---|---|---|---|---|")
-    name = opts.checkpoint or "bundled model"
-    print(
-        f"| sarreg {name} | "
-        + " | ".join(f"{res.mma[t]:.3f}" for t in thresholds)
-        + f" | {res.matches:.0f} |"
-    )
-    print(
-        "| SIFT (OpenCV) | "
-        + " | ".join(f"{sift[t]:.3f}" for t in thresholds)
-        + f" | {sift_matches:.0f} |"
-    )
+    for name, mma, n in rows:
+        print(f"| {name} | " + " | ".join(f"{mma[t]:.3f}" for t in thresholds) + f" | {n:.0f} |")
     return 0
 
 
