@@ -60,8 +60,8 @@ class ExtractConfig:
         progress: show a tqdm progress bar (only when stderr is a terminal).
     """
 
-    scale_factor: float = 2**0.25
-    min_scale: float = 0.25
+    scale_factor: float = 2**0.5
+    min_scale: float = 0.5
     max_scale: float = 1.0
     min_size: int = 256
     max_size: int = 4096

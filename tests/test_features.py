@@ -143,7 +143,8 @@ def test_npz_round_trip(net, crop, tmp_path):
 
 
 def test_pyramid_and_tiles():
-    cfg = ExtractConfig()
+    assert pyramid_scales((1024, 1024), ExtractConfig()) == pytest.approx([1.0, 2**-0.5, 0.5])
+    cfg = ExtractConfig(scale_factor=2**0.25, min_scale=0.25)  # the R2D2 research pyramid
     s = pyramid_scales((1024, 1024), cfg)
     assert len(s) == 9 and s[0] == 1.0 and s[-1] == pytest.approx(0.25)
     # 350 x 250: levels below 256 px are skipped
