@@ -58,6 +58,9 @@ class RegisterConfig:
         search_radius: see ``use_prior``.
         ransac_threshold: inlier threshold in reference pixels at work resolution.
         scale_range: plausible scale of the transform (reference px per moving px).
+        georef_scales: pyramid used when both images are georeferenced (they are then read
+            at about the same pixel size, so little scale search is needed) and
+            ``extract.scales`` is not set.
         min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
             fewer means the images could not be registered reliably.
         extract, match: feature extraction and matching settings.
@@ -82,6 +85,7 @@ class RegisterConfig:
     ransac_threshold: float = 3.0
     scale_range: tuple[float, float] = (0.1, 10.0)
     min_inliers: int = 10
+    georef_scales: tuple[float, ...] = (1.0, 2**-0.5)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     overwrite: bool = False
@@ -263,7 +267,9 @@ def register(
         img_mov, kp_mask_mov = preprocess.preprocess(mov.data, mov.mask, mov.kind, pre_cfg)
 
     with timer.stage("extract"):
-        xcfg = replace(config.extract)
+        xcfg = config.extract
+        if georef and xcfg.scales is None and config.georef_scales:
+            xcfg = replace(xcfg, scales=tuple(config.georef_scales))
         feat_ref = extract(loaded.net, img_ref, kp_mask_ref, xcfg)
         feat_mov = extract(loaded.net, img_mov, kp_mask_mov, xcfg)
     for name, path, feat in (("reference", ref_path, feat_ref), ("moving", mov_path, feat_mov)):
