@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -292,11 +291,9 @@ def _size(path: Path) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    from sarreg.model.checkpoint import file_sha256
+
+    return file_sha256(path)
 
 
 def _echo_lines(lines: list[str], indent: str = "") -> None:

@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +210,7 @@ def load_checkpoint(
             f"{path} is not a sarreg model checkpoint",
             "pass a file written by `sarreg train` or save_checkpoint()",
         )
-    ckpt.sha256 = _sha256(path)
+    ckpt.sha256 = file_sha256(path)
     return _ready(ckpt, device)
 
 
@@ -567,7 +566,8 @@ def _torch_load(path: Path, *, trusted: bool, extra_globals: list) -> Any:
         ) from err
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, hex (the model checksum in reports)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -576,27 +576,18 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_save(payload: dict, path: Path) -> None:
+    """``torch.save`` through :func:`sarreg.atomic.atomic_write` (folder created if needed)."""
+    from sarreg.atomic import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_write(path, overwrite=True) as tmp:
+            torch.save(payload, tmp)
     except OSError as err:
         raise OutputError(
-            f"cannot write checkpoint {path} ({err.strerror})",
-            "choose a writable output folder",
+            f"cannot write checkpoint {path} ({err.strerror or err})",
+            "choose a writable output folder and check free disk space",
         ) from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(
-            f"cannot write checkpoint {path} ({err.strerror})",
-            "check free disk space and permissions",
-        ) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _check_plain(obj: Any, where: str, allow_tensors: bool) -> None:
