@@ -141,6 +141,33 @@ def apply_matrix(matrix: np.ndarray, xy) -> np.ndarray:
     return out / w[:, None]
 
 
+def similarity_about_centre(
+    shape: tuple[int, int], rotation_deg: float, scale: float, shift: tuple[float, float]
+) -> np.ndarray:
+    """3x3 matrix rotating (counter-clockwise in x right / y down) and scaling pixel centres
+    about the centre of an ``(H, W)`` image, then shifting by ``shift`` = (dx, dy) pixels."""
+    h, w = shape
+    c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    a = np.deg2rad(rotation_deg)
+    r = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m = np.eye(3)
+    m[:2, :2] = r
+    m[:2, 2] = c - r @ c + np.asarray(shift, dtype=np.float64)
+    return m
+
+
+def mapping_rmse(
+    matrix: np.ndarray, truth: np.ndarray, shape: tuple[int, int], step: int = 16
+) -> float:
+    """RMSE in pixels between two 3x3 mappings over a grid (every ``step`` px) of an ``(H, W)``
+    image's pixel centres: the registration error of ``matrix`` against ``truth``."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    pts = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    d = apply_matrix(matrix, pts) - apply_matrix(truth, pts)
+    return float(np.sqrt(np.mean(np.sum(d**2, axis=1))))
+
+
 def _jacobian(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Jacobians ``(N, 2, 2)`` of the 3x3 transform at points ``(N, 2)``."""
     m = np.asarray(matrix, dtype=np.float64)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -26,20 +25,15 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from sarreg.geometry import mapping_rmse, similarity_about_centre
+
 REPO = Path(__file__).resolve().parents[1]
 UMBRA = REPO / "data" / "umbra_mount_yasur.tif"
 
 
 def known_affine(shape, deg=5.0, scale=1.05, shift=(12.3, -7.6)) -> np.ndarray:
     """Rotation + scale about the image centre, then a shift (pixel centres), 3x3."""
-    h, w = shape
-    c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    a = math.radians(deg)
-    r = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    m = np.eye(3)
-    m[:2, :2] = r
-    m[:2, 2] = c - r @ c + np.asarray(shift)
-    return m
+    return similarity_about_centre(shape, deg, scale, shift)
 
 
 def make_pair(folder: Path, size: int = 1024) -> tuple[Path, Path, np.ndarray]:
@@ -59,14 +53,6 @@ def make_pair(folder: Path, size: int = 1024) -> tuple[Path, Path, np.ndarray]:
         with rasterio.open(path, "w", **profile) as ds:
             ds.write(data, 1)
     return paths[0], paths[1], np.linalg.inv(w)
-
-
-def grid_error(m_est, m_true, shape, step=16) -> float:
-    h, w = shape
-    ys, xs = np.mgrid[0:h:step, 0:w:step]
-    p = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    a, b = m_est @ p, m_true @ p
-    return float(np.sqrt(np.mean(np.sum((a[:2] / a[2] - b[:2] / b[2]) ** 2, axis=0))))
 
 
 def run_once(args: list[str]) -> tuple[int, float, float, str]:
@@ -132,7 +118,7 @@ def main() -> int:
                             rep["reference"]["keypoints"], rep["moving"]["keypoints"]
                         ),
                         "inliers": f"{rep['inliers']}/{rep['matches']}",
-                        "error_px": grid_error(
+                        "error_px": mapping_rmse(
                             np.array(rep["transform"]["pixel_matrix"]),
                             m_true,
                             (opts.size, opts.size),

@@ -12,7 +12,6 @@ pixel centres.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import cv2
@@ -38,15 +37,9 @@ SHIFT = (6.4, -3.7)
 
 def warp_matrix(shape: tuple[int, int]) -> np.ndarray:
     """3x3 matrix W taking source pixel centres to moving-image pixel centres."""
-    h, w = shape
-    c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    a = math.radians(ROTATION_DEG)
-    r = SCALE * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    t = c - r @ c + np.array(SHIFT)
-    m = np.eye(3)
-    m[:2, :2] = r
-    m[:2, 2] = t
-    return m
+    from sarreg.geometry import similarity_about_centre
+
+    return similarity_about_centre(shape, ROTATION_DEG, SCALE, SHIFT)
 
 
 def main() -> None:

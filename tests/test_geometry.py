@@ -200,3 +200,14 @@ def test_footprints_and_no_overlap(data_dir):
     far = t_ref @ Affine.translation(shape[1] + 10, 0)
     with pytest.raises(NoOverlapError, match="ref.tif and mov.tif do not overlap"):
         g.check_overlap(t_ref, crs, shape, far, crs, shape, "ref.tif", "mov.tif")
+
+
+def test_similarity_about_centre_and_mapping_rmse():
+    from sarreg.geometry import apply_matrix, mapping_rmse, similarity_about_centre
+
+    m = similarity_about_centre((101, 201), 30.0, 2.0, (0.0, 0.0))
+    np.testing.assert_allclose(apply_matrix(m, [[100.0, 50.0]]), [[100.0, 50.0]])  # centre fixed
+    np.testing.assert_allclose(np.linalg.det(m[:2, :2]), 4.0)
+    shift = similarity_about_centre((64, 64), 0.0, 1.0, (3.0, 4.0))
+    assert mapping_rmse(shift, np.eye(3), (64, 64)) == pytest.approx(5.0)
+    assert mapping_rmse(m, m, (101, 201)) == 0.0

@@ -14,7 +14,7 @@ from rasterio.windows import Window
 
 from sarreg.cli import main
 from sarreg.errors import DegenerateTransformError
-from sarreg.geometry import pixel_to_map
+from sarreg.geometry import mapping_rmse, pixel_to_map, similarity_about_centre
 from sarreg.pipeline import RegisterConfig, register
 
 OPERA = "opera_rtc_s1"
@@ -27,24 +27,13 @@ DATE3 = (
 
 
 def affine_about_centre(shape, deg, scale, shift) -> np.ndarray:
-    """3x3 matrix rotating/scaling about the image centre, then shifting (pixel centres)."""
-    h, w = shape
-    c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-    a = math.radians(deg)
-    r = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    m = np.eye(3)
-    m[:2, :2] = r
-    m[:2, 2] = c - r @ c + np.asarray(shift)
-    return m
+    """Rotation/scale about the image centre, then a shift (pixel centres), 3x3."""
+    return similarity_about_centre(shape, deg, scale, shift)
 
 
-def grid_error(m_est: np.ndarray, m_true: np.ndarray, shape, step: int = 16) -> float:
+def grid_error(m_est: np.ndarray, m_true: np.ndarray, shape) -> float:
     """RMSE in pixels between two 3x3 mappings over a grid of moving pixel centres."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h:step, 0:w:step]
-    p = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
-    a, b = m_est @ p, m_true @ p
-    return float(np.sqrt(np.mean(np.sum((a[:2] / a[2] - b[:2] / b[2]) ** 2, axis=0))))
+    return mapping_rmse(m_est, m_true, shape)
 
 
 def write_like(path: Path, src_profile: dict, data: np.ndarray, transform=None, crs=None, **kw):
