@@ -204,7 +204,6 @@ def register(
     from sarreg import geometry, io, preprocess
     from sarreg.atomic import check_output_path
     from sarreg.features import extract
-    from sarreg.matching import match_mutual
 
     config = config or RegisterConfig()
     _validate(config)
@@ -285,7 +284,7 @@ def register(
         prior_work = _prior_at_work_resolution(prior_full, ref, mov)
 
     with timer.stage("match"):
-        matches = _match(feat_ref, feat_mov, config, prior_work, match_mutual)
+        matches = _match(feat_ref, feat_mov, config, prior_work)
 
     with timer.stage("estimate"):
         xy_ref = ref.to_full_res(feat_ref.keypoints[matches.idx_ref].astype(np.float64))
@@ -317,7 +316,7 @@ def register(
     report = _build_report(
         _Input(ref_path, ref_info, ref, feat_ref),
         _Input(mov_path, mov_info, mov, feat_mov),
-        out_written, matches, fit, xy_ref, xy_mov, loaded, config, timer.times, georef,
+        out_written, matches, fit, xy_ref, xy_mov, loaded, config, timer.times, prior_full,
     )  # fmt: skip
     if report_path is not None:
         from sarreg.report import write_report
@@ -356,23 +355,19 @@ def _prior_at_work_resolution(prior_full, ref, mov):
     """Compose array->full-res (moving), the georeferencing prior, and full-res->array (ref)."""
 
     def prior(xy_mov_work: np.ndarray) -> np.ndarray:
-        full = mov.to_full_res(np.asarray(xy_mov_work, dtype=np.float64))
-        ref_full = prior_full(full)
-        off = np.asarray(ref.window_offset, dtype=np.float64)
-        return (ref_full - off + 0.5) / ref.decimation - 0.5
+        return ref.from_full_res(prior_full(mov.to_full_res(xy_mov_work)))
 
     return prior
 
 
-def _match(
-    feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior, match_mutual
-) -> Matches:
+def _match(feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior) -> Matches:
     """Mutual nearest neighbours, with the georeferencing prior when given.
 
     When the prior gives too few matches (georeferencing off by more than the search radius),
     fall back to unconstrained matching.
     """
     from sarreg.geometry import min_inliers
+    from sarreg.matching import match_mutual
 
     need = min_inliers(config.transform)
     if prior is not None:
@@ -476,9 +471,13 @@ def _build_report(
     loaded,
     config,
     timings,
-    georef,
+    prior_full,
 ) -> dict:
-    """The JSON report: transform, tie points, quality figures, timings, provenance."""
+    """The JSON report: transform, tie points, quality figures, timings, provenance.
+
+    ``prior_full``: the georeferencing prior (moving -> reference full-res pixels), or None
+    when either image is not georeferenced.
+    """
     from sarreg import geometry
 
     ref_info, mov_info = ref.info, mov.info
@@ -528,11 +527,8 @@ def _build_report(
             new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
             transform_info["corrected_geotransform"] = list(new_t)[:6]
             transform_info["corrected_geotransform_gdal"] = list(new_t.to_gdal())
-        if georef:
-            prior = geometry.prior_from_georef(
-                ref_info.transform, ref_info.crs, mov_info.transform, mov_info.crs
-            )
-            predicted = prior(centre)[0]
+        if prior_full is not None:
+            predicted = prior_full(centre)[0]
             found = geometry.apply_matrix(fit.matrix, centre)[0]
             shift_px = found - predicted
             XY = geometry.pixel_to_map(ref_info.transform, np.stack([predicted, found]))
@@ -555,7 +551,7 @@ def _build_report(
         "inlier_ratio": float(inl.mean()) if len(inl) else 0.0,
         "rmse_px": float(fit.rmse),
         "loo_rmse_px": float(fit.loo_rmse),
-        "used_georeferencing_prior": bool(georef and config.use_prior),
+        "used_georeferencing_prior": bool(prior_full is not None and config.use_prior),
         "model": {
             "path": str(getattr(loaded, "path", "")),
             "arch": loaded.arch,
