@@ -27,9 +27,11 @@ An optional ``benchmark.yaml`` in the folder records how the benchmark was made.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,7 +357,7 @@ def load_ground_truth(pair: BenchPair, mov_shape: tuple[int, int]) -> GroundTrut
             f"{pair.name}: displacement file not found: {pair.displacement}", "fix the path"
         )
     try:
-        with rasterio.open(pair.displacement) as ds:
+        with quiet_rasterio(), rasterio.open(pair.displacement) as ds:
             data = ds.read().astype(np.float64)
             nodata = ds.nodata
     except rasterio.errors.RasterioError as err:
@@ -404,10 +406,7 @@ def write_image(path: Path, data: np.ndarray, valid: np.ndarray | None = None) -
     The band description says 'power' so that :func:`sarreg.io.read_raster` reads it as linear
     intensity.
     """
-    import warnings
-
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning
 
     arr = np.asarray(data, dtype=np.float32).copy()
     if valid is not None:
@@ -417,8 +416,16 @@ def write_image(path: Path, data: np.ndarray, valid: np.ndarray | None = None) -
         "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "float32",
         "nodata": float("nan"), "compress": "deflate", "predictor": 3,
     }  # fmt: skip
+    with quiet_rasterio(), rasterio.open(path, "w", **profile) as ds:
+        ds.write(arr, 1)
+        ds.set_band_description(1, "power")
+
+
+@contextlib.contextmanager
+def quiet_rasterio():
+    """Silence rasterio's NotGeoreferencedWarning: benchmark files are plain pixel grids."""
+    from rasterio.errors import NotGeoreferencedWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **profile) as ds:
-            ds.write(arr, 1)
-            ds.set_band_description(1, "power")
+        yield

@@ -68,6 +68,18 @@ class PreparedImage:
     def shape(self) -> tuple[int, int]:
         return (int(self.image.shape[0]), int(self.image.shape[1]))
 
+    @classmethod
+    def from_intensity(
+        cls, intensity: np.ndarray, valid: np.ndarray | None = None, path: str | Path = ""
+    ) -> PreparedImage:
+        """From a linear intensity array ``(H, W)`` and its valid mask (None = all valid)."""
+        from sarreg.preprocess import preprocess
+
+        x = np.asarray(intensity, np.float32)
+        v = np.isfinite(x) if valid is None else np.asarray(valid, bool) & np.isfinite(x)
+        image, kp_mask = preprocess(x, v, "power")
+        return cls(Path(path), image, kp_mask, v, np.where(v, x, 0.0).astype(np.float32))
+
 
 def prepare_image(path: str | Path, display_as: str = "intensity") -> PreparedImage:
     """Read band 1 of ``path`` (:func:`sarreg.io.read_raster`, kind auto) and normalize it."""

@@ -94,10 +94,12 @@ def validate_benchmark(pairs: list[BenchPair], skip_invalid: bool) -> tuple[list
         if not issues and p.displacement is not None:
             import rasterio
 
+            from sarreg.evaluation.bench import quiet_rasterio
+
             try:
-                with rasterio.open(p.displacement) as ds:
+                with quiet_rasterio(), rasterio.open(p.displacement) as ds:
                     shape = (ds.count, ds.height, ds.width)
-                mov = raster_info(p.moving).full_shape
+                mov = raster_info(p.moving).shape
                 if shape != (2, *mov):
                     issues.append(
                         f"{p.name}: displacement has shape {shape}, expected (2, {mov[0]}, "

@@ -52,13 +52,14 @@ DIFFICULTIES: dict[str, dict] = {
 MODEL_OF = {"easy": "affine", "medium": "affine", "hard": "homography"}
 
 
-def synth_config(difficulty: str) -> SynthConfig:
-    """:class:`SynthConfig` of a difficulty level (other settings as in training)."""
+def synth_config(difficulty: str, overrides: dict | None = None) -> SynthConfig:
+    """:class:`SynthConfig` of a difficulty level (other settings as in training), with
+    optional ``overrides`` of any :class:`SynthConfig` field."""
     if difficulty not in DIFFICULTIES:
         raise ConfigError(
             f"unknown difficulty {difficulty!r}", f"use one of {', '.join(DIFFICULTIES)}"
         )
-    return replace(SynthConfig(), **DIFFICULTIES[difficulty])
+    return replace(SynthConfig(), **{**DIFFICULTIES[difficulty], **(overrides or {})})
 
 
 @dataclass
@@ -207,6 +208,7 @@ def build_benchmark(
     min_valid: float = 0.3,
     display_as: str = "intensity",
     overwrite: bool = False,
+    synth_overrides: dict | None = None,
 ) -> list[BenchPair]:
     """Write a synthetic benchmark of ``n`` pairs into ``out`` (see the module docstring).
 
@@ -222,6 +224,8 @@ def build_benchmark(
         display_as: how 8-bit display products relate to backscatter ('intensity' or
             'amplitude').
         overwrite: replace an existing benchmark in ``out``.
+        synth_overrides: changes to the difficulty's :class:`SynthConfig` (e.g. no speckle,
+            for testing the geometry).
 
     Raises:
         ConfigError: bad arguments. DataError: unusable images. OutputExistsError.
@@ -232,7 +236,7 @@ def build_benchmark(
         raise ConfigError(f"--crop must be at least 64, got {crop}", "use e.g. --crop 512")
     if display_as not in ("intensity", "amplitude"):
         raise ConfigError(f"unknown display_as {display_as!r}", "use intensity or amplitude")
-    synth = synth_config(difficulty)
+    synth = synth_config(difficulty, synth_overrides)
     out = Path(out)
     if out.exists() and any(out.glob("pair_*")) and not overwrite:
         raise OutputExistsError(
