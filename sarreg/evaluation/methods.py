@@ -186,6 +186,8 @@ class SarregMethod(Method):
         from sarreg.features import ExtractConfig, extract
 
         cfg = ExtractConfig(top_k=self.max_keypoints, progress=False)
+        if max(img.shape) < cfg.min_size:  # what extract() falls back to, without its warning
+            cfg = ExtractConfig(top_k=self.max_keypoints, progress=False, scales=(1.0,))
         f = extract(self._load(), img.image, img.kp_mask, cfg)
         return KeypointSet(f.keypoints.astype(np.float64), f.descriptors)
 

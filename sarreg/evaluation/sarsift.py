@@ -10,7 +10,7 @@ SIFT-like algorithm for SAR images", IEEE TGRS 53(1), 2015), implemented from th
 2. **Multi-scale SAR-Harris**: at scales ``alpha_i = alpha_0 c^i``,
    ``C = g_{sqrt(2) alpha} * [[G_x^2, G_x G_y], [G_x G_y, G_y^2]]``,
    ``R = det(C) - d trace(C)^2`` with ``d = 0.04``; keypoints are 3x3 spatial local maxima of
-   ``R`` above a threshold at each scale.
+   ``R`` above a threshold at each scale, the strongest ``max_keypoints`` over all scales.
 3. **Orientation**: 36-bin histogram of the gradient orientations in a disc of radius
    ``6 alpha``, weighted by magnitude and a Gaussian of ``2 alpha``; the peak (and secondary
    peaks above 80 % of it, as extra keypoints), refined by a parabola.
@@ -45,8 +45,10 @@ class SarSiftConfig:
         factor: ratio ``c`` between successive scales (paper: 2^(1/3)).
         n_scales: number of scales (paper: 8).
         d: SAR-Harris constant (paper: 0.04).
-        threshold: SAR-Harris response threshold (paper: 0.8 for its gradient scaling; here
-            applied to the natural-log ratios).
+        threshold: floor on the SAR-Harris response (natural-log ratios). The paper's 0.8
+            belongs to its own gradient scaling; here, as for the other detectors compared,
+            the ``max_keypoints`` strongest responses are kept, and the floor only drops flat
+            areas (a higher one leaves too few keypoints on smooth multi-looked products).
         max_keypoints: keypoints kept by response (candidates, and again after secondary
             orientations added keypoints).
         border: keypoints closer than this many pixels to the image edge are dropped.
@@ -58,7 +60,7 @@ class SarSiftConfig:
     factor: float = 2.0 ** (1.0 / 3.0)
     n_scales: int = 8
     d: float = 0.04
-    threshold: float = 0.01
+    threshold: float = 1e-4
     max_keypoints: int = 2000
     border: int = 8
     secondary_peak: float = 0.8
