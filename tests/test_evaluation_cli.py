@@ -60,6 +60,8 @@ def test_cli_runs_all_methods(bench, tmp_path, capsys):
     assert all(len(r["mma"]) == 10 for r in records if r["method"] != "phasecorr")
     assert (out / "mma.png").stat().st_size > 1000
     assert (out / "results.md").read_text().startswith("| method |")
+    by_sensor = (out / "results_by_sensor.md").read_text()
+    assert "| Sentinel-1 C-band (OPERA RTC) | sarreg | 1 |" in by_sensor
 
 
 def test_cli_unknown_method(bench, capsys):
@@ -148,3 +150,15 @@ def test_method_without_matches_is_a_failure_and_the_run_goes_on(bench, monkeypa
     assert row["blind"]["failures"] == 2 and row["blind"]["success@5"] == 0.0
     assert row["blind"]["mma@3"] == 0.0
     assert row["orb"]["pairs"] == 2
+
+
+def test_naver_checkpoint_as_a_method(bench, tmp_path):
+    """`sarreg:PATH` takes a checkpoint in the R2D2 authors' format (converted on load)."""
+    import torch
+    from test_checkpoint import _fake_naver
+
+    path = tmp_path / "faster2d2_WASF_N16.pt"
+    torch.save(_fake_naver("faster2d2_WASF_N16"), path)
+    res = run_benchmark(bench, RunConfig(methods=(f"sarreg:{path}",), max_keypoints=300))
+    assert [r["label"] for r in res.records] == ["sarreg (faster2d2_WASF_N16.pt)"] * 2
+    assert all(r["keypoints_ref"] > 0 for r in res.records)  # random weights: no accuracy

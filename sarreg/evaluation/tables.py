@@ -53,6 +53,30 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def breakdown_table(records: list[dict[str, Any]], methods: list[tuple[str, str]], tag: str) -> str:
+    """Markdown table of the main figures per value of a pair tag (e.g. 'sensor') and method."""
+    from sarreg.evaluation.run import summarize
+
+    values = sorted({str(r["tags"].get(tag, "-")) for r in records})
+    cols = (
+        ("MMA@3", "mma@3", ".3f"),
+        ("success@1", "success@1", ".2f"),
+        ("success@3", "success@3", ".2f"),
+        ("median RMSE px", "rmse_median", ".2f"),
+        ("failed", "failures", "d"),
+        ("matches", "matches", ".0f"),
+    )
+    lines = [f"| {tag} | method | pairs | " + " | ".join(c[0] for c in cols) + " |"]
+    lines.append("|---|---|" + "---:|" * (len(cols) + 1))
+    for v in values:
+        sub = [r for r in records if str(r["tags"].get(tag, "-")) == v]
+        for row in summarize(sub, methods):
+            cells = [v, row["label"], str(row["pairs"])]
+            cells += [_fmt(row.get(k), f) for _, k, f in cols]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def csv_table(summary: list[dict[str, Any]]) -> str:
     """CSV with every summary key (MMA@1..10 included); empty cells = not applicable."""
     keys: list[str] = []
@@ -92,9 +116,16 @@ def plot_mma(summary: list[dict[str, Any]], path: str | Path, title: str = "") -
     plt.close(fig)
 
 
-def write_outputs(result, out: str | Path, title: str = "", plot: bool = True) -> dict[str, Path]:
+def write_outputs(
+    result,
+    out: str | Path,
+    title: str = "",
+    plot: bool = True,
+    by: tuple[str, ...] = ("sensor", "multidate"),
+) -> dict[str, Path]:
     """Write ``results.md``, ``results.csv``, ``pairs.json`` (per pair and method; a failed
-    registration has ``rmse: null``) and ``mma.png`` into ``out``.
+    registration has ``rmse: null``), ``mma.png`` and, for each pair tag in ``by`` that the
+    pairs carry, ``results_by_<tag>.md`` into ``out``.
 
     Returns the written paths by kind.
     """
@@ -112,6 +143,10 @@ def write_outputs(result, out: str | Path, title: str = "", plot: bool = True) -
             folder / "pairs.json",
         ),
     }
+    for tag in by:
+        if any(tag in r["tags"] for r in result.records):
+            text = breakdown_table(result.records, result.methods, tag)
+            paths[f"by_{tag}"] = write_text_atomic(text, folder / f"results_by_{tag}.md")
     if plot:
         plot_mma(result.summary, folder / "mma.png", title)
         paths["plot"] = folder / "mma.png"
