@@ -159,6 +159,10 @@ def test_naver_checkpoint_as_a_method(bench, tmp_path):
 
     path = tmp_path / "faster2d2_WASF_N16.pt"
     torch.save(_fake_naver("faster2d2_WASF_N16"), path)
-    res = run_benchmark(bench, RunConfig(methods=(f"sarreg:{path}",), max_keypoints=300))
-    assert [r["label"] for r in res.records] == ["sarreg (faster2d2_WASF_N16.pt)"] * 2
+    index = tmp_path / "one.yaml"  # one pair, listed in a YAML index
+    index.write_text(f"pairs:\n  - {json.dumps(read_benchmark(bench)[1].to_json(bench))}\n")
+    (tmp_path / "pair_0001_ref.tif").symlink_to(bench / "pair_0001_ref.tif")
+    (tmp_path / "pair_0001_mov.tif").symlink_to(bench / "pair_0001_mov.tif")
+    res = run_benchmark(index, RunConfig(methods=(f"sarreg:{path}",), max_keypoints=300))
+    assert [r["label"] for r in res.records] == ["sarreg (faster2d2_WASF_N16.pt)"]
     assert all(r["keypoints_ref"] > 0 for r in res.records)  # random weights: no accuracy
