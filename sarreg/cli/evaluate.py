@@ -37,9 +37,10 @@ SYNTH_HELP = (
 
 RUN_HELP = (
     "Run methods on benchmark BENCH (a folder of pair_XXXX.json or an index .csv/.yaml) and "
-    "write results.md, results.csv, pairs.json and mma.png to --out.\n\n"
+    "write results.md, results.csv, pairs.json, mma.png and results_by_<tag>.md to --out.\n\n"
     "Methods: sarreg (bundled model), sarreg:PATH (any checkpoint, naver R2D2 format too), "
-    "sift, akaze, orb, sarsift, phasecorr; default all. All keypoint methods use mutual "
+    "sift, akaze, orb, sarsift, phasecorr; default all available (AKAZE only where OpenCV "
+    "has it). All keypoint methods use mutual "
     "nearest-neighbour matching and the same RANSAC + least squares "
     "(sarreg.geometry.fit_transform). A method that fails on a pair counts as a failure and "
     "the run goes on.\n\n"
