@@ -85,7 +85,8 @@ def main() -> int:
         f"\n{len(pairs)} {opts.difficulty} pairs ({multi} multi-date), sides "
         f"{'/'.join(map(str, sizes))} px, seed {opts.seed}, from "
         f"{', '.join(p.name for p in images)}; {opts.max_keypoints} keypoints per image, "
-        f"mutual NN, fit_transform (affine, RANSAC threshold 3 px) for every method\n"
+        f"mutual NN, fit_transform ({pairs[0].model}, RANSAC threshold 3 px) for every "
+        "method\n"
     )
     print(markdown_table(result.summary))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
