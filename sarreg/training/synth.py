@@ -412,6 +412,28 @@ def represent(
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class IntensityPair:
+    """A pair before normalization: both sides in linear intensity (power).
+
+    Attributes:
+        intensity1, intensity2: ``(c, c)`` float32 linear intensity after speckle, noise, gain
+            ramp, gain and contrast (:func:`radiometric`); invalid pixels 0.
+        mask1, mask2: ``(c, c)`` bool, valid image content.
+        homography: ``(3, 3)`` float64, image-1 pixel centres -> image-2 pixel centres.
+        field: ``(c, c, 2)`` float32, ``field[y, x] = (x2, y2)`` position in image 2.
+        valid: ``(c, c)`` bool, the ground truth of that pixel is usable.
+    """
+
+    intensity1: np.ndarray
+    intensity2: np.ndarray
+    mask1: np.ndarray
+    mask2: np.ndarray
+    homography: np.ndarray
+    field: np.ndarray
+    valid: np.ndarray
+
+
 def make_pair(
     scene1: np.ndarray,
     mask1: np.ndarray,
@@ -440,6 +462,28 @@ def make_pair(
 
     Returns a :class:`SynthPair`; ``image2(H @ p) ~ image1(p)`` wherever ``valid``.
     """
+    p = make_intensity_pair(
+        scene1, mask1, origin, crop, rng, config, scene2=scene2, mask2=mask2,
+        homography=homography,
+    )  # fmt: skip
+    img1 = _normalize(p.intensity1, p.mask1, rng, config, preprocess_config)
+    img2 = _normalize(p.intensity2, p.mask2, rng, config, preprocess_config)
+    return SynthPair(img1, img2, p.mask1, p.mask2, p.homography, p.field, p.valid)
+
+
+def make_intensity_pair(
+    scene1: np.ndarray,
+    mask1: np.ndarray,
+    origin: tuple[int, int],
+    crop: int,
+    rng: np.random.Generator,
+    config: SynthConfig = SynthConfig(),
+    scene2: np.ndarray | None = None,
+    mask2: np.ndarray | None = None,
+    homography: np.ndarray | None = None,
+) -> IntensityPair:
+    """Geometry and radiometry of :func:`make_pair` without the final representation and
+    normalization: both sides stay linear intensity (arguments as for :func:`make_pair`)."""
     x0, y0 = int(origin[0]), int(origin[1])
     h, w = scene1.shape
     if x0 < 0 or y0 < 0 or x0 + crop > w or y0 + crop > h:
@@ -470,9 +514,7 @@ def make_pair(
     add = config.multidate_speckle if multidate else True
     side1 = radiometric(base1, vmask1, rng, config, add_speckle=add)
     side2 = radiometric(base2, vmask2, rng, config, add_speckle=add)
-    img1 = _normalize(side1, vmask1, rng, config, preprocess_config)
-    img2 = _normalize(side2, vmask2, rng, config, preprocess_config)
-    return SynthPair(img1, img2, vmask1, vmask2, m, field, valid)
+    return IntensityPair(side1, side2, vmask1, vmask2, m, field, valid)
 
 
 def _normalize(
