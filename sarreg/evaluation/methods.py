@@ -10,8 +10,8 @@ Names (``--method``):
 
 - ``sarreg``: the bundled model; ``sarreg:PATH``: any checkpoint (sarreg or naver R2D2 format).
   Input: the image normalized by :func:`sarreg.preprocess.preprocess` (as at inference).
-- ``sift``, ``akaze``, ``orb``: OpenCV, on the same normalized image as 8 bit. AKAZE needs an
-  OpenCV that has it (4.x; OpenCV 5 moved it to the contrib modules): where it is missing it is
+- ``sift``, ``akaze``, ``orb``: OpenCV, on the same normalized image as 8 bit. AKAZE comes from
+  ``cv2.xfeatures2d`` (OpenCV 5 contrib, a dependency) or ``cv2`` (4.x): where it is missing it is
   left out of the default list and naming it is an error that says so.
 - ``sarsift``: SAR-SIFT (:mod:`sarreg.evaluation.sarsift`), on linear intensity.
 - ``phasecorr``: ``skimage.registration.phase_cross_correlation`` (upsampled 10x) on the
@@ -34,11 +34,18 @@ log = logging.getLogger(__name__)
 METHOD_NAMES: tuple[str, ...] = ("sarreg", "sift", "akaze", "orb", "sarsift", "phasecorr")
 
 
-def akaze_available() -> bool:
-    """Whether this OpenCV has AKAZE (OpenCV 5 moved it to the contrib modules)."""
+def _akaze_factory():
+    """OpenCV's AKAZE constructor, or ``None``: OpenCV 5 moved AKAZE to the contrib modules
+    (``cv2.xfeatures2d``, in ``opencv-contrib-python-headless``, which sarreg depends on)."""
     import cv2
 
-    return hasattr(cv2, "AKAZE_create")
+    xf = getattr(cv2, "xfeatures2d", None)
+    return getattr(cv2, "AKAZE_create", None) or getattr(xf, "AKAZE_create", None)
+
+
+def akaze_available() -> bool:
+    """Whether this OpenCV has AKAZE."""
+    return _akaze_factory() is not None
 
 
 def default_methods() -> tuple[str, ...]:
@@ -209,7 +216,7 @@ class OpenCVMethod(Method):
         if self.name == "orb":
             return cv2.ORB_create(nfeatures=self.max_keypoints)
         # the default threshold (1e-3) finds few points on speckled images; rank instead
-        return cv2.AKAZE_create(threshold=1e-4)
+        return _akaze_factory()(threshold=1e-4)
 
     def describe(self, img: PreparedImage) -> KeypointSet:
         u8 = np.clip(np.rint(img.image * 255.0), 0, 255).astype(np.uint8)
