@@ -670,6 +670,13 @@ def _remove(path: str) -> None:
         log.warning("cannot remove %s: %s", path, err)
 
 
+def _remove_temporaries(job: BatchJob) -> None:
+    """Remove temporary files that an interrupted attempt at ``job`` left (see sarreg.atomic)."""
+    for path in (Path(job.output), Path(job.report), Path(job.failure_record)):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.sarreg-*"):
+            _remove(str(tmp))
+
+
 def _lost_task(job: BatchJob, fp: str, err: BaseException) -> SceneResult:
     """Result of a task that did not return (worker died, cluster lost)."""
     return SceneResult(
@@ -787,6 +794,7 @@ def run_batch(
         if prev is not None:
             results[job.index] = prev
         else:
+            _remove_temporaries(job)  # left by an interrupted earlier run
             pending.append((job, fp))
     if len(results):
         log.info("%d of %d scenes up to date or failed before", len(results), len(jobs))
@@ -881,11 +889,15 @@ def _run_on_client(pending, config, settings, model_sha, results, bar, as_comple
             except Exception as err:  # worker died / cluster lost: record, go on
                 log.warning("scene %s: task failed: %s", job.name, err)
                 results[job.index] = _lost_task(job, fp, err)
+                _remove_temporaries(job)
             bar.update(1)
     finally:
         client.close()
         if cluster is not None:
-            cluster.close()
+            cluster.close()  # stops the local workers: clean up after the unfinished scenes
+            for job, _ in pending:
+                if job.index not in results:
+                    _remove_temporaries(job)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,6 +171,8 @@ def test_failed_write_leaves_nothing_half_written(scenes, tmp_path, monkeypatch)
 
     monkeypatch.setattr(sarreg.report, "write_report", broken)
     out = tmp_path / "out"
+    out.mkdir()
+    (out / ".scene0.tif.sarreg-0a1b2c3d.tif").write_bytes(b"left by a killed run")
     jobs = plan_jobs(out, reference=scenes["ref"], moving=[str(scenes["good"][0])])
     summary = run_batch(jobs, CONFIG, out, BatchSettings(workers=0, progress=False))
     (result,) = summary.results
