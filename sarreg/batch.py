@@ -15,9 +15,10 @@ Three steps, each usable on its own:
 3. **Summarize**: ``batch_summary.csv`` and ``batch_summary.geojson`` (footprints in EPSG:4326)
    in the output folder, written atomically.
 
-Files per scene in the output folder: ``NAME.tif`` (the output of ``sarreg register``),
-``NAME.json`` (its report, plus a ``batch`` section with the fingerprint), and
-``NAME.failed.json`` while the scene's last attempt failed.
+Files per scene in the output folder: ``NAME.tif`` and ``NAME.json`` (the output and the
+report of ``sarreg register``, as it writes them) and ``NAME.batch.json``, the scene's batch
+record, written last: status ('ok' or 'failed'), fingerprint, output and report sizes, figures
+for the summary, or the error. Resuming reads only these small records.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_CSV = "batch_summary.csv"
 SUMMARY_GEOJSON = "batch_summary.geojson"
-FAILED_SUFFIX = ".failed.json"
+RECORD_SUFFIX = ".batch.json"
 #: CRS of the footprints in the summary GeoJSON (RFC 7946: longitude, latitude on WGS 84).
 FOOTPRINT_CRS = "EPSG:4326"
 #: Columns of the summary CSV, in order (also the GeoJSON feature properties).
@@ -93,9 +94,9 @@ class BatchJob:
     report: str
 
     @property
-    def failure_record(self) -> str:
-        """Path of the record of the scene's last failed attempt (``NAME.failed.json``)."""
-        return str(Path(self.report).with_suffix(FAILED_SUFFIX))
+    def record(self) -> str:
+        """Path of the scene's batch record (``NAME.batch.json``)."""
+        return str(Path(self.output).with_suffix(RECORD_SUFFIX))
 
 
 @dataclass
@@ -432,38 +433,36 @@ def _read_json(path: str) -> dict | None:
 def previous_result(job: BatchJob, fp: str, retry_failed: bool = False) -> SceneResult | None:
     """The scene's result from an earlier run with the same fingerprint, or None (run it).
 
-    Up to date: the report exists with ``batch.fingerprint == fp`` and the output exists with
-    the size recorded there -> 'skipped'. A failure record with ``fp`` that is not to be
-    retried -> 'failed' (``this_run`` False).
+    Up to date ('skipped'): the batch record says 'ok' with fingerprint ``fp``, and the output
+    and the report exist with the sizes recorded there. A record of a failure with ``fp`` that
+    is not to be retried -> 'failed' (``this_run`` False).
     """
-    report = _read_json(job.report)
-    batch = (report or {}).get("batch") or {}
-    if batch.get("fingerprint") == fp:
-        try:
-            size = os.path.getsize(job.output)
-        except OSError:
-            size = None
-        if size is not None and size == batch.get("output_size"):
-            result = _result_from_report(job, report, this_run=False)
-            result.seconds = batch.get("seconds")
-            result.worker = batch.get("worker")
-            return result
-    if retry_failed:
+    record = _read_json(job.record)
+    if not record or record.get("fingerprint") != fp:
         return None
-    failure = _read_json(job.failure_record)
-    if failure and failure.get("fingerprint") == fp and not failure.get("retry", True):
-        return SceneResult(
-            **_job_fields(job),
-            status="failed",
-            this_run=False,
-            error=failure.get("error"),
-            exit_code=failure.get("exit_code"),
-            message=failure.get("message"),
-            seconds=failure.get("seconds"),
-            worker=failure.get("worker"),
-            fingerprint=fp,
-        )
-    return None
+    if record.get("status") == "ok":
+        if _size(job.output) != record.get("output_size"):
+            return None
+        if _size(job.report) != record.get("report_size"):
+            return None
+        status = "skipped"
+    elif record.get("status") == "failed":
+        if retry_failed or record.get("retry", True):
+            return None
+        status = "failed"
+    else:
+        return None
+    names = {f.name for f in fields(SceneResult)} - set(_job_fields(job))
+    values = {k: v for k, v in record.items() if k in names}
+    values.update(status=status, this_run=False, model_loads=None)
+    return SceneResult(**_job_fields(job), **values)
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def _job_fields(job: BatchJob) -> dict[str, Any]:
@@ -477,22 +476,13 @@ def _job_fields(job: BatchJob) -> dict[str, Any]:
     }
 
 
-def _result_from_report(job: BatchJob, report: dict, this_run: bool) -> SceneResult:
-    batch = report.get("batch") or {}
-    geometry, source = _footprint_from_report(report)
-    return SceneResult(
-        **_job_fields(job),
-        status="ok" if this_run else "skipped",
-        this_run=this_run,
-        model=(report.get("transform") or {}).get("model"),
-        inliers=report.get("inliers"),
-        matches=report.get("matches"),
-        rmse_px=report.get("rmse_px"),
-        loo_rmse_px=report.get("loo_rmse_px"),
-        fingerprint=batch.get("fingerprint"),
-        footprint=geometry,
-        footprint_source=source,
-    )
+def _write_record(result: SceneResult, job: BatchJob, **extra: Any) -> None:
+    """Write the scene's batch record (``NAME.batch.json``) atomically."""
+    from sarreg.atomic import write_json_atomic
+
+    record = {k: v for k, v in asdict(result).items() if k not in ("this_run", "model_loads")}
+    record.update(extra)
+    write_json_atomic(record, job.record, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -592,13 +582,11 @@ def run_scene(
 ) -> SceneResult:
     """Register one scene (the Dask task). Never raises for a scene's failure: returns it.
 
-    Writes the output and the report (``batch`` section added: fingerprint, output size, time,
-    worker), or on failure a failure record; a half-written output or report of this attempt
-    is removed.
+    Writes the output and the report (by :func:`sarreg.pipeline.register`), then the batch
+    record. On failure, an output or report written by this attempt is removed and the record
+    holds the error.
     """
-    from sarreg.atomic import write_json_atomic
     from sarreg.pipeline import register
-    from sarreg.report import write_report
 
     t0 = time.perf_counter()
     worker = _worker_name()
@@ -606,57 +594,54 @@ def run_scene(
     try:
         _set_threads(threads)
         cfg = replace(config, overwrite=True, report=job.report, plot=None, progress=False)
-        result = register(job.reference, job.moving, job.output, cfg)
-        report = dict(result.report)
-        seconds = time.perf_counter() - t0
-        report["batch"] = {
-            "fingerprint": fp,
-            "model_sha256": model_sha256,
-            "output_size": os.path.getsize(job.output),
-            "seconds": round(seconds, 3),
-            "worker": worker,
-        }
-        write_report(report, job.report, overwrite=True)
-        _remove(job.failure_record)
-        out = _result_from_report(job, report, this_run=True)
-        out.seconds = round(seconds, 3)
+        res = register(job.reference, job.moving, job.output, cfg)
+        geometry, source = _footprint_from_report(res.report)
+        out = SceneResult(
+            **_job_fields(job),
+            status="ok",
+            model=res.model,
+            inliers=res.n_inliers,
+            matches=res.n_matches,
+            rmse_px=res.rmse,
+            loo_rmse_px=res.loo_rmse,
+            seconds=round(time.perf_counter() - t0, 3),
+            worker=worker,
+            fingerprint=fp,
+            footprint=geometry,
+            footprint_source=source,
+        )
+        _write_record(
+            out,
+            job,
+            output_size=os.path.getsize(job.output),
+            report_size=os.path.getsize(job.report),
+            model_sha256=model_sha256,
+        )
     except Exception as err:  # every failure of one scene is recorded; the batch goes on
-        seconds = time.perf_counter() - t0
         for path, stat in before.items():
-            if _stat(path) != stat:  # written by this attempt: remove the half-finished pair
+            if _stat(path) != stat:  # written by this attempt: remove the unfinished pair
                 _remove(path)
-        exit_code = err.exit_code if isinstance(err, SarregError) else 1
-        message = str(err) if isinstance(err, SarregError) else f"{type(err).__name__}: {err}"
-        retry = not isinstance(err, SarregError) or isinstance(err, _RETRIED_ERRORS)
+        sarreg_err = isinstance(err, SarregError)
+        message = str(err) if sarreg_err else f"{type(err).__name__}: {err}"
         log.info("scene %s failed: %s", job.name, message)
-        record = {
-            "fingerprint": fp,
-            "reference": job.reference,
-            "moving": job.moving,
-            "error": type(err).__name__,
-            "exit_code": exit_code,
-            "message": message,
-            "retry": retry,
-            "seconds": round(seconds, 3),
-            "worker": worker,
-        }
-        try:
-            write_json_atomic(record, job.failure_record, overwrite=True)
-        except Exception as rec_err:  # e.g. the folder became unwritable
-            log.warning("cannot write %s: %s", job.failure_record, rec_err)
         geometry, source = _footprint_from_file(job.moving)
         out = SceneResult(
             **_job_fields(job),
             status="failed",
             error=type(err).__name__,
-            exit_code=exit_code,
+            exit_code=err.exit_code if sarreg_err else 1,
             message=message,
-            seconds=round(seconds, 3),
+            seconds=round(time.perf_counter() - t0, 3),
+            worker=worker,
             fingerprint=fp,
             footprint=geometry,
             footprint_source=source,
         )
-    out.worker = worker
+        try:
+            retry = not sarreg_err or isinstance(err, _RETRIED_ERRORS)
+            _write_record(out, job, retry=retry, model_sha256=model_sha256)
+        except Exception as rec_err:  # e.g. the folder became unwritable
+            log.warning("cannot write %s: %s", job.record, rec_err)
     out.model_loads = _model_loads()
     return out
 
@@ -672,7 +657,7 @@ def _remove(path: str) -> None:
 
 def _remove_temporaries(job: BatchJob) -> None:
     """Remove temporary files that an interrupted attempt at ``job`` left (see sarreg.atomic)."""
-    for path in (Path(job.output), Path(job.report), Path(job.failure_record)):
+    for path in (Path(job.output), Path(job.report), Path(job.record)):
         for tmp in path.parent.glob(f".{glob.escape(path.name)}.sarreg-*"):
             _remove(str(tmp))
 

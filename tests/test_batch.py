@@ -22,6 +22,7 @@ from sarreg.batch import (
     BatchSettings,
     fingerprint,
     plan_jobs,
+    previous_result,
     result_settings,
     run_batch,
 )
@@ -95,6 +96,7 @@ def test_batch_on_local_cluster_matches_single_runs_and_resumes(scenes, tmp_path
     bad = summary.results[1]
     assert bad.error == "InputFileError" and bad.exit_code == 3 and "scene1.tif" in bad.message
     assert not (out / "scene1.tif").exists() and not (out / "scene1.json").exists()
+    assert json.loads((out / "scene1.batch.json").read_text())["retry"] is False
     # each worker process loaded the model once, however many scenes it ran
     loads = {r.worker: r.model_loads for r in summary.results}
     assert 1 <= len(loads) <= 2 and set(loads.values()) == {1}
@@ -132,9 +134,15 @@ def test_batch_on_local_cluster_matches_single_runs_and_resumes(scenes, tmp_path
     assert not any(r.this_run for r in again.results)
     assert again.results[0].inliers == summary.results[0].inliers
     for p in out.iterdir():
-        if p.suffix == ".tif" or p.name.endswith((".json",)) and "batch" not in p.name:
+        if not p.name.startswith("batch_summary"):
             assert p.stat().st_mtime_ns == mtimes[p.name], p.name
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files
+    # an output changed since is redone
+    job0, fp0 = jobs[0], again.results[0].fingerprint
+    assert previous_result(job0, fp0) is not None
+    with open(job0.output, "ab") as f:
+        f.write(b"\0")
+    assert previous_result(job0, fp0) is None
 
 
 def test_cli_pairs_csv_in_process_records_failures(scenes, tmp_path, capsys):
@@ -159,7 +167,7 @@ def test_cli_pairs_csv_in_process_records_failures(scenes, tmp_path, capsys):
     assert far["properties"]["footprint_source"] == "georeferencing"
     assert far["geometry"]["type"] == "Polygon"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [SUMMARY_CSV, SUMMARY_GEOJSON, "far.failed.json", "missing.failed.json"]
+        [SUMMARY_CSV, SUMMARY_GEOJSON, "far.batch.json", "missing.batch.json"]
     )
 
 
@@ -178,9 +186,10 @@ def test_failed_write_leaves_nothing_half_written(scenes, tmp_path, monkeypatch)
     (result,) = summary.results
     assert result.status == "failed" and "disk full" in result.message
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [SUMMARY_CSV, SUMMARY_GEOJSON, "scene0.failed.json"]
+        [SUMMARY_CSV, SUMMARY_GEOJSON, "scene0.batch.json"]
     )
-    record = json.loads((out / "scene0.failed.json").read_text())
+    record = json.loads((out / "scene0.batch.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "OSError"
     assert record["retry"] is True  # not a problem of the inputs: the next run retries it
 
 
