@@ -324,11 +324,16 @@ def plan_jobs(
                 log.info("leaving out the reference %s from the moving scenes", mov)
                 continue
             pairs.append((ref, mov, None))
-        source = "the moving scene arguments" if moving_list is None else str(moving_list)
+        if not patterns:
+            raise InputFileError(
+                "no moving scenes given", "pass MOVING paths or patterns, or --moving-list FILE"
+            )
+        shown = ", ".join(patterns[:3]) + (", ..." if len(patterns) > 3 else "")
+        source = f"{shown}" if moving_list is None else f"{moving_list} ({shown})"
     if not pairs:
         raise InputFileError(
-            f"no moving scenes in {source}",
-            "check the paths and glob patterns (quote patterns so that sarreg expands them)",
+            f"no moving scene found: nothing matches {source}",
+            "check the paths and glob patterns (the reference itself is left out)",
         )
 
     jobs: list[BatchJob] = []
@@ -698,23 +703,30 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def _connect(settings: BatchSettings, n_tasks: int):
-    """(client, cluster or None) for the settings. Raises ClusterError."""
+def _connect_scheduler(settings: BatchSettings):
+    """A client of the scheduler at ``settings.scheduler``. Raises ClusterError."""
     from dask.distributed import Client
 
-    if settings.scheduler:
-        try:
-            client = Client(settings.scheduler, timeout=f"{settings.connect_timeout}s")
-        except (OSError, TimeoutError, ValueError, TypeError) as err:
-            raise ClusterError(
-                f"cannot reach the Dask scheduler at {settings.scheduler} within "
-                f"{settings.connect_timeout:g} s ({type(err).__name__})",
-                "check the address (tcp://host:port) and that the scheduler runs, or leave out "
-                "--scheduler to use a local cluster",
-            ) from err
-        return client, None
+    address = settings.scheduler
+    try:
+        return Client(address, timeout=f"{settings.connect_timeout}s")
+    except (ValueError, TypeError) as err:
+        raise ClusterError(
+            f"{address!r} is not a Dask scheduler address ({err})",
+            "give it as tcp://host:port, e.g. --scheduler tcp://10.0.0.5:8786",
+        ) from err
+    except (OSError, TimeoutError) as err:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address} within "
+            f"{settings.connect_timeout:g} s ({type(err).__name__})",
+            "check the address and that the scheduler runs, or leave out --scheduler to use "
+            "a local cluster",
+        ) from err
 
-    from dask.distributed import LocalCluster
+
+def _start_local_cluster(settings: BatchSettings, n_tasks: int):
+    """(client, cluster): a LocalCluster of worker processes. Raises ClusterError."""
+    from dask.distributed import Client, LocalCluster
 
     n = settings.workers or max(1, (os.cpu_count() or 1) // settings.threads_per_worker)
     n = max(1, min(n, n_tasks))
@@ -732,7 +744,7 @@ def _connect(settings: BatchSettings, n_tasks: int):
             "try fewer --workers, or --workers 0 to run in this process",
         ) from err
     try:
-        client = Client(cluster, timeout=f"{max(settings.connect_timeout, 30)}s")
+        client = Client(cluster, timeout=f"{max(settings.connect_timeout, 30.0)}s")
     except Exception as err:
         cluster.close()
         raise ClusterError(
@@ -751,8 +763,8 @@ def run_batch(
     """Run ``jobs`` (see the module docstring) and write the summary CSV and GeoJSON.
 
     Raises (before any registration): OutputError (output folder not writable),
-    CheckpointError (model missing), ClusterError (scheduler unreachable, cluster not
-    started), ConfigError (bad settings). Failures of single scenes are recorded in the
+    ClusterError (scheduler unreachable, cluster not started), CheckpointError (model
+    missing), ConfigError (bad settings). Failures of single scenes are recorded in the
     results, not raised.
     """
     from sarreg.pipeline import _validate
@@ -768,34 +780,50 @@ def run_batch(
         raise ConfigError(f"--workers {settings.workers} is negative", "give 0 or more")
     _validate(config)
     out = check_output_folder(out_dir)
-    _, model_sha = model_checksum(config)
-    rsettings = result_settings(config)
 
     results: dict[int, SceneResult] = {}
     pending: list[tuple[BatchJob, str]] = []
-    for job in jobs:
-        fp = fingerprint(job, rsettings, model_sha)
-        prev = None if settings.force else previous_result(job, fp, settings.retry_failed)
-        if prev is not None:
-            results[job.index] = prev
-        else:
-            _remove_temporaries(job)  # left by an interrupted earlier run
-            pending.append((job, fp))
-    if len(results):
-        log.info("%d of %d scenes up to date or failed before", len(results), len(jobs))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_quiet_dask())
+        client = None
+        if settings.scheduler:  # first, so that a wrong address fails within seconds
+            client = _connect_scheduler(settings)
+            stack.callback(client.close)
 
-    from tqdm import tqdm
+        _, model_sha = model_checksum(config)
+        rsettings = result_settings(config)
+        for job in jobs:
+            fp = fingerprint(job, rsettings, model_sha)
+            prev = None if settings.force else previous_result(job, fp, settings.retry_failed)
+            if prev is not None:
+                results[job.index] = prev
+            else:
+                _remove_temporaries(job)  # left by an interrupted earlier run
+                pending.append((job, fp))
+        if results:
+            log.info("%d of %d scenes up to date or failed before", len(results), len(jobs))
 
-    bar = tqdm(
-        total=len(jobs),
-        initial=len(results),
-        unit="scene",
-        desc="batch",
-        disable=not settings.progress,
-        dynamic_ncols=True,
-    )
-    with bar:
-        if pending and settings.workers == 0 and not settings.scheduler:
+        if pending and client is None and settings.workers != 0:
+            # after the workers stop (callbacks run last-in first-out): clean up after the
+            # scenes that did not finish
+            stack.callback(_clean_unfinished, pending, results)
+            client, cluster = _start_local_cluster(settings, len(pending))
+            stack.callback(cluster.close)
+            stack.callback(client.close)
+
+        from tqdm import tqdm
+
+        bar = stack.enter_context(
+            tqdm(
+                total=len(jobs),
+                initial=len(results),
+                unit="scene",
+                desc="batch",
+                disable=not settings.progress,
+                dynamic_ncols=True,
+            )
+        )
+        if pending and client is None:
             with _threads_restored():
                 for job, fp in pending:
                     results[job.index] = run_scene(
@@ -803,7 +831,7 @@ def run_batch(
                     )
                     bar.update(1)
         elif pending:
-            _run_on_dask(pending, config, settings, model_sha, results, bar)
+            _run_tasks(client, pending, config, settings, model_sha, results, bar)
 
     ordered = [results[job.index] for job in jobs]
     counts = {s: sum(r.status == s for r in ordered) for s in ("ok", "skipped", "failed")}
@@ -844,45 +872,38 @@ def _threads_restored() -> Iterator[None]:
         cv2.setNumThreads(cv_threads)
 
 
-def _run_on_dask(pending, config, settings, model_sha, results, bar) -> None:
+def _clean_unfinished(pending, results) -> None:
+    for job, _ in pending:
+        if job.index not in results:
+            _remove_temporaries(job)
+
+
+def _run_tasks(client, pending, config, settings, model_sha, results, bar) -> None:
+    """Submit one task per pending scene and collect the results as they complete."""
     from dask.distributed import as_completed
 
-    with _quiet_dask():
-        _run_on_client(pending, config, settings, model_sha, results, bar, as_completed)
-
-
-def _run_on_client(pending, config, settings, model_sha, results, bar, as_completed) -> None:
-    client, cluster = _connect(settings, len(pending))
-    try:
-        futures = {}
-        for job, fp in pending:
-            fut = client.submit(
-                run_scene,
-                job,
-                config,
-                fp,
-                settings.threads_per_worker,
-                model_sha,
-                key=f"sarreg-scene-{job.index}-{fp[:12]}",
-                pure=False,
-            )
-            futures[fut.key] = (fut, job, fp)
-        for fut in as_completed([f for f, _, _ in futures.values()]):
-            _, job, fp = futures[fut.key]
-            try:
-                results[job.index] = fut.result()
-            except Exception as err:  # worker died / cluster lost: record, go on
-                log.warning("scene %s: task failed: %s", job.name, err)
-                results[job.index] = _lost_task(job, fp, err)
-                _remove_temporaries(job)
-            bar.update(1)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()  # stops the local workers: clean up after the unfinished scenes
-            for job, _ in pending:
-                if job.index not in results:
-                    _remove_temporaries(job)
+    futures = {}
+    for job, fp in pending:
+        fut = client.submit(
+            run_scene,
+            job,
+            config,
+            fp,
+            settings.threads_per_worker,
+            model_sha,
+            key=f"sarreg-scene-{job.index}-{fp[:12]}",
+            pure=False,
+        )
+        futures[fut] = (job, fp)
+    for fut in as_completed(list(futures)):
+        job, fp = futures[fut]
+        try:
+            results[job.index] = fut.result()
+        except Exception as err:  # worker died / cluster lost: record, go on
+            log.warning("scene %s: task failed: %s", job.name, err)
+            results[job.index] = _lost_task(job, fp, err)
+            _remove_temporaries(job)
+        bar.update(1)
 
 
 # ---------------------------------------------------------------------------------------------

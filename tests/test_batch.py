@@ -236,7 +236,7 @@ def test_cli_csv_missing_columns(scenes, tmp_path, capsys):
 
 def test_cli_no_scene_matches(scenes, tmp_path, capsys):
     code = main(["batch", "-r", str(scenes["ref"]), str(tmp_path / "*.tif"), "-o", str(tmp_path)])
-    _one_line_error(capsys, code, 3, "no moving scenes")
+    _one_line_error(capsys, code, 3, "no moving scene", "*.tif")
 
 
 def test_cli_output_folder_not_writable(scenes, tmp_path, capsys):
