@@ -543,10 +543,12 @@ def _footprint_from_file(path: str) -> tuple[dict | None, str | None]:
 
 
 def _polygon_geojson(xy) -> dict:
-    coords = [[round(float(x), 8), round(float(y), 8)] for x, y in xy]
-    if coords[0] != coords[-1]:
-        coords.append(coords[0])
-    return {"type": "Polygon", "coordinates": [coords]}
+    """GeoJSON polygon of a ring of (lon, lat), counter-clockwise as RFC 7946 recommends."""
+    from shapely.geometry import Polygon
+    from shapely.geometry.polygon import orient
+
+    ring = orient(Polygon(xy), sign=1.0).exterior.coords
+    return {"type": "Polygon", "coordinates": [[[round(x, 8), round(y, 8)] for x, y in ring]]}
 
 
 # ---------------------------------------------------------------------------------------------

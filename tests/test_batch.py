@@ -15,6 +15,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.windows import Window
+from shapely.geometry import Polygon
 
 from sarreg.batch import (
     SUMMARY_CSV,
@@ -121,7 +122,9 @@ def test_batch_on_local_cluster_matches_single_runs_and_resumes(scenes, tmp_path
     for feature, row in zip(geo["features"], rows, strict=True):
         assert feature["properties"]["status"] == row["status"]
         assert feature["properties"]["footprint_crs"] == "EPSG:4326"
-    lon, lat = np.array(geo["features"][0]["geometry"]["coordinates"][0]).mean(axis=0)
+    ring = np.array(geo["features"][0]["geometry"]["coordinates"][0])
+    assert Polygon(ring).exterior.is_ccw  # RFC 7946
+    lon, lat = ring.mean(axis=0)
     assert 169.3 < lon < 169.6 and -19.7 < lat < -19.4  # Mount Yasur, Tanna, Vanuatu
     assert geo["features"][1]["geometry"] is None  # unreadable scene: no footprint
 
