@@ -344,6 +344,11 @@ def plan_jobs(
             log.info("pair %s, %s listed twice; running it once", ref, mov)
             continue
         seen_pairs.add((ref, mov))
+        if name and (Path(name).name != name or name in (".", "..")):
+            raise ConfigError(
+                f"output {name!r} of {mov} is not a plain file name",
+                "give names like scene1.tif in the output column; they go into the -o folder",
+            )
         output = out / (name if name else Path(mov).stem + ".tif")
         if not output.suffix:
             output = output.with_suffix(".tif")
@@ -365,7 +370,20 @@ def plan_jobs(
                 report=str(output.with_suffix(".json")),
             )
         )
+    _check_inputs_not_overwritten(jobs)
     return jobs
+
+
+def _check_inputs_not_overwritten(jobs: Sequence[BatchJob]) -> None:
+    """Raise ConfigError when a scene's output, report or record is one of the inputs."""
+    inputs = {os.path.realpath(p) for j in jobs for p in (j.reference, j.moving)}
+    for job in jobs:
+        for path in (job.output, job.report, job.record):
+            if os.path.realpath(path) in inputs:
+                raise ConfigError(
+                    f"the batch would overwrite its input {path} with the output of {job.moving}",
+                    "choose an output folder (-o) other than the inputs' folder",
+                )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -261,6 +261,12 @@ def test_plan_rejects_colliding_outputs_and_mixed_inputs(scenes, tmp_path):
             reference=scenes["ref"],
             moving=[str(scenes["good"][0]), str(other / "scene0.tif")],
         )
+    with pytest.raises(ConfigError, match="overwrite its input"):
+        plan_jobs(scenes["folder"], reference=scenes["ref"], moving=[str(scenes["good"][0])])
+    pairs = tmp_path / "p.csv"
+    pairs.write_text(f"reference,moving,output\n{scenes['ref']},{scenes['good'][0]},../x.tif\n")
+    with pytest.raises(ConfigError, match="plain file name"):
+        plan_jobs(tmp_path / "out", pairs_csv=pairs)
     with pytest.raises(ConfigError, match="not both"):
         plan_jobs(tmp_path, reference=scenes["ref"], pairs_csv=tmp_path / "p.csv")
     # the reference itself is left out of a glob; a repeated scene runs once
