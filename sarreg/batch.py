@@ -317,6 +317,10 @@ def plan_jobs(
         if moving_list is not None:
             patterns += read_list_file(moving_list)
         ref = _abspath(reference)
+        if not os.path.isfile(ref):
+            raise InputFileError(
+                f"reference {ref} not found", "give an existing image with --reference"
+            )
         pairs = []
         for m in _expand(patterns):
             mov = _abspath(m)

@@ -242,6 +242,11 @@ def test_cli_no_scene_matches(scenes, tmp_path, capsys):
     _one_line_error(capsys, code, 3, "no moving scene", "*.tif")
 
 
+def test_cli_missing_reference(scenes, tmp_path, capsys):
+    args = ["batch", "-r", str(tmp_path / "nope.tif"), str(scenes["good"][0]), "-o", str(tmp_path)]
+    _one_line_error(capsys, main(args), 3, "nope.tif")
+
+
 def test_cli_output_folder_not_writable(scenes, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
