@@ -12,6 +12,7 @@ competing for the cores make the figures meaningless for scaling.
 
     python scripts/bench_batch.py                        # 1:1, 2:1 and 1:2, 1024 px pairs
     python scripts/bench_batch.py --configs 0:2 2:1 --size 1536
+    python scripts/bench_batch.py --configs 2:1 1:1 2:1 1:1   # alternate, against load drift
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def make_pairs(folder: Path, size: int, n: int = N_PAIRS, seed: int = 0) -> dict
     return truth
 
 
-def run_config(folder: Path, workers: int, threads: int, extra: list[str]) -> dict:
-    out = folder / f"out_w{workers}_t{threads}"
+def run_config(folder: Path, run: int, workers: int, threads: int, extra: list[str]) -> dict:
+    out = folder / f"out{run}_w{workers}_t{threads}"  # fresh: nothing to skip
     cmd = [
         sys.executable,
         "-m",
@@ -118,9 +119,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         truth = make_pairs(folder, opts.size)
-        for spec in opts.configs:
+        for run, spec in enumerate(opts.configs):
             workers, threads = (int(v) for v in spec.split(":"))
-            r = run_config(folder, workers, threads, opts.batch_args.split())
+            r = run_config(folder, run, workers, threads, opts.batch_args.split())
             errors, ok, seconds = [], 0, []
             summary = r["out"] / "batch_summary.csv"
             if summary.exists():
