@@ -104,8 +104,8 @@ class SceneResult:
     """Outcome of one scene.
 
     ``status``: 'ok' (registered in this run), 'skipped' (up-to-date output of an earlier run)
-    or 'failed' (``this_run`` False: failed in an earlier run with the same inputs and settings
-    and not retried). ``footprint``: GeoJSON geometry of the moving scene in EPSG:4326, after
+    or 'failed' (in this run or, with ``this_run`` False, in an earlier run with the same inputs
+    and settings and not retried). ``footprint``: GeoJSON geometry of the moving scene in EPSG:4326, after
     registration for ok/skipped scenes, from its own georeferencing for failed ones, or None.
     """
 
