@@ -69,6 +69,7 @@ CSV_COLUMNS = (
     "rmse_px",
     "loo_rmse_px",
     "seconds",
+    "cpu_seconds",
     "worker",
     "error",
     "exit_code",
@@ -104,9 +105,10 @@ class SceneResult:
     """Outcome of one scene.
 
     ``status``: 'ok' (registered in this run), 'skipped' (up-to-date output of an earlier run)
-    or 'failed' (in this run or, with ``this_run`` False, in an earlier run with the same inputs
-    and settings and not retried). ``footprint``: GeoJSON geometry of the moving scene in EPSG:4326, after
-    registration for ok/skipped scenes, from its own georeferencing for failed ones, or None.
+    or 'failed' (in this run or, with ``this_run`` False, in an earlier run with the same
+    inputs and settings and not retried). ``footprint``: GeoJSON geometry of the moving scene
+    in EPSG:4326, after registration for ok/skipped scenes, from its own georeferencing for
+    failed ones, or None.
     """
 
     index: int
@@ -123,6 +125,7 @@ class SceneResult:
     rmse_px: float | None = None
     loo_rmse_px: float | None = None
     seconds: float | None = None
+    cpu_seconds: float | None = None  # CPU time of the worker process during the scene
     worker: str | None = None
     error: str | None = None
     exit_code: int | None = None
@@ -617,7 +620,7 @@ def run_scene(
     """
     from sarreg.pipeline import register
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     worker = _worker_name()
     before = {p: _stat(p) for p in (job.output, job.report)}
     try:
@@ -634,6 +637,7 @@ def run_scene(
             rmse_px=res.rmse,
             loo_rmse_px=res.loo_rmse,
             seconds=round(time.perf_counter() - t0, 3),
+            cpu_seconds=round(time.process_time() - c0, 3),
             worker=worker,
             fingerprint=fp,
             footprint=geometry,
@@ -661,6 +665,7 @@ def run_scene(
             exit_code=err.exit_code if sarreg_err else 1,
             message=message,
             seconds=round(time.perf_counter() - t0, 3),
+            cpu_seconds=round(time.process_time() - c0, 3),
             worker=worker,
             fingerprint=fp,
             footprint=geometry,

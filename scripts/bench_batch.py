@@ -122,7 +122,7 @@ def main() -> int:
         for run, spec in enumerate(opts.configs):
             workers, threads = (int(v) for v in spec.split(":"))
             r = run_config(folder, run, workers, threads, opts.batch_args.split())
-            errors, ok, seconds = [], 0, []
+            errors, ok, seconds, cpu = [], 0, [], []
             summary = r["out"] / "batch_summary.csv"
             if summary.exists():
                 with open(summary, newline="") as f:
@@ -131,10 +131,11 @@ def main() -> int:
                             continue
                         ok += 1
                         seconds.append(float(row["seconds"]))
+                        cpu.append(float(row["cpu_seconds"]))
                         rep = json.loads(Path(row["report"]).read_text())
                         m = np.array(rep["transform"]["pixel_matrix"])
                         errors.append(mapping_rmse(m, truth[row["name"]], (opts.size,) * 2))
-            r.update(ok=ok, errors=errors, task_s=seconds)
+            r.update(ok=ok, errors=errors, task_s=seconds, cpu_s=cpu)
             rows.append(r)
             if r["code"] != 0:
                 print(f"{spec}: exit {r['code']}: {r['stderr'][-300:]}", file=sys.stderr)
@@ -144,14 +145,14 @@ def main() -> int:
         "rotation +-5 deg, scale 0.95..1.05, shift +-12 px), bundled model\n"
     )
     print(
-        "| workers | threads/worker | wall s | scenes/min | ok | mean task s "
+        "| workers | threads/worker | wall s | scenes/min | ok | mean task s (CPU s) "
         "| error px mean / max | load avg (1 min, at end) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         err = r["errors"]
         err_txt = f"{np.mean(err):.3f} / {np.max(err):.3f}" if err else "-"
-        task = f"{np.mean(r['task_s']):.1f}" if r["task_s"] else "-"
+        task = f"{np.mean(r['task_s']):.1f} ({np.mean(r['cpu_s']):.1f})" if r["task_s"] else "-"
         print(
             f"| {r['workers'] or '0 (in-process)'} | {r['threads']} | {r['wall']:.1f} "
             f"| {60.0 * N_PAIRS / r['wall']:.1f} | {r['ok']}/{N_PAIRS} | {task} | {err_txt} "

@@ -206,7 +206,7 @@ def test_fingerprint_follows_inputs_and_settings(scenes, tmp_path):
     assert fingerprint(job, result_settings(CONFIG), "abd") != base
     copy = tmp_path / "copy.tif"
     copy.write_bytes(Path(job.moving).read_bytes())
-    (moved,) = plan_jobs(tmp_path, reference=scenes["ref"], moving=[str(copy)])
+    (moved,) = plan_jobs(tmp_path / "out", reference=scenes["ref"], moving=[str(copy)])
     assert fingerprint(moved, result_settings(CONFIG), "abc") != base
 
 
