@@ -109,3 +109,9 @@ class ClusterError(SarregError):
     """A Dask scheduler cannot be reached or a cluster cannot be started."""
 
     exit_code = 17
+
+
+class SceneFailuresError(SarregError):
+    """Some scenes of a batch failed (the others were registered; see the batch summary)."""
+
+    exit_code = 18

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     _register_commands()
     verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        if result == 130:  # typer turns Ctrl-C into Exit(130), returned in non-standalone mode
+            raise KeyboardInterrupt
     except SarregError as err:
         if verbose:
             logging.getLogger("sarreg").exception("error")
