@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("resample", "georef")
 GCP_SUFFIXES = (".geojson", ".json", ".csv")
+#: reference tiles whose normalized ([0, 1]) values vary less than this (std) are skipped
+TILE_MIN_CONTRAST = 0.01
 RESAMPLING = ("bilinear", "nearest", "cubic")
 
 
@@ -658,6 +660,9 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
             img_m, kpm_m = preprocess.preprocess(mov.data, mov.mask, mov.kind, ctx.pre_cfg)
     except EmptyImageError:
         rec["reason"] = "featureless (constant)"
+        return rec, None
+    if not kpm_r.any() or not kpm_m.any() or float(img_r[kpm_r].std()) < TILE_MIN_CONTRAST:
+        rec["reason"] = "featureless (no contrast)"
         return rec, None
     with timer.stage("extract"):
         xcfg = config.extract
