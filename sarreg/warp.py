@@ -327,20 +327,26 @@ def _mapping_source_coords(
     gy = np.arange(gy0, r0 + h + step, step, dtype=np.float64)
     nodes = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
     src = np.asarray(mapping.inverse(nodes), dtype=np.float64).reshape(len(gy), len(gx), 2)
-    cols = np.arange(c0, c0 + w, dtype=np.float64)
-    rows = np.arange(r0, r0 + h, dtype=np.float64)
-    fx, fy = (cols - gx0) / step, (rows - gy0) / step
-    ix = np.minimum(np.floor(fx).astype(int), len(gx) - 2)
-    iy = np.minimum(np.floor(fy).astype(int), len(gy) - 2)
-    tx, ty = (fx - ix)[None, :, None], (fy - iy)[:, None, None]
-    q00 = src[iy][:, ix]
-    q01 = src[iy][:, ix + 1]
-    q10 = src[iy + 1][:, ix]
-    q11 = src[iy + 1][:, ix + 1]
-    val = (1 - ty) * ((1 - tx) * q00 + tx * q01) + ty * ((1 - tx) * q10 + tx * q11)
-    xs, ys = val[..., 0], val[..., 1]
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    return np.where(ok, xs, 0.0), np.where(ok, ys, 0.0), ok
+    # separable bilinear interpolation: along x on the node rows, then along y
+    ix, tx = _linear_index(np.arange(c0, c0 + w, dtype=np.float64), gx0, step, len(gx))
+    iy, ty = _linear_index(np.arange(r0, r0 + h, dtype=np.float64), gy0, step, len(gy))
+    ty = ty[:, None]
+    bad = ~np.isfinite(src).all(axis=2)
+    src = np.where(bad[..., None], 0.0, src)
+    out = []
+    for nodes in (src[..., 0], src[..., 1], bad.astype(np.float64)):
+        rows = nodes[:, ix] * (1.0 - tx) + nodes[:, ix + 1] * tx  # (len(gy), w)
+        out.append(rows[iy] * (1.0 - ty) + rows[iy + 1] * ty)
+    ok = out[2] == 0  # no weight on a node without a position
+    return out[0], out[1], ok
+
+
+def _linear_index(pos: np.ndarray, origin: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left node index and weight of the right node, for positions on nodes
+    ``origin + k * step``, ``k = 0 .. n - 1``."""
+    f = (pos - origin) / step
+    i = np.minimum(np.floor(f).astype(int), n - 2)
+    return i, f - i
 
 
 def _needed_window(
