@@ -122,7 +122,7 @@ class RegisterConfig:
     progress: bool = False
     seed: int = 0
     window_size: int | None = 4096
-    tiles: int = 5
+    tiles: int = 4
     tile_size: int = 512
     coarse_size: int = 1024
     tile_search_radius: float = 24.0

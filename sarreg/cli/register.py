@@ -102,7 +102,7 @@ def register_cmd(
         help="Images larger than this (pixels, larger side) are registered window by window: "
         "coarse pass, then full-resolution tiles over the overlap. 0: never.",
     ),
-    tiles: int = typer.Option(5, "--tiles", help="Tile grid per side for large scenes."),
+    tiles: int = typer.Option(4, "--tiles", help="Tile grid per side for large scenes."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile side (pixels) for large scenes."),
     gcps: Path | None = typer.Option(
         None, "--gcps", help="Export the tie points: PATH.geojson (reference CRS) or PATH.csv."
