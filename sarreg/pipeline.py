@@ -81,7 +81,8 @@ class RegisterConfig:
             in-memory path (reads decimated to ``max_size``).
         tiles: tile grid per side (large-scene path); also the grid of the per-region
             residuals reported by the in-memory path.
-        tile_size: tile side in reference pixels (large-scene path).
+        tile_size: tile side in pixels at work resolution (reference pixels, or moving pixels
+            when the reference is finer and read decimated to them); large-scene path.
         coarse_size: larger side of the decimated reads of the coarse pass.
         tile_search_radius: prior search radius in full-resolution reference pixels around
             the coarse transform's prediction, in the tiles.
@@ -571,10 +572,14 @@ def _estimate_tiled(ctx: _Context) -> _Estimate:
                 f"after the coarse registration {ctx.mov_path} does not overlap {ctx.ref_path}",
                 "check that both images show the same area",
             )
-        windows = scene.plan_tiles(overlap, ctx.ref_info.shape, config.tiles, config.tile_size)
-    scale = _prior_scale(lambda xy: geometry.apply_matrix(m0, xy), ctx.mov_info.shape)
-    dec_ref = scale if scale > 1.25 else 1.0  # reference finer: read it at the moving px size
-    dec_mov = 1.0 / scale if scale < 0.8 else 1.0
+        scale = _prior_scale(lambda xy: geometry.apply_matrix(m0, xy), ctx.mov_info.shape)
+        # reference finer: read it at the moving pixel size (and vice versa)
+        dec_ref = _snap_decimation(scale) if scale > 1.25 else 1.0
+        dec_mov = _snap_decimation(1.0 / scale) if scale < 0.8 else 1.0
+        size = int(round(config.tile_size * dec_ref))  # tile_size pixels at work resolution
+        if dec_ref == int(dec_ref):  # whole bins of the decimated read
+            size -= size % (2 * int(dec_ref))
+        windows = scene.plan_tiles(overlap, ctx.ref_info.shape, config.tiles, size)
     tile_model = config.transform if config.transform in ("translation", "similarity") else "affine"
     parts: list[_TiePoints] = []
     tiles: list[dict] = []
@@ -632,14 +637,15 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
         "status": "skipped",
     }
     margin = config.tile_search_radius + 8.0
-    mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin)
+    multiple = 2 * int(dec_mov) if dec_mov == int(dec_mov) else 2
+    mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, multiple)
     if mwin is None:
         rec["reason"] = "outside the moving image"
         return rec, None
     rec["mov_window"] = [int(mwin.col_off), int(mwin.row_off), int(mwin.width), int(mwin.height)]
 
     def side(w, d):
-        return None if d <= 1.0 else max(16, int(math.ceil(max(w.width, w.height) / d)))
+        return None if d <= 1.0 else max(16, int(round(max(w.width, w.height) / d)))
 
     try:
         with timer.stage("read"):
@@ -710,6 +716,15 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
         np.full(len(keep), k, dtype=np.int64),
     )
     return rec, part
+
+
+def _snap_decimation(d: float) -> float:
+    """``d`` rounded to an integer when within 10 % of one.
+
+    A decimated read averages whole-pixel bins (GDAL); a factor just below an integer (1.99)
+    would bin whole pixels anyway and drift by up to a pixel from the nominal grid."""
+    r = round(d)
+    return float(r) if abs(d - r) < 0.1 * d else float(d)
 
 
 def _residual_summary(res: np.ndarray, inl: np.ndarray) -> dict:

@@ -95,11 +95,16 @@ def plan_tiles(
 
 
 def moving_window(
-    matrix: np.ndarray, ref_win: Window, mov_shape: tuple[int, int], margin: float
+    matrix: np.ndarray,
+    ref_win: Window,
+    mov_shape: tuple[int, int],
+    margin: float,
+    multiple: int = 2,
 ) -> Window | None:
     """Moving-image window that ``matrix`` (moving -> reference px) maps onto ``ref_win``,
-    grown by ``margin`` moving pixels and clipped to the image, with even offsets and size;
-    None if it falls outside."""
+    grown by ``margin`` moving pixels and clipped to the image, with even offsets and a size
+    that is a multiple of ``multiple`` (even; e.g. twice an integer decimation, so that a
+    decimated read bins whole pixels); None if it falls outside."""
     c, r = float(ref_win.col_off), float(ref_win.row_off)
     ww, hh = float(ref_win.width), float(ref_win.height)
     corners = np.array(
@@ -112,8 +117,8 @@ def moving_window(
     y0 = _even_down(max(0, math.floor(pts[:, 1].min() - margin)))
     x1 = min(w, math.ceil(pts[:, 0].max() + margin) + 1)
     y1 = min(h, math.ceil(pts[:, 1].max() + margin) + 1)
-    x1 -= (x1 - x0) % 2
-    y1 -= (y1 - y0) % 2
+    x1 -= (x1 - x0) % multiple
+    y1 -= (y1 - y0) % multiple
     if x1 - x0 < 16 or y1 - y0 < 16:
         return None
     return Window(x0, y0, x1 - x0, y1 - y0)

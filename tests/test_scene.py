@@ -271,3 +271,20 @@ def test_windowed_no_overlap_and_unwritable(large_pair, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 5 and "overlap" in err and len(err.strip().splitlines()) == 1
     assert list(out.iterdir()) == []
+
+
+def test_windowed_reference_finer_than_moving(large_pair, tmp_path):
+    """Moving at half the resolution (pixel size x2): tiles of the reference are read decimated
+    by exactly 2, whole-pixel bins, and the result is as accurate as at equal resolution."""
+    ref, mov, m_true, shape = large_pair
+    with rasterio.open(mov) as ds:
+        profile, data, t = ds.profile, ds.read(1), ds.transform
+    half = cv2.resize(data, (shape[1] // 2, shape[0] // 2), interpolation=cv2.INTER_AREA)
+    low = _write(tmp_path / "low.tif", profile, half, t @ rasterio.Affine.scale(2))
+    s = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # low-res px -> moving px
+    cfg = RegisterConfig(window_size=500, tiles=2, tile_size=192, coarse_size=400)
+    res = register(ref, low, None, cfg)
+    assert res.windowed
+    assert mapping_rmse(res.matrix, m_true @ s, half.shape) < 0.3
+    used = [t for t in res.tiles if t["status"] == "used"]
+    assert len(used) == 4 and all(t["ref_window"][2] == 384 for t in used)
