@@ -179,20 +179,28 @@ def _make(model: str, src: np.ndarray, dst: np.ndarray, smoothing: float | None)
 
 def _thin(xy: np.ndarray, key: np.ndarray, n_max: int) -> np.ndarray:
     """Indices of at most ``n_max`` points spread over the scene: per cell of a grid, the point
-    with the smallest ``key``. Returns sorted indices."""
+    with the smallest ``key``; the grid is refined (cells halved) while that keeps at most
+    ``n_max`` points, so clustered points (tiles) still give about ``n_max``. Sorted indices."""
     if len(xy) <= n_max:
         return np.arange(len(xy))
-    cells = max(1, int(np.sqrt(n_max)))
     lo, hi = xy.min(axis=0), xy.max(axis=0)
-    ij = np.minimum(((xy - lo) / np.maximum(hi - lo, 1e-9) * cells).astype(int), cells - 1)
-    cell = ij[:, 1] * cells + ij[:, 0]
-    order = np.lexsort((key, cell))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = cell[order][1:] != cell[order][:-1]
-    keep = order[first]
-    if len(keep) > n_max:
-        keep = keep[np.argsort(key[keep], kind="stable")[:n_max]]
-    return np.sort(keep)
+    span = np.maximum(hi - lo, 1e-9)
+    best = None
+    cells = max(1, int(np.sqrt(n_max)))
+    while cells <= 4096:
+        ij = np.minimum(((xy - lo) / span * cells).astype(int), cells - 1)
+        cell = ij[:, 1] * cells + ij[:, 0]
+        order = np.lexsort((key, cell))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = cell[order][1:] != cell[order][:-1]
+        keep = order[first]
+        if len(keep) > n_max:
+            if best is None:  # even the coarsest grid gives too many: keep the best keys
+                best = keep[np.argsort(key[keep], kind="stable")[:n_max]]
+            break
+        best = keep
+        cells *= 2
+    return np.sort(best)
 
 
 def _tps_smoothing(src: np.ndarray, dst: np.ndarray, seed: int) -> float:
