@@ -10,7 +10,7 @@ REGISTER_HELP = """Register MOVING onto REFERENCE and write the aligned image pl
 
 By default the moving image is resampled onto the reference grid (same CRS, transform and
 size). With --mode georef its pixels are kept and the corrected geotransform (or, for a
-homography, the tie points as GCPs) is written instead.
+homography and the non-linear poly2/poly3/tps, the tie points as GCPs) is written instead.
 
 Examples:
 
@@ -20,8 +20,10 @@ Examples:
 
   sarreg register s1_20240123.tif s1_20240204.tif -o out.tif --transform similarity --band-mov 2
 
-  sarreg register ref_30k.tif scene_30k.tif -o out.tif --tiles 6 --tile-size 1024 \
-      --transform poly2 --gcps tie_points.geojson
+  sarreg register big_ref.tif big_scene.tif -o out.tif --tiles 6 --transform poly2 --gcps tp.csv
+
+Images larger than --window-size are registered window by window: a coarse pass on decimated
+reads, then --tiles x --tiles full-resolution tiles of --tile-size pixels over the overlap.
 """
 
 EXTRACT_HELP = """Extract keypoints and descriptors from IMAGE into an .npz file.
