@@ -288,3 +288,22 @@ def test_windowed_reference_finer_than_moving(large_pair, tmp_path):
     assert mapping_rmse(res.matrix, m_true @ s, half.shape) < 0.3
     used = [t for t in res.tiles if t["status"] == "used"]
     assert len(used) == 4 and all(t["ref_window"][2] == 384 for t in used)
+
+
+def test_windowed_skips_nodata_tiles(large_pair, tmp_path):
+    """Tiles whose moving window is mostly nodata are skipped and reported as such."""
+    ref, mov, m_true, shape = large_pair
+    with rasterio.open(mov) as ds:
+        profile, data, t = ds.profile, ds.read(1), ds.transform
+    data = data.copy()
+    data[:, shape[1] // 2 :] = 0
+    half = _write(tmp_path / "half.tif", {**profile, "nodata": 0}, data, t)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cfg = RegisterConfig(window_size=500, tiles=2, tile_size=384, coarse_size=400)
+    res = register(ref, half, out_dir / "o.tif", cfg)
+    status = [(t["status"], t.get("reason")) for t in res.tiles]
+    assert status.count(("used", None)) == 2
+    assert sum(s == "skipped" and "nodata" in r for s, r in status) == 2
+    assert mapping_rmse(res.matrix, m_true, shape) < 0.5
+    assert sorted(p.name for p in out_dir.iterdir()) == ["o.json", "o.tif"]
