@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -75,6 +76,9 @@ class TransformFit:
             the tie points. ``nan`` when undefined.
         residuals: ``(N,)`` float64 Euclidean residual of every match, reference pixels.
         threshold: the inlier threshold used, reference pixels.
+        mapping: for the non-linear models of :mod:`sarreg.mapping` ('poly2', 'poly3', 'tps')
+            the fitted :class:`sarreg.mapping.Mapping` (``matrix`` is then its least-squares
+            affine approximation); ``None`` for the 3x3 models.
     """
 
     model: str
@@ -85,6 +89,7 @@ class TransformFit:
     loo_rmse: float
     residuals: np.ndarray
     threshold: float
+    mapping: Any = None
 
 
 @dataclass(frozen=True)

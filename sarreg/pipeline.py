@@ -36,6 +36,9 @@ from sarreg.matching import MatchConfig, Matches
 log = logging.getLogger(__name__)
 
 MODES = ("resample", "georef")
+GCP_SUFFIXES = (".geojson", ".json", ".csv")
+#: reference tiles whose normalized ([0, 1]) values vary less than this (std) are skipped
+TILE_MIN_CONTRAST = 0.01
 RESAMPLING = ("bilinear", "nearest", "cubic")
 
 
@@ -69,6 +72,32 @@ class RegisterConfig:
         plot: path of a PNG with the matches and a checkerboard overlay, or ``None``.
         progress: show progress bars.
         seed: RANSAC seed.
+        window_size: images whose larger side exceeds this are registered window by window
+            (large-scene path, bounded memory): a coarse pass on reads decimated to
+            ``coarse_size`` gives a first transform, then ``tiles x tiles`` full-resolution
+            tiles of ``tile_size`` pixels spread over the overlap of the two footprints are
+            read as windows, extracted and matched with the coarse transform as prior, and the
+            final transform is fitted on all tiles' RANSAC inliers. ``None`` or 0: always the
+            in-memory path (reads decimated to ``max_size``).
+        tiles: tile grid per side (large-scene path); also the grid of the per-region
+            residuals reported by the in-memory path.
+        tile_size: tile side in pixels at work resolution (reference pixels, or moving pixels
+            when the reference is finer and read decimated to them); large-scene path.
+        coarse_size: larger side of the decimated reads of the coarse pass.
+        tile_search_radius: prior search radius in full-resolution reference pixels around
+            the coarse transform's prediction, in the tiles.
+        tile_scales: pyramid used in the tiles (the coarse pass put both images at the same
+            pixel size) unless ``extract.scales`` is set.
+        tile_min_valid: tiles (and their moving windows) with a smaller fraction of valid
+            pixels are skipped as mostly nodata.
+        tile_max_points: at most this many RANSAC inliers kept per tile (spread over it) for
+            the global fit.
+        tile_top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
+        gcps: path of a tie-point export, ``.geojson`` (points in the reference CRS) or
+            ``.csv``; ``None`` = none.
+        max_gcps: at most this many inlier tie points (spread over the image) are written as
+            GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
+            output gets all its inliers).
     """
 
     model: str | None = None
@@ -93,13 +122,27 @@ class RegisterConfig:
     plot: str | None = None
     progress: bool = False
     seed: int = 0
+    window_size: int | None = 4096
+    tiles: int = 4
+    tile_size: int = 512
+    coarse_size: int = 1024
+    tile_search_radius: float = 24.0
+    tile_scales: tuple[float, ...] = (1.0,)
+    tile_min_valid: float = 0.5
+    tile_max_points: int = 400
+    tile_top_k: int = 2000
+    gcps: str | None = None
+    max_gcps: int = 2000
 
 
 @dataclass
 class RegistrationResult:
     """What ``register`` found and wrote.
 
-    ``matrix`` maps full-resolution moving pixel centres to reference pixel centres (3x3).
+    ``matrix`` maps full-resolution moving pixel centres to reference pixel centres (3x3);
+    for the non-linear models (poly2, poly3, tps) it is the least-squares affine approximation
+    and ``mapping`` is the fitted :class:`sarreg.mapping.Mapping`. ``tiles``: per-tile (large
+    scenes) or per-region figures, as in the report.
     """
 
     matrix: np.ndarray
@@ -112,6 +155,9 @@ class RegistrationResult:
     report_path: str | None
     report: dict
     timings: dict[str, float]
+    mapping: object | None = None
+    windowed: bool = False
+    tiles: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -155,10 +201,27 @@ def load_model(path: str | None):
 def _validate(config: RegisterConfig) -> None:
     from sarreg.errors import ConfigError
     from sarreg.geometry import MODELS
+    from sarreg.mapping import NONLINEAR_MODELS
 
-    if config.transform not in MODELS:
+    models = MODELS + NONLINEAR_MODELS
+    if config.transform not in models:
         raise ConfigError(
-            f"unknown transform {config.transform!r}", f"choose one of {', '.join(MODELS)}"
+            f"unknown transform {config.transform!r}", f"choose one of {', '.join(models)}"
+        )
+    if config.tiles < 1 or config.tile_size < 128 or config.coarse_size < 256:
+        raise ConfigError(
+            f"bad tiling: tiles={config.tiles}, tile size={config.tile_size}, coarse size="
+            f"{config.coarse_size}",
+            "use --tiles >= 1, --tile-size >= 128 and a coarse size >= 256",
+        )
+    if config.window_size is not None and config.window_size < 0:
+        raise ConfigError(
+            f"--window-size must be >= 0, got {config.window_size}", "use 0 to disable"
+        )
+    if config.gcps is not None and Path(config.gcps).suffix.lower() not in GCP_SUFFIXES:
+        raise ConfigError(
+            f"unknown tie-point export format {Path(config.gcps).suffix or config.gcps!r}",
+            f"name the --gcps file {' or '.join('*' + x for x in GCP_SUFFIXES)}",
         )
     if config.mode not in MODES:
         raise ConfigError(f"unknown mode {config.mode!r}", f"choose one of {', '.join(MODES)}")
@@ -198,29 +261,19 @@ def register(
     """Register ``mov_path`` onto ``ref_path`` and write ``out_path`` plus a JSON report.
 
     ``out_path`` may be ``None`` to only estimate the transform (no image, report only if
-    ``config.report`` is set). Raises a :class:`~sarreg.errors.SarregError` subclass for every
-    bad input; nothing is left half-written.
+    ``config.report`` is set). Images whose larger side exceeds ``config.window_size`` are
+    registered window by window (see :class:`RegisterConfig`). Raises a
+    :class:`~sarreg.errors.SarregError` subclass for every bad input; nothing is left
+    half-written.
     """
     from sarreg import geometry, io, preprocess
-    from sarreg.atomic import check_output_path
-    from sarreg.features import extract
 
     config = config or RegisterConfig()
     _validate(config)
     timer = _Timer()
     ref_path, mov_path = str(ref_path), str(mov_path)
-
-    report_path = None
-    if out_path is not None:
-        out_path = str(out_path)
-        check_output_path(out_path, overwrite=config.overwrite)
-        report_path = config.report or str(Path(out_path).with_suffix(".json"))
-    elif config.report:
-        report_path = config.report
-    if report_path is not None:
-        check_output_path(report_path, overwrite=config.overwrite)
-    if config.plot:
-        check_output_path(config.plot, overwrite=config.overwrite)
+    report_path = _check_outputs(out_path, config)
+    out_path = None if out_path is None else str(out_path)
 
     with timer.stage("read"):
         ref_info = io.raster_info(ref_path, band=config.band_ref)
@@ -231,6 +284,12 @@ def register(
                 f"--mode georef needs a georeferenced reference, but {ref_path} has no "
                 "geotransform",
                 "use --mode resample, or a georeferenced reference image",
+            )
+        if config.gcps and Path(config.gcps).suffix.lower() != ".csv" and not georef:
+            raise NotGeoreferencedError(
+                f"a GeoJSON tie-point export needs georeferenced images, but {ref_path} or "
+                f"{mov_path} has no geotransform",
+                "name the --gcps file *.csv",
             )
         prior_full = None
         prior_scale = None
@@ -249,29 +308,173 @@ def register(
                 ref_info.transform, ref_info.crs, mov_info.transform, mov_info.crs
             )
             prior_scale = _prior_scale(prior_full, mov_info.shape)
-        size_ref, size_mov = _work_sizes(ref_info, mov_info, config, prior_scale)
-        ref = io.read_raster(
-            ref_path, band=config.band_ref, kind=config.kind_ref, max_size=size_ref
-        )
-        mov = io.read_raster(
-            mov_path, band=config.band_mov, kind=config.kind_mov, max_size=size_mov
-        )
 
     with timer.stage("model"):
         loaded = load_model(config.model)
         pre_cfg = preprocess.PreprocessConfig.from_dict(loaded.preprocess or {})
 
+    ctx = _Context(
+        ref_path, mov_path, ref_info, mov_info, georef, prior_full, prior_scale, loaded, pre_cfg,
+        config, timer,
+    )  # fmt: skip
+    windowed = bool(config.window_size) and (
+        max(ref_info.shape) > config.window_size or max(mov_info.shape) > config.window_size
+    )
+    est = _estimate_tiled(ctx) if windowed else _estimate_in_memory(ctx, config, final=True)
+    fit, tie = est.fit, est.tie
+    if not windowed:
+        with timer.stage("estimate"):
+            est.tiles = _region_stats(ref_info.shape, config.tiles, tie.xy_ref, fit)
+
+    gcp_idx = _gcp_indices(fit, tie.xy_mov, config)
+    out_written = None
+    if out_path is not None:
+        with timer.stage("write"):
+            out_written = _write_output(
+                out_path, mov_path, ref_info, fit, tie.xy_ref, tie.xy_mov, gcp_idx, config
+            )
+
+    timer.times["total"] = sum(timer.times.values())
+    report = _build_report(
+        _Input(ref_path, ref_info, est.ref, est.feat_ref),
+        _Input(mov_path, mov_info, est.mov, est.feat_mov),
+        out_written, tie, fit, gcp_idx, loaded, config, timer.times, prior_full, est,
+    )  # fmt: skip
+    if report_path is not None:
+        from sarreg.report import write_report
+
+        write_report(report, report_path)
+    if config.gcps:
+        from sarreg.tiepoints import write_tie_points
+
+        write_tie_points(report, config.gcps, overwrite=config.overwrite)
+    if config.plot:
+        _plot(config.plot, est, fit, out_written)
+
+    return RegistrationResult(
+        matrix=fit.matrix,
+        model=fit.model,
+        n_matches=len(tie),
+        n_inliers=int(fit.n_inliers),
+        rmse=float(fit.rmse),
+        loo_rmse=float(fit.loo_rmse),
+        output=out_written,
+        report_path=report_path,
+        report=report,
+        timings=dict(timer.times),
+        mapping=fit.mapping,
+        windowed=windowed,
+        tiles=est.tiles,
+    )
+
+
+def _check_outputs(out_path, config: RegisterConfig) -> str | None:
+    """Check every output path before any work; returns the report path (or None)."""
+    from sarreg.atomic import check_output_path
+
+    report_path = None
+    if out_path is not None:
+        check_output_path(str(out_path), overwrite=config.overwrite)
+        report_path = config.report or str(Path(str(out_path)).with_suffix(".json"))
+    elif config.report:
+        report_path = config.report
+    if report_path is not None:
+        check_output_path(report_path, overwrite=config.overwrite)
+    for extra in (config.plot, config.gcps):
+        if extra:
+            check_output_path(extra, overwrite=config.overwrite)
+    return report_path
+
+
+@dataclass
+class _Context:
+    """What both estimation paths need: inputs, their metadata, the model and settings."""
+
+    ref_path: str
+    mov_path: str
+    ref_info: object  # sarreg.io.RasterInfo
+    mov_info: object
+    georef: bool
+    prior_full: object  # callable (N, 2) moving px -> reference px, full resolution, or None
+    prior_scale: float | None
+    loaded: object  # sarreg.model.checkpoint.LoadedModel
+    pre_cfg: object  # sarreg.preprocess.PreprocessConfig
+    config: RegisterConfig
+    timer: _Timer
+
+
+@dataclass
+class _TiePoints:
+    """Tie points in full-resolution pixel centres, ``(N, 2)`` float64 each, with per-point
+    match similarity, keypoint scores and the tile they came from (-1: in-memory path)."""
+
+    xy_ref: np.ndarray
+    xy_mov: np.ndarray
+    similarity: np.ndarray
+    score_ref: np.ndarray
+    score_mov: np.ndarray
+    tile: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.xy_ref.shape[0])
+
+    @classmethod
+    def concat(cls, parts: list[_TiePoints]) -> _TiePoints:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _TIE_FIELDS))
+
+
+_TIE_FIELDS = ("xy_ref", "xy_mov", "similarity", "score_ref", "score_mov", "tile")
+
+
+@dataclass
+class _Estimate:
+    """One estimation: the work-resolution arrays/features/matches (the coarse pass on the
+    large-scene path, kept for the plot and report), the tie points and the final fit."""
+
+    ref: object  # sarreg.io.Raster
+    mov: object
+    img_ref: np.ndarray
+    img_mov: np.ndarray
+    feat_ref: Features
+    feat_mov: Features
+    matches: Matches
+    work_inliers: np.ndarray  # (len(matches),) bool, inliers of the fit at work resolution
+    tie: _TiePoints
+    fit: object  # sarreg.geometry.TransformFit
+    tiles: list[dict] = field(default_factory=list)
+    coarse: dict | None = None
+
+
+def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _Estimate:
+    """Read both images (decimated to ``config.max_size``), extract, match, fit ``config``'s
+    transform. ``final``: this fit is the registration (else the coarse pass)."""
+    from sarreg import io, preprocess
+    from sarreg.features import extract
+
+    timer = ctx.timer
+    with timer.stage("read"):
+        size_ref, size_mov = _work_sizes(ctx.ref_info, ctx.mov_info, config, ctx.prior_scale)
+        ref = io.read_raster(
+            ctx.ref_path, band=config.band_ref, kind=config.kind_ref, max_size=size_ref
+        )
+        mov = io.read_raster(
+            ctx.mov_path, band=config.band_mov, kind=config.kind_mov, max_size=size_mov
+        )
+
     with timer.stage("preprocess"):
-        img_ref, kp_mask_ref = preprocess.preprocess(ref.data, ref.mask, ref.kind, pre_cfg)
-        img_mov, kp_mask_mov = preprocess.preprocess(mov.data, mov.mask, mov.kind, pre_cfg)
+        img_ref, kp_mask_ref = preprocess.preprocess(ref.data, ref.mask, ref.kind, ctx.pre_cfg)
+        img_mov, kp_mask_mov = preprocess.preprocess(mov.data, mov.mask, mov.kind, ctx.pre_cfg)
 
     with timer.stage("extract"):
         xcfg = config.extract
-        if georef and xcfg.scales is None and config.georef_scales:
+        if ctx.georef and xcfg.scales is None and config.georef_scales:
             xcfg = replace(xcfg, scales=tuple(config.georef_scales))
-        feat_ref = extract(loaded.net, img_ref, kp_mask_ref, xcfg)
-        feat_mov = extract(loaded.net, img_mov, kp_mask_mov, xcfg)
-    for name, path, feat in (("reference", ref_path, feat_ref), ("moving", mov_path, feat_mov)):
+        feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, xcfg)
+        feat_mov = extract(ctx.loaded.net, img_mov, kp_mask_mov, xcfg)
+    for name, path, feat in (
+        ("reference", ctx.ref_path, feat_ref),
+        ("moving", ctx.mov_path, feat_mov),
+    ):
         if len(feat) < 8:
             raise EmptyImageError(
                 f"the {name} image {path} gave only {len(feat)} keypoints (featureless?)",
@@ -280,8 +483,8 @@ def register(
 
     # Prior at work resolution: moving work px -> reference work px.
     prior_work = None
-    if georef and config.use_prior:
-        prior_work = _prior_at_work_resolution(prior_full, ref, mov)
+    if ctx.georef and config.use_prior:
+        prior_work = _prior_at_work_resolution(ctx.prior_full, ref, mov)
 
     with timer.stage("match"):
         matches = _match(feat_ref, feat_mov, config, prior_work)
@@ -289,56 +492,302 @@ def register(
     with timer.stage("estimate"):
         xy_ref = ref.to_full_res(feat_ref.keypoints[matches.idx_ref].astype(np.float64))
         xy_mov = mov.to_full_res(feat_mov.keypoints[matches.idx_mov].astype(np.float64))
-        threshold = config.ransac_threshold * ref.decimation
-        fit = geometry.fit_transform(
-            xy_mov, xy_ref, model=config.transform, threshold=threshold, seed=config.seed
+        tie = _TiePoints(
+            xy_ref,
+            xy_mov,
+            np.asarray(matches.similarity, dtype=np.float64),
+            feat_ref.scores[matches.idx_ref].astype(np.float64),
+            feat_mov.scores[matches.idx_mov].astype(np.float64),
+            np.full(len(matches), -1, dtype=np.int64),
         )
-        need = max(config.min_inliers, geometry.min_inliers(config.transform))
-        if fit.n_inliers < need:
-            raise TooFewMatchesError(
-                f"only {fit.n_inliers} of {len(matches)} matches agree on a {config.transform} "
-                f"transform (need >= {need})",
-                "check that the images show the same area; try --transform similarity, "
-                "--no-prior, or a larger --search-radius",
-            )
-        geometry.check_plausible(
-            fit.matrix, config.transform, scale_range=config.scale_range, shape=mov_info.shape
-        )
-
-    out_written = None
-    if out_path is not None:
-        with timer.stage("write"):
-            out_written = _write_output(
-                out_path, ref_path, mov_path, ref_info, mov_info, fit, xy_ref, xy_mov, config
-            )
-
-    timer.times["total"] = sum(timer.times.values())
-    report = _build_report(
-        _Input(ref_path, ref_info, ref, feat_ref),
-        _Input(mov_path, mov_info, mov, feat_mov),
-        out_written, matches, fit, xy_ref, xy_mov, loaded, config, timer.times, prior_full,
-    )  # fmt: skip
-    if report_path is not None:
-        from sarreg.report import write_report
-
-        write_report(report, report_path)
-    if config.plot:
-        _plot(
-            config.plot, img_ref, img_mov, ref, mov, feat_ref, feat_mov, matches, fit, out_written
-        )
-
-    return RegistrationResult(
-        matrix=fit.matrix,
-        model=fit.model,
-        n_matches=len(matches),
-        n_inliers=int(fit.n_inliers),
-        rmse=float(fit.rmse),
-        loo_rmse=float(fit.loo_rmse),
-        output=out_written,
-        report_path=report_path,
-        report=report,
-        timings=dict(timer.times),
+        fit = _fit(tie, config, config.ransac_threshold * ref.decimation, ctx.mov_info.shape,
+                   None if final else "coarse ")  # fmt: skip
+    return _Estimate(
+        ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, np.asarray(fit.inliers), tie, fit
     )
+
+
+def _fit(tie: _TiePoints, config: RegisterConfig, threshold: float, mov_shape, what=None,
+         initial_inliers=None):  # fmt: skip
+    """Fit ``config.transform`` robustly on the tie points and check it: the number of inliers
+    (``config.min_inliers``) and plausibility. ``what``: prefix of error messages."""
+    from sarreg import geometry
+    from sarreg.mapping import NONLINEAR_MODELS, fit_mapping
+
+    model = config.transform
+    if model in NONLINEAR_MODELS:
+        fit = fit_mapping(
+            tie.xy_mov, tie.xy_ref, model, threshold=threshold, seed=config.seed,
+            initial_inliers=initial_inliers,
+        )  # fmt: skip
+        need = config.min_inliers
+    else:
+        fit = geometry.fit_transform(
+            tie.xy_mov, tie.xy_ref, model=model, threshold=threshold, seed=config.seed
+        )
+        need = max(config.min_inliers, geometry.min_inliers(model))
+    if fit.n_inliers < need:
+        raise TooFewMatchesError(
+            f"only {fit.n_inliers} of {len(tie)} {what or ''}matches agree on a {model} "
+            f"transform (need >= {need})",
+            "check that the images show the same area; try --transform similarity, "
+            "--no-prior, or a larger --search-radius",
+        )
+    geometry.check_plausible(
+        fit.matrix,
+        model if model in geometry.MODELS else "affine",
+        scale_range=config.scale_range,
+        shape=mov_shape,
+    )
+    return fit
+
+
+def _estimate_tiled(ctx: _Context) -> _Estimate:
+    """Large-scene path: coarse pass on decimated reads, then full-resolution tiles over the
+    overlap matched with the coarse transform as prior, then the global fit on all tiles'
+    RANSAC inliers. Only one tile pair is held in memory at a time."""
+    from sarreg import geometry, scene
+    from sarreg.errors import NoOverlapError
+
+    config, timer = ctx.config, ctx.timer
+    coarse_model = (
+        config.transform if config.transform in ("translation", "similarity") else "affine"
+    )
+    coarse_size = min(config.max_size, config.coarse_size)
+    ccfg = replace(config, max_size=coarse_size, transform=coarse_model)
+    coarse = _estimate_in_memory(ctx, ccfg, final=False)
+    m0 = coarse.fit.matrix
+    log.info(
+        "coarse pass (decimation %.3g / %.3g): %d inliers, rmse %.2f px",
+        coarse.ref.decimation, coarse.mov.decimation, coarse.fit.n_inliers, coarse.fit.rmse,
+    )  # fmt: skip
+
+    with timer.stage("tiles"):
+        ref_t = ctx.ref_info.transform if ctx.georef else None
+        overlap = scene.overlap_in_reference_pixels(
+            ctx.ref_info.shape, ctx.mov_info.shape, m0, ref_t
+        )
+        if overlap.is_empty:
+            raise NoOverlapError(
+                f"after the coarse registration {ctx.mov_path} does not overlap {ctx.ref_path}",
+                "check that both images show the same area",
+            )
+        scale = _prior_scale(lambda xy: geometry.apply_matrix(m0, xy), ctx.mov_info.shape)
+        # reference finer: read it at the moving pixel size (and vice versa)
+        dec_ref = _snap_decimation(scale) if scale > 1.25 else 1.0
+        dec_mov = _snap_decimation(1.0 / scale) if scale < 0.8 else 1.0
+        size = int(round(config.tile_size * dec_ref))  # tile_size pixels at work resolution
+        if dec_ref == int(dec_ref):  # whole bins of the decimated read
+            size -= size % (2 * int(dec_ref))
+        windows = scene.plan_tiles(overlap, ctx.ref_info.shape, config.tiles, size)
+    tile_model = config.transform if config.transform in ("translation", "similarity") else "affine"
+    parts: list[_TiePoints] = []
+    tiles: list[dict] = []
+    for k, win in enumerate(windows):
+        rec, part = _register_tile(ctx, k, win, m0, coarse, dec_ref, dec_mov, tile_model)
+        tiles.append(rec)
+        if part is not None:
+            parts.append(part)
+    used = [t for t in tiles if t["status"] == "used"]
+    log.info("%d of %d tiles gave tie points", len(used), len(tiles))
+    if not parts:
+        reasons = sorted({t.get("reason", "") for t in tiles})
+        if tiles and all("nodata" in r for r in reasons):
+            raise EmptyImageError(
+                f"every tile over the overlap of {ctx.ref_path} and {ctx.mov_path} is mostly "
+                "nodata",
+                "check the nodata values, or lower the window size to use the in-memory path",
+            )
+        raise TooFewMatchesError(
+            f"none of the {len(tiles)} tiles over the overlap gave enough matches "
+            f"({'; '.join(r for r in reasons if r)})",
+            "try more or larger --tiles, a larger tile search radius, or --window-size 0",
+        )
+    tie = _TiePoints.concat(parts)
+    with timer.stage("estimate"):
+        fit = _fit(tie, config, config.ransac_threshold * dec_ref, ctx.mov_info.shape,
+                   initial_inliers=np.ones(len(tie), dtype=bool))  # fmt: skip
+        _add_tile_residuals(tiles, tie, fit)
+    coarse_info = {
+        "decimation_ref": float(coarse.ref.decimation),
+        "decimation_mov": float(coarse.mov.decimation),
+        "model": coarse.fit.model,
+        "matches": int(len(coarse.matches)),
+        "inliers": int(coarse.fit.n_inliers),
+        "rmse_px": float(coarse.fit.rmse),
+        "pixel_matrix": m0.tolist(),
+        "tiles_planned": len(windows),
+        "tiles_used": len(used),
+    }
+    return replace(coarse, tie=tie, fit=fit, tiles=tiles, coarse=coarse_info)
+
+
+def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, dec_mov,
+                   tile_model: str):  # fmt: skip
+    """Read, extract, match and RANSAC-fit one tile. Returns (report record, tie points of
+    the tile's inliers or None when it is skipped)."""
+    from sarreg import geometry, io, preprocess, scene
+    from sarreg.features import extract
+    from sarreg.mapping import _thin
+
+    config, timer = ctx.config, ctx.timer
+    rec: dict = {
+        "index": k,
+        "ref_window": [int(win.col_off), int(win.row_off), int(win.width), int(win.height)],
+        "status": "skipped",
+    }
+    margin = config.tile_search_radius + 8.0
+    multiple = 2 * int(dec_mov) if dec_mov == int(dec_mov) else 2
+    mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, multiple)
+    if mwin is None:
+        rec["reason"] = "outside the moving image"
+        return rec, None
+    rec["mov_window"] = [int(mwin.col_off), int(mwin.row_off), int(mwin.width), int(mwin.height)]
+
+    def side(w, d):
+        return None if d <= 1.0 else max(16, int(round(max(w.width, w.height) / d)))
+
+    try:
+        with timer.stage("read"):
+            ref = io.read_raster(ctx.ref_path, band=config.band_ref, kind=coarse.ref.kind,
+                                 window=win, max_size=side(win, dec_ref))  # fmt: skip
+            mov = io.read_raster(ctx.mov_path, band=config.band_mov, kind=coarse.mov.kind,
+                                 window=mwin, max_size=side(mwin, dec_mov))  # fmt: skip
+    except EmptyImageError:
+        rec["reason"] = "nodata"
+        return rec, None
+    rec["valid_fraction"] = [float(ref.mask.mean()), float(mov.mask.mean())]
+    if ref.mask.mean() < config.tile_min_valid or mov.mask.mean() < config.tile_min_valid / 2:
+        rec["reason"] = "mostly nodata"
+        return rec, None
+    try:
+        with timer.stage("preprocess"):
+            img_r, kpm_r = preprocess.preprocess(ref.data, ref.mask, ref.kind, ctx.pre_cfg)
+            img_m, kpm_m = preprocess.preprocess(mov.data, mov.mask, mov.kind, ctx.pre_cfg)
+    except EmptyImageError:
+        rec["reason"] = "featureless (constant)"
+        return rec, None
+    if not kpm_r.any() or not kpm_m.any() or float(img_r[kpm_r].std()) < TILE_MIN_CONTRAST:
+        rec["reason"] = "featureless (no contrast)"
+        return rec, None
+    with timer.stage("extract"):
+        xcfg = config.extract
+        if xcfg.scales is None:
+            xcfg = replace(xcfg, scales=tuple(config.tile_scales))
+        xcfg = replace(xcfg, progress=False, top_k=min(xcfg.top_k, config.tile_top_k))
+        f_ref = extract(ctx.loaded.net, img_r, kpm_r, xcfg)
+        f_mov = extract(ctx.loaded.net, img_m, kpm_m, xcfg)
+    rec["keypoints"] = [len(f_ref), len(f_mov)]
+    if len(f_ref) < 8 or len(f_mov) < 8:
+        rec["reason"] = "featureless"
+        return rec, None
+
+    def prior(xy_mov_work: np.ndarray) -> np.ndarray:
+        return ref.from_full_res(geometry.apply_matrix(m0, mov.to_full_res(xy_mov_work)))
+
+    tcfg = replace(config, transform=tile_model,
+                   search_radius=config.tile_search_radius / ref.decimation)  # fmt: skip
+    try:
+        with timer.stage("match"):
+            matches = _match(f_ref, f_mov, tcfg, prior, fallback=False)
+        rec["matches"] = len(matches)
+        with timer.stage("estimate"):
+            xy_r = ref.to_full_res(f_ref.keypoints[matches.idx_ref].astype(np.float64))
+            xy_m = mov.to_full_res(f_mov.keypoints[matches.idx_mov].astype(np.float64))
+            fit = geometry.fit_transform(xy_m, xy_r, model=tile_model, seed=config.seed,
+                                         threshold=config.ransac_threshold * ref.decimation)
+    except SarregError as err:  # too few matches / inliers in this tile
+        rec["reason"] = f"too few matches ({err.message})"
+        return rec, None
+    if fit.n_inliers < max(config.min_inliers, geometry.min_inliers(tile_model)):
+        rec["reason"] = f"too few inliers ({fit.n_inliers})"
+        return rec, None
+    inl = np.flatnonzero(fit.inliers)
+    sim = np.asarray(matches.similarity, dtype=np.float64)
+    keep = inl[_thin(xy_r[inl], -sim[inl], config.tile_max_points)]
+    rec.update(status="used", tile_inliers=int(fit.n_inliers), tile_rmse_px=float(fit.rmse),
+               tie_points=int(len(keep)))  # fmt: skip
+    part = _TiePoints(
+        xy_r[keep],
+        xy_m[keep],
+        sim[keep],
+        f_ref.scores[matches.idx_ref[keep]].astype(np.float64),
+        f_mov.scores[matches.idx_mov[keep]].astype(np.float64),
+        np.full(len(keep), k, dtype=np.int64),
+    )
+    return rec, part
+
+
+def _snap_decimation(d: float) -> float:
+    """``d`` rounded to an integer when within 10 % of one.
+
+    A decimated read averages whole-pixel bins (GDAL); a factor just below an integer (1.99)
+    would bin whole pixels anyway and drift by up to a pixel from the nominal grid."""
+    r = round(d)
+    return float(r) if abs(d - r) < 0.1 * d else float(d)
+
+
+def _residual_summary(res: np.ndarray, inl: np.ndarray) -> dict:
+    """Residual figures of a group of tie points (reference pixels)."""
+    out = {"tie_points": int(len(res)), "inliers": int(inl.sum())}
+    if inl.any():
+        r = res[inl]
+        out.update(
+            rmse_px=float(np.sqrt(np.mean(r**2))),
+            median_px=float(np.median(r)),
+            max_px=float(r.max()),
+        )
+    return out
+
+
+def _add_tile_residuals(tiles: list[dict], tie: _TiePoints, fit) -> None:
+    """Add the global fit's residuals of each used tile's tie points to its record."""
+    res = np.asarray(fit.residuals)
+    inl = np.asarray(fit.inliers, dtype=bool)
+    for rec in tiles:
+        sel = tie.tile == rec["index"]
+        if sel.any():
+            rec["residuals"] = _residual_summary(res[sel], inl[sel])
+
+
+def _region_stats(shape, n: int, xy_ref: np.ndarray, fit) -> list[dict]:
+    """Residuals of the fit per region of an ``n x n`` grid over the reference image."""
+    from sarreg import scene
+
+    res = np.asarray(fit.residuals)
+    inl = np.asarray(fit.inliers, dtype=bool)
+    out = []
+    for k, win in enumerate(scene.region_grid(shape, n)):
+        x, y = xy_ref[:, 0], xy_ref[:, 1]
+        sel = (
+            (x >= win.col_off - 0.5) & (x < win.col_off + win.width - 0.5)
+            & (y >= win.row_off - 0.5) & (y < win.row_off + win.height - 0.5)
+        )  # fmt: skip
+        out.append(
+            {
+                "index": k,
+                "ref_window": [int(win.col_off), int(win.row_off), int(win.width),
+                               int(win.height)],  # fmt: skip
+                "status": "region",
+                "residuals": _residual_summary(res[sel], inl[sel]),
+            }
+        )
+    return out
+
+
+def _gcp_indices(fit, xy_mov: np.ndarray, config: RegisterConfig) -> np.ndarray | None:
+    """Indices of the tie points written as GCPs into a ``--mode georef`` output (inliers; for
+    the non-linear models thinned to ``config.max_gcps`` spread over the moving image), or None
+    when the output gets a geotransform instead (translation/similarity/affine)."""
+    from sarreg.mapping import _thin
+
+    if config.mode != "georef" or config.transform in ("translation", "similarity", "affine"):
+        return None
+    inl = np.flatnonzero(np.asarray(fit.inliers, dtype=bool))
+    if fit.mapping is None:  # homography: every inlier, as always
+        return inl
+    res = np.asarray(fit.residuals)[inl]
+    return inl[_thin(xy_mov[inl], res, config.max_gcps)]
 
 
 def _prior_scale(prior_full, mov_shape) -> float:
@@ -360,16 +809,21 @@ def _prior_at_work_resolution(prior_full, ref, mov):
     return prior
 
 
-def _match(feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior) -> Matches:
+def _match(
+    feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior, fallback: bool = True
+) -> Matches:
     """Mutual nearest neighbours, with the georeferencing prior when given.
 
     When the prior gives too few matches (georeferencing off by more than the search radius),
-    fall back to unconstrained matching.
+    fall back to unconstrained matching (unless ``fallback`` is False: then too few matches
+    raise :class:`TooFewMatchesError`).
     """
-    from sarreg.geometry import min_inliers
+    from sarreg.geometry import MODELS, min_inliers
+    from sarreg.mapping import MIN_POINTS
     from sarreg.matching import match_mutual
 
-    need = min_inliers(config.transform)
+    model = config.transform
+    need = min_inliers(model) if model in MODELS else MIN_POINTS[model]
     if prior is not None:
         mcfg = replace(config.match, radius=config.search_radius)
         matches = match_mutual(
@@ -382,6 +836,12 @@ def _match(feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior
         )
         if len(matches) >= max(need, 20):
             return matches
+        if not fallback:
+            raise TooFewMatchesError(
+                f"only {len(matches)} matches within {config.search_radius:.3g} px of the "
+                "predicted positions",
+                "increase the search radius",
+            )
         log.info(
             "only %d matches within the search radius; matching without the prior", len(matches)
         )
@@ -399,7 +859,7 @@ def _match(feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior
 
 
 def _write_output(
-    out_path, ref_path, mov_path, ref_info, mov_info, fit, xy_ref, xy_mov, config
+    out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, config
 ) -> str:
     from sarreg import geometry, warp
 
@@ -423,7 +883,7 @@ def _write_output(
         warp.resample_to_grid(
             mov_path,
             config.band_mov,
-            fit.matrix,
+            fit.mapping if fit.mapping is not None else fit.matrix,
             grid,
             out_path,
             resampling=config.resampling,
@@ -432,12 +892,11 @@ def _write_output(
         )
         return out_path
     # georef mode
-    if config.transform == "homography":
-        inl = fit.inliers
-        XY = geometry.pixel_to_map(ref_info.transform, xy_ref[inl])
+    if gcp_idx is not None:
+        XY = geometry.pixel_to_map(ref_info.transform, xy_ref[gcp_idx])
         gcps = [
             (float(a), float(b), float(c), float(d))
-            for (a, b), (c, d) in zip(xy_mov[inl], XY, strict=True)
+            for (a, b), (c, d) in zip(xy_mov[gcp_idx], XY, strict=True)
         ]
         warp.write_georeferenced(
             mov_path,
@@ -464,25 +923,35 @@ def _build_report(
     ref: _Input,
     mov: _Input,
     out_path,
-    matches,
+    tie: _TiePoints,
     fit,
-    xy_ref,
-    xy_mov,
+    gcp_idx,
     loaded,
     config,
     timings,
     prior_full,
+    est: _Estimate,
 ) -> dict:
-    """The JSON report: transform, tie points, quality figures, timings, provenance.
+    """The JSON report: transform, tie points, per-tile residuals, quality figures, timings,
+    provenance.
 
     ``prior_full``: the georeferencing prior (moving -> reference full-res pixels), or None
-    when either image is not georeferenced.
+    when either image is not georeferenced. ``gcp_idx``: tie points written as GCPs, or None.
     """
     from sarreg import geometry
 
     ref_info, mov_info = ref.info, mov.info
+    xy_ref, xy_mov = tie.xy_ref, tie.xy_mov
+
+    def forward(xy: np.ndarray) -> np.ndarray:
+        if fit.mapping is not None:
+            return fit.mapping.forward(xy)
+        return geometry.apply_matrix(fit.matrix, xy)
 
     inl = np.asarray(fit.inliers, dtype=bool)
+    is_gcp = np.zeros(len(tie), dtype=bool)
+    if gcp_idx is not None:
+        is_gcp[gcp_idx] = True
     tie_points = []
     XY_ref = (
         geometry.pixel_to_map(ref_info.transform, xy_ref)
@@ -498,9 +967,13 @@ def _build_report(
         tp = {
             "ref_px": [float(xy_ref[i, 0]), float(xy_ref[i, 1])],
             "mov_px": [float(xy_mov[i, 0]), float(xy_mov[i, 1])],
-            "similarity": float(matches.similarity[i]),
+            "similarity": float(tie.similarity[i]),
+            "score_ref": float(tie.score_ref[i]),
+            "score_mov": float(tie.score_mov[i]),
             "inlier": bool(inl[i]),
             "residual_px": float(fit.residuals[i]),
+            "tile": int(tie.tile[i]),
+            "gcp": bool(is_gcp[i]),
         }
         if XY_ref is not None:
             tp["ref_map"] = [float(XY_ref[i, 0]), float(XY_ref[i, 1])]
@@ -517,19 +990,22 @@ def _build_report(
         "scale": scale,
         "rotation_deg": rotation,
     }
+    if fit.mapping is not None:
+        transform_info["pixel_matrix_note"] = (
+            f"least-squares affine approximation of the {fit.model} mapping over its inliers"
+        )
+        transform_info["mapping"] = fit.mapping.to_dict()
     h, w = mov_info.shape
     centre = np.array([[(w - 1) / 2.0, (h - 1) / 2.0]])
-    transform_info["moving_centre_to_reference_px"] = geometry.apply_matrix(fit.matrix, centre)[
-        0
-    ].tolist()
+    transform_info["moving_centre_to_reference_px"] = forward(centre)[0].tolist()
     if ref_info.transform is not None:
-        if config.transform != "homography":
+        if config.transform in ("translation", "similarity", "affine"):
             new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
             transform_info["corrected_geotransform"] = list(new_t)[:6]
             transform_info["corrected_geotransform_gdal"] = list(new_t.to_gdal())
         if prior_full is not None:
             predicted = prior_full(centre)[0]
-            found = geometry.apply_matrix(fit.matrix, centre)[0]
+            found = forward(centre)[0]
             shift_px = found - predicted
             XY = geometry.pixel_to_map(ref_info.transform, np.stack([predicted, found]))
             transform_info["georeferencing_shift_at_centre"] = {
@@ -546,12 +1022,17 @@ def _build_report(
         "output": out_path,
         "mode": config.mode,
         "transform": transform_info,
-        "matches": int(len(matches)),
+        "matches": int(len(tie)),
         "inliers": int(inl.sum()),
         "inlier_ratio": float(inl.mean()) if len(inl) else 0.0,
         "rmse_px": float(fit.rmse),
         "loo_rmse_px": float(fit.loo_rmse),
         "used_georeferencing_prior": bool(prior_full is not None and config.use_prior),
+        "windowed": est.coarse is not None,
+        "coarse": est.coarse,
+        "tiles": est.tiles,
+        "gcps_written": int(is_gcp.sum()),
+        "crs": _crs_text(ref_info.crs),
         "model": {
             "path": str(getattr(loaded, "path", "")),
             "arch": loaded.arch,
@@ -565,6 +1046,11 @@ def _build_report(
     }
 
 
+def _crs_text(crs) -> str | None:
+    """``EPSG:<code>`` or WKT of a CRS, None without one."""
+    return crs.to_string() if crs is not None else None
+
+
 def _image_entry(item: _Input) -> dict:
     """Report entry of one input: file, shape, band, kind, work scale, keypoints, georef."""
     info = item.info
@@ -575,7 +1061,7 @@ def _image_entry(item: _Input) -> dict:
         "kind": item.raster.kind,
         "work_decimation": float(item.raster.decimation),
         "keypoints": int(len(item.features)),
-        "crs": info.crs.to_string() if info.crs is not None else None,
+        "crs": _crs_text(info.crs),
         "geotransform": list(info.transform)[:6] if info.transform is not None else None,
     }
 
@@ -587,9 +1073,13 @@ def _work_to_full(raster) -> np.ndarray:
     return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0.0, 0.0, 1.0]])
 
 
-def _plot(path, img_ref, img_mov, ref, mov, feat_ref, feat_mov, matches, fit, out_written) -> None:
+def _plot(path, est: _Estimate, fit, out_written) -> None:
+    """Matches at work resolution (the coarse pass for large scenes) and a checkerboard of the
+    reference with the moving image warped by ``fit.matrix`` (the affine approximation for the
+    non-linear models)."""
     from sarreg.report import plot_registration
 
+    ref, mov = est.ref, est.mov
     warped = None
     if out_written is not None:
         try:
@@ -598,17 +1088,18 @@ def _plot(path, img_ref, img_mov, ref, mov, feat_ref, feat_mov, matches, fit, ou
             # warp the preprocessed moving image at work resolution for the overlay
             Mw = np.linalg.inv(_work_to_full(ref)) @ fit.matrix @ _work_to_full(mov)
             warped = cv2.warpPerspective(
-                img_mov, Mw, (img_ref.shape[1], img_ref.shape[0]), flags=cv2.INTER_LINEAR
-            )
+                est.img_mov, Mw, (est.img_ref.shape[1], est.img_ref.shape[0]),
+                flags=cv2.INTER_LINEAR,
+            )  # fmt: skip
         except SarregError:
             warped = None
     plot_registration(
-        img_ref,
-        img_mov,
+        est.img_ref,
+        est.img_mov,
         warped,
-        feat_ref.keypoints[matches.idx_ref],
-        feat_mov.keypoints[matches.idx_mov],
-        np.asarray(fit.inliers, dtype=bool),
+        est.feat_ref.keypoints[est.matches.idx_ref],
+        est.feat_mov.keypoints[est.matches.idx_mov],
+        np.asarray(est.work_inliers, dtype=bool),
         path,
     )
 

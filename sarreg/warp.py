@@ -306,6 +306,49 @@ def _source_coords(inv: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray
     return xs, ys, ok
 
 
+#: spacing (output pixels) of the nodes at which a non-linear mapping's inverse is evaluated;
+#: positions in between are interpolated bilinearly (smooth mappings: error << 1/32 px)
+MAPPING_STEP = 16
+
+
+def _mapping_source_coords(
+    mapping: Any, win: Window, step: int = MAPPING_STEP
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`_source_coords` for a non-linear mapping (``mapping.inverse``).
+
+    The inverse is evaluated on nodes at absolute multiples of ``step`` covering ``win`` and
+    interpolated bilinearly in float64, so a pixel's position does not depend on the block
+    layout. Returns ``xs, ys`` float64 (h, w) and ``ok`` bool (h, w).
+    """
+    c0, r0 = int(win.col_off), int(win.row_off)
+    w, h = int(win.width), int(win.height)
+    gx0, gy0 = (c0 // step) * step, (r0 // step) * step
+    gx = np.arange(gx0, c0 + w + step, step, dtype=np.float64)
+    gy = np.arange(gy0, r0 + h + step, step, dtype=np.float64)
+    nodes = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
+    src = np.asarray(mapping.inverse(nodes), dtype=np.float64).reshape(len(gy), len(gx), 2)
+    # separable bilinear interpolation: along x on the node rows, then along y
+    ix, tx = _linear_index(np.arange(c0, c0 + w, dtype=np.float64), gx0, step, len(gx))
+    iy, ty = _linear_index(np.arange(r0, r0 + h, dtype=np.float64), gy0, step, len(gy))
+    ty = ty[:, None]
+    bad = ~np.isfinite(src).all(axis=2)
+    src = np.where(bad[..., None], 0.0, src)
+    out = []
+    for nodes in (src[..., 0], src[..., 1], bad.astype(np.float64)):
+        rows = nodes[:, ix] * (1.0 - tx) + nodes[:, ix + 1] * tx  # (len(gy), w)
+        out.append(rows[iy] * (1.0 - ty) + rows[iy + 1] * ty)
+    ok = out[2] == 0  # no weight on a node without a position
+    return out[0], out[1], ok
+
+
+def _linear_index(pos: np.ndarray, origin: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left node index and weight of the right node, for positions on nodes
+    ``origin + k * step``, ``k = 0 .. n - 1``."""
+    f = (pos - origin) / step
+    i = np.minimum(np.floor(f).astype(int), n - 2)
+    return i, f - i
+
+
 def _needed_window(
     xs: np.ndarray, ys: np.ndarray, ok: np.ndarray, width: int, height: int
 ) -> Window | None:
@@ -420,6 +463,7 @@ class _Job:
     out_nodata: float | None  # None: validity written to a mask band, outside pixels are 0
     work_dtype: np.dtype
     complex_src: bool
+    mapping: Any = None  # non-linear mapping (sarreg.mapping); then ``inv`` is unused
 
 
 def _warp_window(job: _Job, win: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -429,7 +473,10 @@ def _warp_window(job: _Job, win: Window) -> tuple[np.ndarray, np.ndarray]:
     (H, W) bool, True where ``out`` holds data (also where that data equals the nodata value).
     Splits ``win`` in two (recursively) if the moving window it needs is too large.
     """
-    xs, ys, ok = _source_coords(job.inv, win)
+    if job.mapping is not None:
+        xs, ys, ok = _mapping_source_coords(job.mapping, win)
+    else:
+        xs, ys, ok = _source_coords(job.inv, win)
     need = _needed_window(xs, ys, ok, job.src.width, job.src.height)
     shape = (int(win.height), int(win.width))
     fill = 0 if job.out_nodata is None else job.out_nodata
@@ -489,7 +536,10 @@ def resample_to_grid(
     Args:
         src_path: moving image (any GDAL raster).
         band: 1-based band of the moving image.
-        matrix: (3, 3) pixel transform, moving pixel centres -> reference pixel centres.
+        matrix: (3, 3) pixel transform, moving pixel centres -> reference pixel centres, or a
+            non-linear :class:`sarreg.mapping.Mapping` (anything with ``inverse(xy)``
+            reference px -> moving px and ``to_dict()``), whose inverse is evaluated every
+            ``MAPPING_STEP`` output pixels and interpolated in between.
         grid: the reference grid; the output gets exactly its CRS, transform, width, height.
         out_path: output GeoTIFF path (written atomically; checked before any work).
         resampling: 'nearest' | 'bilinear' | 'cubic'.
@@ -514,9 +564,10 @@ def resample_to_grid(
     """
     if resampling not in _INTERP:
         raise ConfigError(f"unknown resampling {resampling!r}", f"use one of {', '.join(_INTERP)}")
-    m = _as_matrix(matrix)
+    mapping = matrix if hasattr(matrix, "inverse") else None
+    m = None if mapping is not None else _as_matrix(matrix)
     final = check_output_path(out_path, overwrite=overwrite)
-    inv = _inverse(m)
+    inv = None if m is None else _inverse(m)
     rows = _round_block(block_rows)
     cols = _round_block(block_cols if block_cols is not None else block_rows)
     height, width = grid.shape
@@ -538,6 +589,7 @@ def resample_to_grid(
             out_nodata=out_nodata,
             work_dtype=_work_dtype(out_dtype),
             complex_src=src_dtype.kind == "c",
+            mapping=mapping,
         )
         if src_nodata is None and nodata is None:
             log.info(
@@ -554,9 +606,12 @@ def resample_to_grid(
             "source": Path(src_path).name,
             "band": int(band),
             "resampling": resampling,
-            "matrix": m.tolist(),
-            "matrix_convention": "moving pixel centre -> reference pixel centre, (x, y)",
         }
+        if m is not None:
+            info["matrix"] = m.tolist()
+            info["matrix_convention"] = "moving pixel centre -> reference pixel centre, (x, y)"
+        else:
+            info["mapping"] = mapping.to_dict().get("model", "non-linear")
         windows = list(_blocks(height, width, rows, cols))
         n_valid = n_clash = 0
         use_mask = out_nodata is None

@@ -10,7 +10,7 @@ REGISTER_HELP = """Register MOVING onto REFERENCE and write the aligned image pl
 
 By default the moving image is resampled onto the reference grid (same CRS, transform and
 size). With --mode georef its pixels are kept and the corrected geotransform (or, for a
-homography, the tie points as GCPs) is written instead.
+homography and the non-linear poly2/poly3/tps, the tie points as GCPs) is written instead.
 
 Examples:
 
@@ -19,6 +19,11 @@ Examples:
   sarreg register ref.tif moving.tif -o moving_fixed.tif --mode georef --plot matches.png
 
   sarreg register s1_20240123.tif s1_20240204.tif -o out.tif --transform similarity --band-mov 2
+
+  sarreg register big_ref.tif big_scene.tif -o out.tif --tiles 6 --transform poly2 --gcps tp.csv
+
+Images larger than --window-size are registered window by window: a coarse pass on decimated
+reads, then --tiles x --tiles full-resolution tiles of --tile-size pixels over the overlap.
 """
 
 EXTRACT_HELP = """Extract keypoints and descriptors from IMAGE into an .npz file.
@@ -45,7 +50,11 @@ def register_cmd(
         None, "--model", "-m", help="Checkpoint (sarreg or naver format); default: bundled model."
     ),
     transform: str = typer.Option(
-        "affine", "--transform", "-t", help="translation | similarity | affine | homography."
+        "affine",
+        "--transform",
+        "-t",
+        help="translation | similarity | affine | homography, or the non-linear poly2 | poly3 "
+        "| tps (fitted on the tie points; resampled with that model, or GCPs with --mode georef).",
     ),
     mode: str = typer.Option("resample", "--mode", help="resample | georef."),
     resampling: str = typer.Option("bilinear", "--resampling", help="bilinear | nearest | cubic."),
@@ -89,6 +98,17 @@ def register_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     seed: int = typer.Option(0, "--seed", help="RANSAC seed."),
+    window_size: int = typer.Option(
+        4096,
+        "--window-size",
+        help="Images larger than this (pixels, larger side) are registered window by window: "
+        "coarse pass, then full-resolution tiles over the overlap. 0: never.",
+    ),
+    tiles: int = typer.Option(4, "--tiles", help="Tile grid per side for large scenes."),
+    tile_size: int = typer.Option(512, "--tile-size", help="Tile side (pixels) for large scenes."),
+    gcps: Path | None = typer.Option(
+        None, "--gcps", help="Export the tie points: PATH.geojson (reference CRS) or PATH.csv."
+    ),
 ) -> None:
     from dataclasses import replace
 
@@ -113,6 +133,10 @@ def register_cmd(
         plot=str(plot) if plot else None,
         progress=progress,
         seed=seed,
+        window_size=window_size or None,
+        tiles=tiles,
+        tile_size=tile_size,
+        gcps=str(gcps) if gcps else None,
     )
     config.extract = _extract_overrides(config.extract, top_k, scales, progress)
     if min_similarity is not None or ratio is not None:

@@ -1,0 +1,147 @@
+"""Large-scene geometry: the overlap of two footprints and the grid of tiles spread over it.
+
+Used by :func:`sarreg.pipeline.register` for images larger than ``RegisterConfig.window_size``:
+after a coarse registration on decimated reads, full-resolution reference windows (tiles) are
+placed over the overlap of the two footprints, and each is paired with the moving-image window
+that the coarse transform maps onto it.
+
+Conventions (docs/architecture.md): pixel centres ``(x, y)``, top-left centre at ``(0, 0)``; a
+pixel's area spans ``x - 0.5 .. x + 0.5``; the 3x3 ``M`` maps moving to reference pixel centres.
+Windows are rasterio ``Window(col_off, row_off, width, height)`` in full-resolution pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rasterio.windows import Window
+from shapely.geometry import Polygon, box
+
+from sarreg import geometry
+
+
+def _ring(shape: tuple[int, int], densify: int = 21) -> np.ndarray:
+    """Outer pixel-corner outline ``(K, 2)`` of an ``(H, W)`` grid in pixel-centre coordinates."""
+    return geometry._corner_ring(shape, densify) - 0.5
+
+
+def overlap_in_reference_pixels(
+    ref_shape: tuple[int, int],
+    mov_shape: tuple[int, int],
+    matrix: np.ndarray,
+    ref_transform=None,
+) -> Polygon:
+    """Overlap of the reference footprint and the (corrected) moving footprint, as a polygon in
+    reference pixel-centre coordinates.
+
+    The moving outline is placed by ``matrix`` (moving px -> reference px, e.g. the coarse
+    registration). With a reference geotransform the intersection is computed with shapely in
+    the reference CRS (map units), as the footprints of both images, then mapped to reference
+    pixels; without one, in reference pixels directly (the result is the same up to rounding).
+    """
+    ref_ring = _ring(ref_shape)
+    mov_ring = geometry.apply_matrix(matrix, _ring(mov_shape))
+    if ref_transform is not None:
+        ref_poly = Polygon(geometry.pixel_to_map(ref_transform, ref_ring))
+        mov_poly = Polygon(geometry.pixel_to_map(ref_transform, mov_ring))
+    else:
+        ref_poly, mov_poly = Polygon(ref_ring), Polygon(mov_ring)
+    if not mov_poly.is_valid:
+        mov_poly = mov_poly.buffer(0)
+    inter = ref_poly.intersection(mov_poly)
+    if inter.is_empty or inter.area <= 0:
+        return Polygon()
+    if ref_transform is None:
+        return inter
+    hull = inter.convex_hull if inter.geom_type != "Polygon" else inter
+    return Polygon(geometry.map_to_pixel(ref_transform, np.asarray(hull.exterior.coords)))
+
+
+def plan_tiles(
+    overlap: Polygon,
+    ref_shape: tuple[int, int],
+    n: int,
+    size: int,
+    min_fraction: float = 0.5,
+) -> list[Window]:
+    """Up to ``n x n`` reference windows of ``size x size`` spread evenly over ``overlap``
+    (offsets and size rounded down to even numbers, see :func:`_even_down`).
+
+    Tile centres sit at the centres of an ``n x n`` division of the overlap's bounding box;
+    each tile is shifted inside the image and kept when at least ``min_fraction`` of its area
+    lies in the overlap. Duplicate windows (tiles larger than the cells) are merged.
+    """
+    h, w = ref_shape
+    size = _even_down(int(min(size, h, w)))
+    if overlap.is_empty:
+        return []
+    x0, y0, x1, y1 = overlap.bounds
+    wins: list[Window] = []
+    seen = set()
+    for i in range(n):
+        for j in range(n):
+            cx = x0 + (j + 0.5) * (x1 - x0) / n
+            cy = y0 + (i + 0.5) * (y1 - y0) / n
+            c = _even_down(int(min(max(round(cx - size / 2.0 + 0.5), 0), w - size)))
+            r = _even_down(int(min(max(round(cy - size / 2.0 + 0.5), 0), h - size)))
+            tile = box(c - 0.5, r - 0.5, c + size - 0.5, r + size - 0.5)
+            if overlap.intersection(tile).area < min_fraction * tile.area:
+                continue
+            if (c, r) not in seen:
+                seen.add((c, r))
+                wins.append(Window(c, r, size, size))
+    return wins
+
+
+def moving_window(
+    matrix: np.ndarray,
+    ref_win: Window,
+    mov_shape: tuple[int, int],
+    margin: float,
+    multiple: int = 2,
+) -> Window | None:
+    """Moving-image window that ``matrix`` (moving -> reference px) maps onto ``ref_win``,
+    grown by ``margin`` moving pixels and clipped to the image, with even offsets and a size
+    that is a multiple of ``multiple`` (even; e.g. twice an integer decimation, so that a
+    decimated read bins whole pixels); None if it falls outside."""
+    c, r = float(ref_win.col_off), float(ref_win.row_off)
+    ww, hh = float(ref_win.width), float(ref_win.height)
+    corners = np.array(
+        [[c - 0.5, r - 0.5], [c + ww - 0.5, r - 0.5], [c + ww - 0.5, r + hh - 0.5],
+         [c - 0.5, r + hh - 0.5]]
+    )  # fmt: skip
+    pts = geometry.apply_matrix(np.linalg.inv(matrix), corners)
+    h, w = mov_shape
+    x0 = _even_down(max(0, math.floor(pts[:, 0].min() - margin)))
+    y0 = _even_down(max(0, math.floor(pts[:, 1].min() - margin)))
+    x1 = min(w, math.ceil(pts[:, 0].max() + margin) + 1)
+    y1 = min(h, math.ceil(pts[:, 1].max() + margin) + 1)
+    x1 -= (x1 - x0) % multiple
+    y1 -= (y1 - y0) % multiple
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        return None
+    return Window(x0, y0, x1 - x0, y1 - y0)
+
+
+def _even_down(n: int) -> int:
+    """``n`` rounded down to an even number.
+
+    Tiles have even offsets and sizes: the network's stride-2 stages then see the same pixel
+    phase as on the whole image, and an odd-sized input would shift its keypoints by about
+    half a pixel (bilinear upsampling of the low-resolution maps to an odd size).
+    """
+    return n - n % 2
+
+
+def region_grid(shape: tuple[int, int], n: int) -> list[Window]:
+    """An ``n x n`` partition of an ``(H, W)`` grid into windows (for per-region residuals)."""
+    h, w = shape
+    xs = np.linspace(0, w, n + 1).round().astype(int)
+    ys = np.linspace(0, h, n + 1).round().astype(int)
+    return [
+        Window(int(xs[j]), int(ys[i]), int(xs[j + 1] - xs[j]), int(ys[i + 1] - ys[i]))
+        for i in range(n)
+        for j in range(n)
+        if xs[j + 1] > xs[j] and ys[i + 1] > ys[i]
+    ]
