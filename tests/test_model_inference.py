@@ -159,7 +159,12 @@ def _reference_forward(net, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if block.relu:
             y = F.relu(y)
         x = F.avg_pool2d(y, 2) if block.pool_after else y
-    feats = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    if x.shape[-2:] == (h, w):
+        feats = x
+    else:  # pooled by 2: upsample by exactly 2, an odd last row/column repeats the one before
+        hl, wl = x.shape[-2:]
+        feats = F.interpolate(x, size=(2 * hl, 2 * wl), mode="bilinear", align_corners=False)
+        feats = F.pad(feats, (0, w - 2 * wl, 0, h - 2 * hl), mode="replicate")
     ur = F.softplus(net.repeatability_head(feats**2))
     return {
         "descriptors": F.normalize(feats, dim=1),
@@ -172,6 +177,26 @@ def _head_logits(net, feats: torch.Tensor) -> torch.Tensor:
     """Reliability (2) and repeatability (1) logits of full-resolution features."""
     sq = feats**2
     return torch.cat([net.reliability_head(sq), net.repeatability_head(sq)], dim=1)
+
+
+def test_odd_sizes_keep_the_pixel_grid(data_dir):
+    """Away from the bottom/right edge, an image and the same image one pixel taller and
+    wider give the same maps: odd sizes are not stretched by the upsampling (a stretch moved
+    keypoints by up to 0.5 px)."""
+    net = _net("fast_r2d2")
+    img = _umbra_crop(data_dir, 97, 99)
+    with torch.inference_mode():
+        odd = net(img[None, None])
+        even = net(img[:96, :98][None, None])
+        maps_odd = net.dense_maps(img[None, None])
+    inner = (slice(None), slice(None), slice(0, 60), slice(0, 60))  # far from the edge
+    for key in ("descriptors", "repeatability", "reliability"):
+        assert torch.allclose(odd[key][inner], even[key][inner], atol=1e-5), key
+    assert torch.allclose(maps_odd.repeatability[inner], even["repeatability"][inner], atol=1e-5)
+    xy = torch.tensor([[10.0, 20.0], [59.0, 3.0], [33.5, 47.25]])
+    d_odd = net.descriptors_at(maps_odd, xy)
+    d_even = net.descriptors_at(net.dense_maps(img[:96, :98][None, None]), xy)
+    assert torch.allclose(d_odd, d_even, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -236,16 +261,17 @@ def test_dense_maps_match_forward_all_sizes(data_dir, arch, mchan, shape):
 @pytest.mark.parametrize("low_shape", [(1, 1), (1, 2), (2, 1), (4, 6), (16, 21), (33, 45)])
 @pytest.mark.parametrize("chunk_rows", [1, 4, 256])
 def test_quadratic_head_expansion_is_exact(low_shape, chunk_rows):
-    """The expanded heads equal the heads on F.interpolate'd features (random, signed data)."""
-    from sarreg.model.r2d2 import _combine_head_terms, _quadratic_head_terms
+    """The expanded heads equal the heads on upsampled features (random, signed data)."""
+    from sarreg.model.r2d2 import _combine_head_terms, _quadratic_head_terms, upsample_features
 
     gen = torch.Generator().manual_seed(sum(low_shape) + chunk_rows)
     h, w = low_shape
     low = torch.randn(2, 24, h, w, generator=gen)
     weight = torch.randn(3, 24, generator=gen)
     bias = torch.randn(3, generator=gen)
-    for size in [(2 * h, 2 * w), (2 * h + 1, 2 * w + 1), (3 * h + 2, 2 * w)]:
-        up = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    sizes = [(2 * h, 2 * w), (2 * h + 1, 2 * w + 1), (3 * h + 2, 2 * w), (3 * h + 2, 2 * w + 1)]
+    for size in sizes:
+        up = upsample_features(low, size)
         expect = torch.einsum("kc,bchw->bkhw", weight, up**2) + bias.view(1, 3, 1, 1)
         terms = _quadratic_head_terms(low, weight, bias, chunk_rows=chunk_rows)
         assert terms.shape == (2, h, w, 3, 3, 3)

@@ -220,10 +220,7 @@ class R2D2Net(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (un-normalized) descriptor features at input resolution, ``(B, dim, H, W)``."""
         h, w = x.shape[-2:]
-        x = self.low_res_features(x)
-        if x.shape[-2:] != (h, w):
-            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
-        return x
+        return upsample_features(self.low_res_features(x), (h, w))
 
     def heads(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Repeatability and reliability ``(B, 1, H, W)`` from raw features ``(B, dim, H, W)``."""
@@ -366,15 +363,48 @@ def descriptors_at(out: DenseMaps, xy, batch_index: int = 0) -> torch.Tensor:
         return F.normalize(feats.t(), p=2, dim=1)
 
 
+def _upsampling_scale(out_size: int, in_size: int) -> float:
+    """Source pixels per output pixel of the feature upsampling along one axis.
+
+    Fast-R2D2 pools by 2 (floor), so an axis of ``2n`` or ``2n + 1`` pixels has ``n``
+    low-resolution pixels, each covering input pixels ``2i, 2i + 1``: the scale is exactly 1/2
+    for both (``n / out_size`` would stretch odd axes and shift points by up to 0.5 px).
+    """
+    if out_size in (2 * in_size, 2 * in_size + 1):
+        return 0.5
+    return in_size / out_size
+
+
+def upsample_features(low: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of features ``(B, C, h, w)`` to ``size`` = ``(H, W)``.
+
+    ``F.interpolate(..., align_corners=False)`` at the scale of :func:`_upsampling_scale`:
+    for an odd ``H = 2h + 1`` the last row (beyond the last low-resolution centre) repeats
+    the row before, as the clamped bilinear rule gives. Identity when the sizes agree.
+    """
+    h, w = int(size[0]), int(size[1])
+    hl, wl = low.shape[-2:]
+    if (hl, wl) == (h, w):
+        return low
+    # per axis: an exact 2x upsampling (then one replicated line for odd sizes), or the size
+    h2 = 2 * hl if _upsampling_scale(h, hl) == 0.5 else h
+    w2 = 2 * wl if _upsampling_scale(w, wl) == 0.5 else w
+    up = F.interpolate(low, size=(h2, w2), mode="bilinear", align_corners=False)
+    if (h2, w2) != (h, w):
+        up = F.pad(up, (0, w - w2, 0, h - h2), mode="replicate")
+    return up
+
+
 def _source_taps(
     pos: torch.Tensor, out_size: int, in_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bilinear taps of output positions ``pos`` (float64) on an ``in_size`` axis.
 
-    Same rule as ``F.interpolate(..., mode='bilinear', align_corners=False)`` with an output
-    size: source = max((pos + 0.5) * in/out - 0.5, 0); returns (i0, i1, frac).
+    The rule of :func:`upsample_features`: source = max((pos + 0.5) * scale - 0.5, 0) with
+    the scale of :func:`_upsampling_scale`, clamped to the last source pixel; returns
+    (i0, i1, frac).
     """
-    scale = in_size / out_size
+    scale = _upsampling_scale(out_size, in_size)
     src = ((pos + 0.5) * scale - 0.5).clamp(min=0.0)
     i0 = src.floor().long().clamp(max=in_size - 1)
     i1 = (i0 + 1).clamp(max=in_size - 1)

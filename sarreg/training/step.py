@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from sarreg.model.r2d2 import R2D2Net
+from sarreg.model.r2d2 import R2D2Net, upsample_features
 from sarreg.training.losses import (
     LossConfig,
     ap_reliability_loss,
@@ -93,10 +92,7 @@ def train_forward(net: R2D2Net, image1: torch.Tensor, image2: torch.Tensor) -> T
     if x.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     low = net.low_res_features(x)
-    up = low
-    if low.shape[-2:] != (h, w):
-        up = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
-    rep, rel = net.heads(up)
+    rep, rel = net.heads(upsample_features(low, (h, w)))
     rep, rel, low = rep.float(), rel.float(), low.float()
     return TrainOutputs(low[:b], low[b:], rep[:b], rep[b:], rel[:b], rel[b:])
 
