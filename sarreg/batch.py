@@ -534,7 +534,7 @@ def _footprint_from_report(report: dict) -> tuple[dict | None, str | None]:
         h, w = report["moving"]["shape"]
         matrix = np.asarray(report["transform"]["pixel_matrix"], dtype=np.float64)
         # outer pixel corners of the moving grid, as pixel-centre coordinates
-        ring = geometry._corner_ring((h, w), densify=21) - 0.5
+        ring = geometry.corner_ring((h, w), densify=21) - 0.5
         xy_ref = geometry.apply_matrix(matrix, ring)
         xy_map = geometry.pixel_to_map(Affine(*ref["geotransform"][:6]), xy_ref)
         lonlat = geometry.reproject_xy(
@@ -796,7 +796,7 @@ def run_batch(
     missing), ConfigError (bad settings). Failures of single scenes are recorded in the
     results, not raised.
     """
-    from sarreg.pipeline import _validate
+    from sarreg.pipeline import validate_config
 
     settings = settings or BatchSettings()
     t0 = time.perf_counter()
@@ -807,7 +807,7 @@ def run_batch(
         )
     if settings.workers is not None and settings.workers < 0:
         raise ConfigError(f"--workers {settings.workers} is negative", "give 0 or more")
-    _validate(config)
+    validate_config(config)
     out = check_output_folder(out_dir)
 
     results: dict[int, SceneResult] = {}

@@ -593,7 +593,7 @@ def reproject_xy(xy_map, src_crs, dst_crs) -> np.ndarray:
     return np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1)
 
 
-def _corner_ring(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
+def corner_ring(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
     """Pixel-corner coordinates ``(4 * (densify - 1), 2)`` around an ``(H, W)`` grid, clockwise.
 
     ``densify`` points per edge including both ends (2 = the four corners only).
@@ -611,7 +611,7 @@ def _corner_ring(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
 
 def footprint(transform: Affine, shape: tuple[int, int]) -> Polygon:
     """Outline of an ``(H, W)`` grid (its outer pixel corners) in map coordinates."""
-    corners = pixel_to_map(transform, _corner_ring(shape) - 0.5)
+    corners = pixel_to_map(transform, corner_ring(shape) - 0.5)
     return Polygon(corners)
 
 
@@ -619,7 +619,7 @@ def footprint_in_crs(
     transform: Affine, crs, shape: tuple[int, int], dst_crs, densify: int = 21
 ) -> Polygon:
     """Outline of an ``(H, W)`` grid in ``dst_crs``, edges densified to ``densify`` points."""
-    ring = pixel_to_map(transform, _corner_ring(shape, densify) - 0.5)
+    ring = pixel_to_map(transform, corner_ring(shape, densify) - 0.5)
     return Polygon(reproject_xy(ring, crs, dst_crs))
 
 

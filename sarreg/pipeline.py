@@ -198,7 +198,8 @@ def load_model(path: str | None):
     return _load_model_cached(None if path is None else str(Path(path).resolve()))
 
 
-def _validate(config: RegisterConfig) -> None:
+def validate_config(config: RegisterConfig) -> None:
+    """Raise :class:`~sarreg.errors.ConfigError` for an unknown transform, mode or resampling."""
     from sarreg.errors import ConfigError
     from sarreg.geometry import MODELS
     from sarreg.mapping import NONLINEAR_MODELS
@@ -269,7 +270,7 @@ def register(
     from sarreg import geometry, io, preprocess
 
     config = config or RegisterConfig()
-    _validate(config)
+    validate_config(config)
     timer = _Timer()
     ref_path, mov_path = str(ref_path), str(mov_path)
     report_path = _check_outputs(out_path, config)

@@ -23,7 +23,7 @@ from sarreg import geometry
 
 def _ring(shape: tuple[int, int], densify: int = 21) -> np.ndarray:
     """Outer pixel-corner outline ``(K, 2)`` of an ``(H, W)`` grid in pixel-centre coordinates."""
-    return geometry._corner_ring(shape, densify) - 0.5
+    return geometry.corner_ring(shape, densify) - 0.5
 
 
 def overlap_in_reference_pixels(

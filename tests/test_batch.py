@@ -281,3 +281,16 @@ def test_plan_rejects_colliding_outputs_and_mixed_inputs(scenes, tmp_path):
         moving=[str(scenes["folder"] / "ref*.tif"), str(scenes["good"][0])] * 2,
     )
     assert [j.name for j in jobs] == ["scene0"]
+
+
+def test_batch_takes_every_registration_option():
+    """Every option of `sarreg register` that is not about one scene's outputs is a batch
+    option too (same RegisterConfig through cli.register.config_from_options)."""
+    import inspect
+
+    from sarreg.cli.batch import batch_cmd
+    from sarreg.cli.register import register_cmd
+
+    per_scene = {"reference", "moving", "output", "report", "plot", "overwrite", "gcps"}
+    shared = set(inspect.signature(register_cmd).parameters) - per_scene
+    assert shared <= set(inspect.signature(batch_cmd).parameters)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sarreg.cli.register import _extract_overrides, register_cmd
+from sarreg.cli.register import config_from_options, register_cmd
 
 # Paragraphs are single lines (help renderers keep line breaks); examples keep theirs.
 BATCH_HELP = (
@@ -91,39 +91,23 @@ def batch_cmd(
     ransac_threshold: float = _REGISTER_OPTIONS["ransac_threshold"],
     min_inliers: int = _REGISTER_OPTIONS["min_inliers"],
     seed: int = _REGISTER_OPTIONS["seed"],
+    window_size: int = _REGISTER_OPTIONS["window_size"],
+    tiles: int = _REGISTER_OPTIONS["tiles"],
+    tile_size: int = _REGISTER_OPTIONS["tile_size"],
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar over scenes."
     ),
 ) -> None:
-    from dataclasses import replace
-
     from sarreg.batch import BatchSettings, plan_jobs, run_batch
     from sarreg.errors import SceneFailuresError
-    from sarreg.pipeline import RegisterConfig
 
-    config = RegisterConfig(
-        model=str(model) if model else None,
-        transform=transform,
-        mode=mode,
-        resampling=resampling,
-        band_ref=band_ref,
-        band_mov=band_mov,
-        kind_ref=kind_ref,
-        kind_mov=kind_mov,
-        max_size=max_size,
-        use_prior=not no_prior,
-        search_radius=search_radius,
-        ransac_threshold=ransac_threshold,
-        min_inliers=min_inliers,
-        seed=seed,
-    )
-    config.extract = _extract_overrides(config.extract, top_k, scales, False)
-    if min_similarity is not None or ratio is not None:
-        config.match = replace(
-            config.match,
-            **({"min_similarity": min_similarity} if min_similarity is not None else {}),
-            **({"ratio": ratio} if ratio is not None else {}),
-        )
+    config = config_from_options(
+        model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
+        band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
+        scales=scales, min_similarity=min_similarity, ratio=ratio, no_prior=no_prior,
+        search_radius=search_radius, ransac_threshold=ransac_threshold, min_inliers=min_inliers,
+        seed=seed, window_size=window_size, tiles=tiles, tile_size=tile_size,
+    )  # fmt: skip
     jobs = plan_jobs(
         output, reference=reference, moving=moving or (), moving_list=moving_list, pairs_csv=pairs
     )

@@ -110,9 +110,59 @@ def register_cmd(
         None, "--gcps", help="Export the tie points: PATH.geojson (reference CRS) or PATH.csv."
     ),
 ) -> None:
+    from sarreg.pipeline import register
+
+    config = config_from_options(
+        model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
+        band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
+        scales=scales, min_similarity=min_similarity, ratio=ratio, no_prior=no_prior,
+        search_radius=search_radius, ransac_threshold=ransac_threshold, min_inliers=min_inliers,
+        seed=seed, window_size=window_size, tiles=tiles, tile_size=tile_size, progress=progress,
+        overwrite=overwrite, report=report, plot=plot, gcps=gcps,
+    )  # fmt: skip
+    result = register(reference, moving, output, config)
+    typer.echo(
+        f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "
+        f"{result.n_matches} matches, RMSE {result.rmse:.2f} px (leave-one-out "
+        f"{result.loo_rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
+        f"(report {result.report_path})"
+    )
+
+
+def config_from_options(
+    *,
+    model: Path | None,
+    transform: str,
+    mode: str,
+    resampling: str,
+    band_ref: int,
+    band_mov: int,
+    kind_ref: str,
+    kind_mov: str,
+    max_size: int,
+    top_k: int | None,
+    scales: str | None,
+    min_similarity: float | None,
+    ratio: float | None,
+    no_prior: bool,
+    search_radius: float,
+    ransac_threshold: float,
+    min_inliers: int,
+    seed: int,
+    window_size: int,
+    tiles: int,
+    tile_size: int,
+    progress: bool = False,
+    overwrite: bool = False,
+    report: Path | None = None,
+    plot: Path | None = None,
+    gcps: Path | None = None,
+):
+    """The :class:`~sarreg.pipeline.RegisterConfig` of ``sarreg register``'s options (shared
+    with ``sarreg batch``, which passes the same registration options)."""
     from dataclasses import replace
 
-    from sarreg.pipeline import RegisterConfig, register
+    from sarreg.pipeline import RegisterConfig
 
     config = RegisterConfig(
         model=str(model) if model else None,
@@ -145,13 +195,7 @@ def register_cmd(
             **({"min_similarity": min_similarity} if min_similarity is not None else {}),
             **({"ratio": ratio} if ratio is not None else {}),
         )
-    result = register(reference, moving, output, config)
-    typer.echo(
-        f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "
-        f"{result.n_matches} matches, RMSE {result.rmse:.2f} px (leave-one-out "
-        f"{result.loo_rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
-        f"(report {result.report_path})"
-    )
+    return config
 
 
 def _extract_overrides(cfg, top_k, scales, progress):
