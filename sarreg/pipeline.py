@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 import time
 from collections.abc import Iterator
@@ -328,29 +329,37 @@ def register(
             est.tiles = _region_stats(ref_info.shape, config.tiles, tie.xy_ref, fit)
 
     gcp_idx = _gcp_indices(fit, tie.xy_mov, config)
-    out_written = None
-    if out_path is not None:
-        with timer.stage("write"):
-            out_written = _write_output(
-                out_path, mov_path, ref_info, fit, tie.xy_ref, tie.xy_mov, gcp_idx, config
-            )
+    written: list[str] = []  # outputs of this run: removed again if a later one fails
+    try:
+        out_written = None
+        if out_path is not None:
+            with timer.stage("write"):
+                out_written = _write_output(
+                    out_path, mov_path, ref_info, fit, tie.xy_ref, tie.xy_mov, gcp_idx, config
+                )
+            written.append(out_written)
 
-    timer.times["total"] = sum(timer.times.values())
-    report = _build_report(
-        _Input(ref_path, ref_info, est.ref, est.feat_ref),
-        _Input(mov_path, mov_info, est.mov, est.feat_mov),
-        out_written, tie, fit, gcp_idx, loaded, config, timer.times, prior_full, est,
-    )  # fmt: skip
-    if report_path is not None:
-        from sarreg.report import write_report
+        timer.times["total"] = sum(timer.times.values())
+        report = _build_report(
+            _Input(ref_path, ref_info, est.ref, est.feat_ref),
+            _Input(mov_path, mov_info, est.mov, est.feat_mov),
+            out_written, tie, fit, gcp_idx, loaded, config, timer.times, prior_full, est,
+        )  # fmt: skip
+        if report_path is not None:
+            from sarreg.report import write_report
 
-        write_report(report, report_path)
-    if config.gcps:
-        from sarreg.tiepoints import write_tie_points
+            write_report(report, report_path)
+            written.append(report_path)
+        if config.gcps:
+            from sarreg.tiepoints import write_tie_points
 
-        write_tie_points(report, config.gcps, overwrite=config.overwrite)
-    if config.plot:
-        _plot(config.plot, est, fit, out_written)
+            write_tie_points(report, config.gcps, overwrite=config.overwrite)
+            written.append(config.gcps)
+        if config.plot:
+            _plot(config.plot, est, fit, out_written)
+    except BaseException:
+        _remove_quietly(written)
+        raise
 
     return RegistrationResult(
         matrix=fit.matrix,
@@ -367,6 +376,15 @@ def register(
         windowed=windowed,
         tiles=est.tiles,
     )
+
+
+def _remove_quietly(paths: list[str]) -> None:
+    """Delete the files of a registration that failed part-way (outputs go as a group)."""
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def _check_outputs(out_path, config: RegisterConfig) -> str | None:

@@ -354,3 +354,20 @@ def test_extract_cli_writes_npz(umbra_pair, tmp_path, capsys):
         np.testing.assert_allclose(np.linalg.norm(z["descriptors"], axis=1), 1.0, atol=1e-4)
         xy = z["keypoints"][:, :2]
     assert xy.min() >= 0 and xy.max() <= 511
+
+
+def test_failure_after_the_image_leaves_no_outputs(umbra_pair, tmp_path, monkeypatch):
+    """Outputs go as a group: when the report cannot be written, the image written just
+    before is removed again, and the error comes through."""
+    import sarreg.report
+
+    ref_path, mov_path, _, _ = umbra_pair
+
+    def failing_write_report(report, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sarreg.report, "write_report", failing_write_report)
+    out = tmp_path / "out.tif"
+    with pytest.raises(OSError, match="disk full"):
+        register(ref_path, mov_path, out, RegisterConfig(progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
