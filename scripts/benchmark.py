@@ -91,7 +91,7 @@ def main() -> int:
     print(markdown_table(result.summary))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"times: seconds per pair on {os.cpu_count()} CPU cores ({platform.processor() or '?'}), "
+        f"times: seconds per pair on {os.cpu_count()} CPU cores ({platform.machine()}), "
         f"load average {load:.1f} at the end; build {t_build:.0f} s, run {t_run:.0f} s"
     )
     print(f"results: {paths['markdown'].parent} (results.md, results.csv, pairs.json, mma.png)")
