@@ -177,7 +177,7 @@ def _make(model: str, src: np.ndarray, dst: np.ndarray, smoothing: float | None)
     return Mapping(model, fwd, inv, params)
 
 
-def _thin(xy: np.ndarray, key: np.ndarray, n_max: int) -> np.ndarray:
+def thin_points(xy: np.ndarray, key: np.ndarray, n_max: int) -> np.ndarray:
     """Indices of at most ``n_max`` points spread over the scene: per cell of a grid, the point
     with the smallest ``key``; the grid is refined (cells halved) while that keeps at most
     ``n_max`` points, so clustered points (tiles) still give about ``n_max``. Sorted indices."""
@@ -300,7 +300,7 @@ def fit_mapping(
         )
     if model == "tps":
         res_poly = np.hypot(*(_make("poly3", src[inl], dst[inl], None).forward(src) - dst).T)
-        idx = np.flatnonzero(inl)[_thin(src[inl], res_poly[inl], TPS_MAX_POINTS)]
+        idx = np.flatnonzero(inl)[thin_points(src[inl], res_poly[inl], TPS_MAX_POINTS)]
         smoothing = _tps_smoothing(src[idx], dst[idx], seed)
         mapping = _make("tps", src[idx], dst[idx], smoothing)
         fit_src, fit_dst = src[idx], dst[idx]

@@ -18,7 +18,7 @@ import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -438,11 +438,27 @@ class _TiePoints:
         return int(self.xy_ref.shape[0])
 
     @classmethod
+    def from_matches(
+        cls, ref, mov, feat_ref: Features, feat_mov: Features, matches: Matches, tile: int = -1
+    ) -> _TiePoints:
+        """Tie points of ``matches`` between features of the work-resolution rasters ``ref``
+        and ``mov`` (``sarreg.io.Raster``), converted to full-resolution pixel centres."""
+        return cls(
+            ref.to_full_res(feat_ref.keypoints[matches.idx_ref].astype(np.float64)),
+            mov.to_full_res(feat_mov.keypoints[matches.idx_mov].astype(np.float64)),
+            np.asarray(matches.similarity, dtype=np.float64),
+            feat_ref.scores[matches.idx_ref].astype(np.float64),
+            feat_mov.scores[matches.idx_mov].astype(np.float64),
+            np.full(len(matches), tile, dtype=np.int64),
+        )
+
+    def subset(self, idx) -> _TiePoints:
+        """The tie points selected by an index array or boolean mask."""
+        return _TiePoints(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+    @classmethod
     def concat(cls, parts: list[_TiePoints]) -> _TiePoints:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _TIE_FIELDS))
-
-
-_TIE_FIELDS = ("xy_ref", "xy_mov", "similarity", "score_ref", "score_mov", "tile")
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
 @dataclass
@@ -509,16 +525,7 @@ def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _
         matches = _match(feat_ref, feat_mov, config, prior_work)
 
     with timer.stage("estimate"):
-        xy_ref = ref.to_full_res(feat_ref.keypoints[matches.idx_ref].astype(np.float64))
-        xy_mov = mov.to_full_res(feat_mov.keypoints[matches.idx_mov].astype(np.float64))
-        tie = _TiePoints(
-            xy_ref,
-            xy_mov,
-            np.asarray(matches.similarity, dtype=np.float64),
-            feat_ref.scores[matches.idx_ref].astype(np.float64),
-            feat_mov.scores[matches.idx_mov].astype(np.float64),
-            np.full(len(matches), -1, dtype=np.int64),
-        )
+        tie = _TiePoints.from_matches(ref, mov, feat_ref, feat_mov, matches)
         fit = _fit(tie, config, config.ransac_threshold * ref.decimation, ctx.mov_info.shape,
                    None if final else "coarse ")  # fmt: skip
     return _Estimate(
@@ -569,11 +576,12 @@ def _estimate_tiled(ctx: _Context) -> _Estimate:
     from sarreg.errors import NoOverlapError
 
     config, timer = ctx.config, ctx.timer
-    coarse_model = (
+    # coarse pass and tiles: the configured model where it is linear and at most affine
+    local_model = (
         config.transform if config.transform in ("translation", "similarity") else "affine"
     )
     coarse_size = min(config.max_size, config.coarse_size)
-    ccfg = replace(config, max_size=coarse_size, transform=coarse_model)
+    ccfg = replace(config, max_size=coarse_size, transform=local_model)
     coarse = _estimate_in_memory(ctx, ccfg, final=False)
     m0 = coarse.fit.matrix
     log.info(
@@ -599,11 +607,10 @@ def _estimate_tiled(ctx: _Context) -> _Estimate:
         if dec_ref == int(dec_ref):  # whole bins of the decimated read
             size -= size % (2 * int(dec_ref))
         windows = scene.plan_tiles(overlap, ctx.ref_info.shape, config.tiles, size)
-    tile_model = config.transform if config.transform in ("translation", "similarity") else "affine"
     parts: list[_TiePoints] = []
     tiles: list[dict] = []
     for k, win in enumerate(windows):
-        rec, part = _register_tile(ctx, k, win, m0, coarse, dec_ref, dec_mov, tile_model)
+        rec, part = _register_tile(ctx, k, win, m0, coarse, dec_ref, dec_mov, local_model)
         tiles.append(rec)
         if part is not None:
             parts.append(part)
@@ -647,7 +654,7 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
     the tile's inliers or None when it is skipped)."""
     from sarreg import geometry, io, preprocess, scene
     from sarreg.features import extract
-    from sarreg.mapping import _thin
+    from sarreg.mapping import thin_points
 
     config, timer = ctx.config, ctx.timer
     rec: dict = {
@@ -711,10 +718,11 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
             matches = _match(f_ref, f_mov, tcfg, prior, fallback=False)
         rec["matches"] = len(matches)
         with timer.stage("estimate"):
-            xy_r = ref.to_full_res(f_ref.keypoints[matches.idx_ref].astype(np.float64))
-            xy_m = mov.to_full_res(f_mov.keypoints[matches.idx_mov].astype(np.float64))
-            fit = geometry.fit_transform(xy_m, xy_r, model=tile_model, seed=config.seed,
-                                         threshold=config.ransac_threshold * ref.decimation)
+            tie = _TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
+            threshold = config.ransac_threshold * ref.decimation
+            fit = geometry.fit_transform(
+                tie.xy_mov, tie.xy_ref, model=tile_model, threshold=threshold, seed=config.seed
+            )
     except SarregError as err:  # too few matches / inliers in this tile
         rec["reason"] = f"too few matches ({err.message})"
         return rec, None
@@ -722,19 +730,10 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
         rec["reason"] = f"too few inliers ({fit.n_inliers})"
         return rec, None
     inl = np.flatnonzero(fit.inliers)
-    sim = np.asarray(matches.similarity, dtype=np.float64)
-    keep = inl[_thin(xy_r[inl], -sim[inl], config.tile_max_points)]
+    keep = inl[thin_points(tie.xy_ref[inl], -tie.similarity[inl], config.tile_max_points)]
     rec.update(status="used", tile_inliers=int(fit.n_inliers), tile_rmse_px=float(fit.rmse),
                tie_points=int(len(keep)))  # fmt: skip
-    part = _TiePoints(
-        xy_r[keep],
-        xy_m[keep],
-        sim[keep],
-        f_ref.scores[matches.idx_ref[keep]].astype(np.float64),
-        f_mov.scores[matches.idx_mov[keep]].astype(np.float64),
-        np.full(len(keep), k, dtype=np.int64),
-    )
-    return rec, part
+    return rec, tie.subset(keep)
 
 
 def _snap_decimation(d: float) -> float:
@@ -798,7 +797,7 @@ def _gcp_indices(fit, xy_mov: np.ndarray, config: RegisterConfig) -> np.ndarray 
     """Indices of the tie points written as GCPs into a ``--mode georef`` output (inliers; for
     the non-linear models thinned to ``config.max_gcps`` spread over the moving image), or None
     when the output gets a geotransform instead (translation/similarity/affine)."""
-    from sarreg.mapping import _thin
+    from sarreg.mapping import thin_points
 
     if config.mode != "georef" or config.transform in ("translation", "similarity", "affine"):
         return None
@@ -806,7 +805,7 @@ def _gcp_indices(fit, xy_mov: np.ndarray, config: RegisterConfig) -> np.ndarray 
     if fit.mapping is None:  # homography: every inlier, as always
         return inl
     res = np.asarray(fit.residuals)[inl]
-    return inl[_thin(xy_mov[inl], res, config.max_gcps)]
+    return inl[thin_points(xy_mov[inl], res, config.max_gcps)]
 
 
 def _prior_scale(prior_full, mov_shape) -> float:
