@@ -531,16 +531,15 @@ def _footprint_from_report(report: dict) -> tuple[dict | None, str | None]:
         ref = report["reference"]
         if not ref.get("geotransform") or not ref.get("crs"):
             return None, None
-        h, w = report["moving"]["shape"]
         matrix = np.asarray(report["transform"]["pixel_matrix"], dtype=np.float64)
-        # outer pixel corners of the moving grid, as pixel-centre coordinates
-        ring = geometry.corner_ring((h, w), densify=21) - 0.5
-        xy_ref = geometry.apply_matrix(matrix, ring)
-        xy_map = geometry.pixel_to_map(Affine(*ref["geotransform"][:6]), xy_ref)
-        lonlat = geometry.reproject_xy(
-            xy_map, CRS.from_user_input(ref["crs"]), CRS.from_user_input(FOOTPRINT_CRS)
+        poly = geometry.footprint_in_crs(
+            Affine(*ref["geotransform"][:6]),
+            CRS.from_user_input(ref["crs"]),
+            tuple(report["moving"]["shape"]),
+            CRS.from_user_input(FOOTPRINT_CRS),
+            matrix=matrix,
         )
-        return _polygon_geojson(lonlat), "registered"
+        return _polygon_geojson(np.asarray(poly.exterior.coords)), "registered"
     except Exception as err:  # a summary never fails on a footprint
         log.debug("no footprint from the report: %s", err)
         return None, None

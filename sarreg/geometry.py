@@ -593,8 +593,9 @@ def reproject_xy(xy_map, src_crs, dst_crs) -> np.ndarray:
     return np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1)
 
 
-def corner_ring(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
-    """Pixel-corner coordinates ``(4 * (densify - 1), 2)`` around an ``(H, W)`` grid, clockwise.
+def pixel_outline(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
+    """Outer outline ``(4 * (densify - 1), 2)`` of an ``(H, W)`` grid, clockwise, in pixel-centre
+    coordinates: the outer pixel corners, from ``(-0.5, -0.5)`` to ``(W - 0.5, H - 0.5)``.
 
     ``densify`` points per edge including both ends (2 = the four corners only).
     """
@@ -606,21 +607,32 @@ def corner_ring(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
         np.stack([w - t * w, np.full_like(t, h)], 1),
         np.stack([np.zeros_like(t), h - t * h], 1),
     ]
-    return np.concatenate(edges)
+    return np.concatenate(edges) - 0.5
 
 
 def footprint(transform: Affine, shape: tuple[int, int]) -> Polygon:
     """Outline of an ``(H, W)`` grid (its outer pixel corners) in map coordinates."""
-    corners = pixel_to_map(transform, corner_ring(shape) - 0.5)
-    return Polygon(corners)
+    return Polygon(pixel_to_map(transform, pixel_outline(shape)))
 
 
 def footprint_in_crs(
-    transform: Affine, crs, shape: tuple[int, int], dst_crs, densify: int = 21
+    transform: Affine,
+    crs,
+    shape: tuple[int, int],
+    dst_crs,
+    densify: int = 21,
+    matrix: np.ndarray | None = None,
 ) -> Polygon:
-    """Outline of an ``(H, W)`` grid in ``dst_crs``, edges densified to ``densify`` points."""
-    ring = pixel_to_map(transform, corner_ring(shape, densify) - 0.5)
-    return Polygon(reproject_xy(ring, crs, dst_crs))
+    """Outline of an ``(H, W)`` grid in ``dst_crs``, edges densified to ``densify`` points.
+
+    ``matrix``: a 3x3 pixel transform applied to the outline first, e.g. a registration's
+    moving -> reference matrix, with ``transform`` and ``crs`` the reference's: the outline of
+    the registered moving image.
+    """
+    ring = pixel_outline(shape, densify)
+    if matrix is not None:
+        ring = apply_matrix(matrix, ring)
+    return Polygon(reproject_xy(pixel_to_map(transform, ring), crs, dst_crs))
 
 
 def overlap_fraction(

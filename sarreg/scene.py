@@ -21,11 +21,6 @@ from shapely.geometry import Polygon, box
 from sarreg import geometry
 
 
-def _ring(shape: tuple[int, int], densify: int = 21) -> np.ndarray:
-    """Outer pixel-corner outline ``(K, 2)`` of an ``(H, W)`` grid in pixel-centre coordinates."""
-    return geometry.corner_ring(shape, densify) - 0.5
-
-
 def overlap_in_reference_pixels(
     ref_shape: tuple[int, int],
     mov_shape: tuple[int, int],
@@ -40,8 +35,8 @@ def overlap_in_reference_pixels(
     the reference CRS (map units), as the footprints of both images, then mapped to reference
     pixels; without one, in reference pixels directly (the result is the same up to rounding).
     """
-    ref_ring = _ring(ref_shape)
-    mov_ring = geometry.apply_matrix(matrix, _ring(mov_shape))
+    ref_ring = geometry.pixel_outline(ref_shape, 21)
+    mov_ring = geometry.apply_matrix(matrix, geometry.pixel_outline(mov_shape, 21))
     if ref_transform is not None:
         ref_poly = Polygon(geometry.pixel_to_map(ref_transform, ref_ring))
         mov_poly = Polygon(geometry.pixel_to_map(ref_transform, mov_ring))
