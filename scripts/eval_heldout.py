@@ -18,11 +18,20 @@ import sys
 import numpy as np
 
 
+def _pair_mma(pair, xy1: np.ndarray, xy2: np.ndarray, thresholds) -> np.ndarray:
+    """MMA curve ``(T,)`` of one pair's matches ``xy1[i] <-> xy2[i]`` (image 1 -> image 2)."""
+    from functools import partial
+
+    from sarreg.evaluation.metrics import match_errors, mma_curve
+    from sarreg.training.synth import apply_homography
+
+    err = match_errors(xy2, xy1, partial(apply_homography, pair.homography))
+    return mma_curve(err, thresholds)
+
+
 def sift_mma(pairs, max_keypoints: int, thresholds) -> tuple[dict, float]:
     """MMA of OpenCV SIFT + mutual nearest neighbours on the same preprocessed images."""
     import cv2
-
-    from sarreg.training.synth import apply_homography
 
     sift = cv2.SIFT_create(nfeatures=max_keypoints)
     accs = {t: [] for t in thresholds}
@@ -44,9 +53,8 @@ def sift_mma(pairs, max_keypoints: int, thresholds) -> tuple[dict, float]:
         i1 = np.array([x.queryIdx for x in m])
         i2 = np.array([x.trainIdx for x in m])
         n_matches.append(len(m))
-        err = np.linalg.norm(apply_homography(pair.homography, xy1[i1]) - xy2[i2], axis=1)
-        for t in accs:
-            accs[t].append(float(np.mean(err <= t)) if len(err) else 0.0)
+        for t, v in zip(accs, _pair_mma(pair, xy1[i1], xy2[i2], thresholds), strict=True):
+            accs[t].append(float(v))
     return {t: float(np.mean(v)) for t, v in accs.items()}, float(np.mean(n_matches))
 
 
@@ -54,7 +62,6 @@ def sarreg_mma(net, pairs, max_keypoints: int, thresholds, **extract_options) ->
     """MMA through the shipped inference path (``sarreg.features.extract`` + ``match_mutual``)."""
     from sarreg.features import ExtractConfig, extract
     from sarreg.matching import MatchConfig, match_mutual
-    from sarreg.training.synth import apply_homography
 
     cfg = ExtractConfig(top_k=max_keypoints, progress=False, **extract_options)
     accs = {t: [] for t in thresholds}
@@ -64,11 +71,9 @@ def sarreg_mma(net, pairs, max_keypoints: int, thresholds, **extract_options) ->
         f2 = extract(net, pair.image2, pair.mask2, cfg)
         m = match_mutual(f1.descriptors, f2.descriptors, MatchConfig(min_similarity=0.0))
         n_matches.append(len(m))
-        xy1 = f1.keypoints[m.idx_ref].astype(np.float64)
-        xy2 = f2.keypoints[m.idx_mov].astype(np.float64)
-        err = np.linalg.norm(apply_homography(pair.homography, xy1) - xy2, axis=1)
-        for t in accs:
-            accs[t].append(float(np.mean(err <= t)) if len(err) else 0.0)
+        xy1, xy2 = f1.keypoints[m.idx_ref], f2.keypoints[m.idx_mov]
+        for t, v in zip(accs, _pair_mma(pair, xy1, xy2, thresholds), strict=True):
+            accs[t].append(float(v))
     return {t: float(np.mean(v)) for t, v in accs.items()}, float(np.mean(n_matches))
 
 

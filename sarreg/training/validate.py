@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
 import torch
 
+from sarreg.evaluation.metrics import match_errors, mma_curve
 from sarreg.features import ExtractConfig, extract
 from sarreg.matching import MatchConfig, match_mutual
 from sarreg.training.synth import SynthPair, apply_homography
@@ -83,16 +85,12 @@ def evaluate_pairs(
             kp1, kp2 = f1.keypoints.astype(np.float64), f2.keypoints.astype(np.float64)
             n_kp.append(0.5 * (len(kp1) + len(kp2)))
             m = match_mutual(f1.descriptors, f2.descriptors, MatchConfig(min_similarity=-1.0))
-            i1, i2 = m.idx_ref, m.idx_mov
-            n_matches.append(len(i1))
-            if len(i1) == 0:
-                for t in accs:
-                    accs[t].append(0.0)
-                n_correct.append(0)
-                continue
-            err = np.linalg.norm(apply_homography(pair.homography, kp1[i1]) - kp2[i2], axis=1)
-            for t in accs:
-                accs[t].append(float(np.mean(err <= t)))
+            n_matches.append(len(m))
+            # image 2 plays the reference: the ground truth maps image-1 points onto it
+            gt = partial(apply_homography, pair.homography)
+            err = match_errors(kp2[m.idx_mov], kp1[m.idx_ref], gt)
+            for t, v in zip(accs, mma_curve(err, list(accs)), strict=True):
+                accs[t].append(float(v))
             n_correct.append(int(np.sum(err <= mid)))
         return ValResult(
             mma={t: float(np.mean(v)) if v else 0.0 for t, v in accs.items()},
