@@ -549,8 +549,7 @@ def resample_to_grid(
             moving window it needs (blocks needing a window over 16 Mpx are split).
         progress: show a tqdm progress bar over blocks.
         nodata: output nodata value; default: the moving band's, else NaN (floats) / a mask
-            band (integers)
-            (integers). Valid pixels equal to it are counted and logged as a warning.
+            band (integers). Valid pixels equal to it are counted and logged as a warning.
 
     The moving dtype and nodata are kept (complex -> float32 amplitude with NaN nodata; a band
     without nodata gets NaN for floats; integers get an internal mask band instead). Output pixels
