@@ -179,14 +179,9 @@ class SarregMethod(Method):
 
     def _load(self):
         if self._net is None:
-            from sarreg.model.checkpoint import load_checkpoint, load_default_model
+            from sarreg.pipeline import load_model  # cached per process, as for register
 
-            ck = (
-                load_default_model()
-                if self.checkpoint is None
-                else load_checkpoint(self.checkpoint)
-            )
-            self._net = ck.net
+            self._net = load_model(self.checkpoint).net
         return self._net
 
     def describe(self, img: PreparedImage) -> KeypointSet:
