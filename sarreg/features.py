@@ -47,10 +47,17 @@ class ExtractConfig:
         rel_threshold: minimum reliability of a keypoint (0 = rank by score alone). The
             scale of both maps depends on the model, so by default keypoints are selected by
             ``top_k`` on the score alone; raise these to drop weak points in flat areas.
-        top_k: keypoints kept over all scales, by score = reliability x repeatability.
+        top_k: keypoints kept over all scales, by their ranking score (``rank``).
         peaks: map whose 3x3 local maxima are the candidate keypoints: 'repeatability' (the
-            R2D2 detector), 'reliability' (ranked by reliability alone) or 'score'
-            (reliability x repeatability).
+            R2D2 detector), 'reliability' or 'score' (reliability x repeatability).
+        rank: score that ranks the candidates: 'reliability' (how well the descriptor is
+            expected to match; the default, which gives more correct matches on speckled
+            data) or 'score' (reliability x repeatability, as in R2D2).
+        refine_radius: keep, for every keypoint, the descriptors at the integer offsets of
+            the ``(2 r + 1)^2`` square of level pixels around it (``Features.local_descriptors``),
+            which :func:`sarreg.matching.refine_keypoints` uses to move a matched keypoint
+            to where its descriptor best matches the other image's; 0 = keep none. Memory:
+            ``top_k * (2 r + 1)^2 * dim * 2`` bytes (float16).
         border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
         tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
         tile_overlap: context added on every side of a tile's core, level pixels; at least the
@@ -70,6 +77,8 @@ class ExtractConfig:
     rel_threshold: float = 0.0
     top_k: int = 5000
     peaks: str = "repeatability"
+    rank: str = "reliability"
+    refine_radius: int = 3
     border: int = 8
     tile_size: int = 1024
     tile_overlap: int = 64
@@ -87,6 +96,10 @@ class ExtractConfig:
             raise ValueError("scales must be a non-empty tuple of positive numbers")
         if self.peaks not in ("repeatability", "reliability", "score"):
             raise ValueError("peaks must be 'repeatability', 'reliability' or 'score'")
+        if self.rank not in ("reliability", "score"):
+            raise ValueError("rank must be 'reliability' or 'score'")
+        if int(self.refine_radius) != self.refine_radius or not 0 <= self.refine_radius <= 16:
+            raise ValueError("refine_radius must be an integer in 0..16")
         if self.top_k < 1 or self.border < 0 or self.tile_overlap < 0:
             raise ValueError("top_k must be >= 1, border and tile_overlap >= 0")
         if self.tile_size <= 2 * _even(self.tile_overlap) + 2:
@@ -100,9 +113,14 @@ class Features:
     Attributes:
         keypoints: ``(N, 2)`` float32, ``x, y`` pixel centres of the input image.
         scales: ``(N,)`` float32, 1 / pyramid scale (1.0 = full resolution, 2.0 = half size).
-        scores: ``(N,)`` float32, reliability x repeatability; sorted decreasing by extract().
+        scores: ``(N,)`` float32, ranking score (``ExtractConfig.rank``); sorted decreasing
+            by extract().
         descriptors: ``(N, D)`` float32, unit L2 norm.
         image_shape: ``(H, W)`` of the input image.
+        local_descriptors: ``(N, K, D)`` float16 unit descriptors at ``local_offsets`` around
+            each keypoint (``ExtractConfig.refine_radius``), or ``None``.
+        local_offsets: ``(K, 2)`` float32 offsets ``(dx, dy)`` in pixels of the keypoint's
+            pyramid level (multiply by ``scales`` for input pixels), or ``None``.
     """
 
     keypoints: np.ndarray
@@ -110,6 +128,8 @@ class Features:
     scores: np.ndarray
     descriptors: np.ndarray
     image_shape: tuple[int, int] = field(default=(0, 0))
+    local_descriptors: np.ndarray | None = None
+    local_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -122,11 +142,14 @@ class Features:
             self.scores[idx],
             self.descriptors[idx],
             self.image_shape,
+            None if self.local_descriptors is None else self.local_descriptors[idx],
+            self.local_offsets,
         )
 
     def to_npz(self, path: str | Path) -> None:
         """Save as ``.npz``: ``keypoints`` (N, 3) = x, y, scale; ``descriptors`` (N, D);
-        ``scores`` (N,); ``image_shape`` (2,). Written to exactly ``path`` (no suffix added)."""
+        ``scores`` (N,); ``image_shape`` (2,). Written to exactly ``path`` (no suffix added).
+        The local descriptors are not saved."""
         kp = np.concatenate([self.keypoints, self.scales[:, None]], axis=1).astype(np.float32)
         with open(path, "wb") as f:
             np.savez(
@@ -244,6 +267,13 @@ def level_to_input(xy_s: np.ndarray, shape: tuple[int, int], shape_s: tuple[int,
     return (np.asarray(xy_s, np.float64) + 0.5) * factor - 0.5
 
 
+def local_offsets(radius: int) -> np.ndarray:
+    """``((2 r + 1)^2, 2)`` float32 integer offsets ``(dx, dy)``, row-major, centre included."""
+    r = np.arange(-radius, radius + 1, dtype=np.float32)
+    dy, dx = np.meshgrid(r, r, indexing="ij")
+    return np.stack([dx.ravel(), dy.ravel()], axis=1)
+
+
 def local_maxima(rep: torch.Tensor) -> torch.Tensor:
     """Bool ``(H, W)``: 3x3 non-maximum suppression (equality with the 3x3 max) of ``(H, W)``."""
     pooled = F.max_pool2d(rep[None, None], 3, stride=1, padding=1)[0, 0]
@@ -256,34 +286,61 @@ def local_maxima(rep: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class _Candidates:
-    """Keypoints of one tile / level, in input pixel coordinates."""
+    """Keypoints of one tile / level, in input pixel coordinates. Their local descriptors
+    stay in the per-tile blocks of :class:`_LocalBlocks`: ``block``/``row`` point there."""
 
     xy: np.ndarray  # (n, 2) float64
     scale: np.ndarray  # (n,) float32
     score: np.ndarray  # (n,) float32
     desc: np.ndarray  # (n, D) float32
+    block: np.ndarray  # (n,) int64
+    row: np.ndarray  # (n,) int64
 
     @staticmethod
     def concat(parts: list[_Candidates], dim: int) -> _Candidates:
         if not parts:
             return _Candidates(
                 np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                np.zeros((0, dim), np.float32),
+                np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
             )  # fmt: skip
         return _Candidates(
-            np.concatenate([p.xy for p in parts]),
-            np.concatenate([p.scale for p in parts]),
-            np.concatenate([p.score for p in parts]),
-            np.concatenate([p.desc for p in parts]),
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in _Candidates._FIELDS)
         )
 
     def top(self, k: int) -> _Candidates:
         """The ``k`` best by score (stable: earlier candidates win ties), best first."""
         order = np.argsort(-self.score, kind="stable")[:k]
-        return _Candidates(self.xy[order], self.scale[order], self.score[order], self.desc[order])
+        return _Candidates(*(getattr(self, f)[order] for f in _Candidates._FIELDS))
 
 
-def _tile_keypoints(
+_Candidates._FIELDS = ("xy", "scale", "score", "desc", "block", "row")
+
+
+class _LocalBlocks:
+    """Local descriptors ``(n, K, D)`` float16 of each tile, kept while referenced."""
+
+    def __init__(self) -> None:
+        self.blocks: list[np.ndarray | None] = []
+
+    def add(self, local: np.ndarray) -> int:
+        self.blocks.append(local)
+        return len(self.blocks) - 1
+
+    def release_unused(self, kept: _Candidates) -> None:
+        used = set(np.unique(kept.block).tolist())
+        for i in range(len(self.blocks)):
+            if i not in used:
+                self.blocks[i] = None
+
+    def gather(self, kept: _Candidates, n_local: int, dim: int) -> np.ndarray:
+        out = np.zeros((len(kept.block), n_local, dim), np.float16)
+        for b in np.unique(kept.block):
+            idx = np.flatnonzero(kept.block == b)
+            out[idx] = np.take(self.blocks[int(b)], kept.row[idx], axis=0)
+        return out
+
+
+def _tile_candidates(
     net,
     img_s: np.ndarray,
     mask_s: np.ndarray,
@@ -291,8 +348,13 @@ def _tile_keypoints(
     cols: tuple[int, int, int, int],
     config: ExtractConfig,
     device: torch.device,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keypoints in one tile's core: (xy level px (n, 2), score (n,), descriptors (n, D))."""
+    min_score: float = -math.inf,
+):
+    """Candidate keypoints in one tile's core: ``(maps, xy_tile (n, 2) float64 tensor in tile
+    pixels, score (n,) float32)``, at most ``top_k``.
+
+    Only candidates scoring above ``min_score`` (the k-th best score so far, once ``top_k``
+    keypoints are kept) are returned: the others cannot enter the top ``top_k``."""
     c_r0, c_r1, t_r0, t_r1 = rows
     c_c0, c_c1, t_c0, t_c1 = cols
     hs, ws = img_s.shape
@@ -308,22 +370,40 @@ def _tile_keypoints(
     r_lo, r_hi = max(c_r0, b), min(c_r1, hs - b)
     c_lo, c_hi = max(c_c0, b), min(c_c1, ws - b)
     if r_lo >= r_hi or c_lo >= c_hi:
-        return np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros((0, net.dim), np.float32)
+        return maps, torch.zeros((0, 2), dtype=torch.float64), np.zeros(0, np.float32)
     region = torch.zeros_like(keep)
     region[r_lo - t_r0 : r_hi - t_r0, c_lo - t_c0 : c_hi - t_c0] = True
     m = torch.from_numpy(np.ascontiguousarray(mask_s[t_r0:t_r1, t_c0:t_c1])).to(keep.device)
     keep &= region & m
     yy, xx = torch.nonzero(keep, as_tuple=True)
-    score = (rel[yy, xx] if config.peaks == "reliability" else rep[yy, xx] * rel[yy, xx]).float()
-    if score.numel() > config.top_k:
-        # a keypoint outside a tile's top_k cannot be in the global top_k
-        sel = torch.from_numpy(np.argsort(-score.cpu().numpy(), kind="stable")[: config.top_k])
-        sel = sel.to(yy.device)
-        yy, xx, score = yy[sel], xx[sel], score[sel]
-    xy_tile = torch.stack([xx, yy], dim=1).to(torch.float64)
-    desc = net.descriptors_at(maps, xy_tile)
-    xy = xy_tile.cpu().numpy() + [t_c0, t_r0]
-    return xy, score.cpu().numpy(), desc.float().cpu().numpy()
+    score = (rel[yy, xx] if config.rank == "reliability" else rep[yy, xx] * rel[yy, xx]).float()
+    score = score.cpu().numpy()
+    order = np.argsort(-score, kind="stable")[: config.top_k]
+    if min_score > -math.inf:  # ties lose to the keypoints already kept
+        order = order[score[order] > min_score]
+    order = np.sort(order)  # back to raster order (stable ties, as without the cut)
+    sel = torch.from_numpy(order).to(yy.device)
+    xy_tile = torch.stack([xx[sel], yy[sel]], dim=1).to(torch.float64).cpu()
+    return maps, xy_tile, score[order]
+
+
+def _sample_tile(net, maps, xy_tile: torch.Tensor, offsets: np.ndarray | None):
+    """Descriptors ``(n, D)`` float32 at ``xy_tile`` and, with ``offsets`` ``(K, 2)``, the
+    local descriptors ``(n, K, D)`` float16 around them (clamped to the tile, which reaches
+    ``tile_overlap`` beyond its core); ``(n, 0, D)`` without offsets."""
+    desc = net.descriptors_at(maps, xy_tile).float().cpu().numpy()
+    n_local = 0 if offsets is None else len(offsets)
+    local = np.zeros((len(xy_tile), n_local, net.dim), np.float16)
+    if n_local and len(xy_tile):
+        th, tw = maps.image_shape
+        off = torch.from_numpy(offsets).to(torch.float64)[None]
+        for i0 in range(0, len(xy_tile), 512):  # bounded temporary memory
+            pts = xy_tile[i0 : i0 + 512, None, :] + off
+            pts[..., 0].clamp_(0, tw - 1)
+            pts[..., 1].clamp_(0, th - 1)
+            got = net.descriptors_at(maps, pts.reshape(-1, 2)).reshape(len(pts), n_local, -1)
+            local[i0 : i0 + 512] = got.to(torch.float16).cpu().numpy()
+    return desc, local
 
 
 def extract(
@@ -376,7 +456,10 @@ def extract(
         net.to(device)
     if hasattr(net, "eval"):
         net.eval()
+    offsets = local_offsets(config.refine_radius) if config.refine_radius else None
+    n_local = 0 if offsets is None else len(offsets)
     kept = _Candidates.concat([], dim)
+    blocks = _LocalBlocks()
     bar = tqdm(
         total=n_tiles,
         desc="keypoints",
@@ -388,20 +471,31 @@ def extract(
         with torch.inference_mode():
             for s, shape_s, spans_r, spans_c in plan:
                 img_s, mask_s = resize_level(img, msk, shape_s)
-                parts = []
+                n_level = 0
                 for rows in spans_r:
                     for cols in spans_c:
-                        xy_s, score, desc = _tile_keypoints(
-                            net, img_s, mask_s, rows, cols, config, device
+                        # the k-th best score so far: tile keypoints below it can't enter
+                        full = len(kept.score) >= config.top_k
+                        min_score = float(kept.score[-1]) if full else -math.inf
+                        maps, xy_t, score = _tile_candidates(
+                            net, img_s, mask_s, rows, cols, config, device, min_score
                         )
                         bar.update(1)
-                        if len(score):
-                            xy = level_to_input(xy_s, shape, shape_s)
-                            scl = np.full(len(score), 1.0 / s, np.float32)
-                            parts.append(_Candidates(xy, scl, score, desc))
-                level = _Candidates.concat(parts, dim)
-                log.debug("scale %.3f (%dx%d): %d keypoints", s, *shape_s[::-1], len(level.score))
-                kept = _Candidates.concat([kept, level], dim).top(config.top_k)
+                        if not len(score):
+                            continue
+                        # descriptors only for the candidates that make the top_k now
+                        merged = np.concatenate([kept.score, score])
+                        top = np.argsort(-merged, kind="stable")[: config.top_k]
+                        new = np.sort(top[top >= len(kept.score)] - len(kept.score))
+                        desc, local = _sample_tile(net, maps, xy_t[new], offsets)
+                        xy = level_to_input(xy_t[new].numpy() + [cols[2], rows[2]], shape, shape_s)
+                        scl = np.full(len(new), 1.0 / s, np.float32)
+                        b = np.full(len(new), blocks.add(local), np.int64)
+                        tile = _Candidates(xy, scl, score[new], desc, b, np.arange(len(new)))
+                        kept = _Candidates.concat([kept, tile], dim).top(config.top_k)
+                        blocks.release_unused(kept)
+                        n_level += len(new)
+                log.debug("scale %.3f (%dx%d): %d entered the top k", s, *shape_s[::-1], n_level)
     finally:
         bar.close()
         if was_training and hasattr(net, "train"):
@@ -413,4 +507,6 @@ def extract(
         scores=kept.score.astype(np.float32),
         descriptors=kept.desc.astype(np.float32),
         image_shape=shape,
+        local_descriptors=None if offsets is None else blocks.gather(kept, n_local, dim),
+        local_offsets=offsets,
     )

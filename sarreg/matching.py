@@ -14,7 +14,9 @@ constraint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -229,3 +231,85 @@ def match_mutual(
     order = np.lexsort((ref_np, -sim_np))
     log.debug("%d mutual matches of %d x %d keypoints (guided=%s)", len(order), n, m, guided)
     return Matches(ref_np[order], mov_np[order], sim_np[order])
+
+
+def refine_keypoints(feat_ref, feat_mov, matches: Matches, moving: bool = True):
+    """Move each matched keypoint of one side to where its descriptor best matches the other's.
+
+    A descriptor matches its true correspondence within a few pixels (R2D2 trains it to
+    match anywhere within ``sampler.pos_radius`` px), so two keypoints detected a few pixels
+    apart on the same structure still match. For every match this picks, among the
+    neighbourhood descriptors kept at extraction (``ExtractConfig.refine_radius``), the
+    position whose descriptor is most similar to the other side's keypoint descriptor, refines
+    it to sub-pixel precision by a parabola through the similarities of its neighbours along
+    x and y, and moves the keypoint there. The matches themselves (which pairs, their order
+    and similarity) are unchanged.
+
+    Args:
+        feat_ref, feat_mov: :class:`sarreg.features.Features` of the reference and moving
+            images; the side being refined needs ``local_descriptors``.
+        matches: :class:`Matches` between them (mutual, so each keypoint is matched once).
+        moving: refine the moving keypoints (else the reference keypoints).
+
+    Returns:
+        A copy of the refined side's Features with the matched keypoints moved (input pixel
+        centres; at most ``(refine_radius + 0.5) * scale`` px along each axis, ``scale``
+        being the keypoint's ``Features.scales``), or that side's Features unchanged when it
+        has no local descriptors or there are no matches.
+    """
+    target, other = (feat_mov, feat_ref) if moving else (feat_ref, feat_mov)
+    idx_t, idx_o = matches.idx_mov, matches.idx_ref
+    if not moving:
+        idx_t, idx_o = idx_o, idx_t
+    if target.local_descriptors is None or target.local_offsets is None or len(matches) == 0:
+        return target
+    if len(np.unique(idx_t)) != len(idx_t):
+        raise ValueError("refine_keypoints needs one-to-one matches (mutual nearest neighbours)")
+    n_off = len(target.local_offsets)
+    side = int(round(math.sqrt(n_off)))
+    if side * side != n_off:
+        raise ValueError("local_offsets must be a square grid (see features.local_offsets)")
+    sims = np.empty((len(idx_t), n_off), np.float32)
+    chunk = 1024
+    with torch.inference_mode():
+        for i0 in range(0, len(idx_t), chunk):
+            local = torch.from_numpy(target.local_descriptors[idx_t[i0 : i0 + chunk]]).float()
+            query = torch.from_numpy(np.asarray(other.descriptors[idx_o[i0 : i0 + chunk]]))
+            sims[i0 : i0 + chunk] = torch.einsum("nkd,nd->nk", local, query.float()).numpy()
+    best = sims.argmax(axis=1)
+    step = target.local_offsets[best] + _subpixel(sims.reshape(-1, side, side), best, side)
+    step = step * target.scales[idx_t, None]
+    keypoints = target.keypoints.copy()
+    h, w = target.image_shape
+    moved = keypoints[idx_t] + step.astype(np.float32)
+    if h and w:
+        moved[:, 0] = np.clip(moved[:, 0], 0, w - 1)
+        moved[:, 1] = np.clip(moved[:, 1], 0, h - 1)
+    keypoints[idx_t] = moved
+    log.debug("refined %d keypoints (median shift %.2f px)", len(idx_t),
+              float(np.median(np.hypot(*step.T))) if len(step) else 0.0)  # fmt: skip
+    return dataclasses.replace(target, keypoints=keypoints)
+
+
+def _subpixel(sim: np.ndarray, best: np.ndarray, side: int) -> np.ndarray:
+    """Sub-pixel offsets ``(n, 2)`` (x, y) in ``[-0.5, 0.5]`` of the maxima ``best`` (flat
+    indices) of ``(n, side, side)`` similarity grids: a parabola through the maximum and its
+    two neighbours along each axis (0 at the grid's edge or where the curve is not peaked)."""
+    n = len(best)
+    by, bx = np.divmod(best, side)
+    rows = np.arange(n)
+    out = np.zeros((n, 2), np.float32)
+    for axis, (pos, other) in enumerate(((bx, by), (by, bx))):
+        inner = (pos > 0) & (pos < side - 1)
+        lo = np.clip(pos - 1, 0, side - 1)
+        hi = np.clip(pos + 1, 0, side - 1)
+        if axis == 0:
+            s_lo, s_0, s_hi = sim[rows, other, lo], sim[rows, other, pos], sim[rows, other, hi]
+        else:
+            s_lo, s_0, s_hi = sim[rows, lo, other], sim[rows, pos, other], sim[rows, hi, other]
+        curv = s_lo - 2 * s_0 + s_hi
+        ok = inner & (curv < 0)
+        delta = np.zeros(n, np.float32)
+        delta[ok] = 0.5 * (s_lo[ok] - s_hi[ok]) / curv[ok]
+        out[:, axis] = np.clip(delta, -0.5, 0.5)
+    return out

@@ -32,7 +32,7 @@ from sarreg.errors import (
     TooFewMatchesError,
 )
 from sarreg.features import ExtractConfig, Features
-from sarreg.matching import MatchConfig, Matches
+from sarreg.matching import MatchConfig, Matches, refine_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +504,8 @@ def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _
         xcfg = config.extract
         if ctx.georef and xcfg.scales is None and config.georef_scales:
             xcfg = replace(xcfg, scales=tuple(config.georef_scales))
-        feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, xcfg)
+        # only the moving keypoints are refined: the reference keeps no local descriptors
+        feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, replace(xcfg, refine_radius=0))
         feat_mov = extract(ctx.loaded.net, img_mov, kp_mask_mov, xcfg)
     for name, path, feat in (
         ("reference", ctx.ref_path, feat_ref),
@@ -523,6 +524,7 @@ def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _
 
     with timer.stage("match"):
         matches = _match(feat_ref, feat_mov, config, prior_work)
+        feat_mov = refine_keypoints(feat_ref, feat_mov, matches)
 
     with timer.stage("estimate"):
         tie = _TiePoints.from_matches(ref, mov, feat_ref, feat_mov, matches)
@@ -701,7 +703,7 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
         if xcfg.scales is None:
             xcfg = replace(xcfg, scales=tuple(config.tile_scales))
         xcfg = replace(xcfg, progress=False, top_k=min(xcfg.top_k, config.tile_top_k))
-        f_ref = extract(ctx.loaded.net, img_r, kpm_r, xcfg)
+        f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius=0))
         f_mov = extract(ctx.loaded.net, img_m, kpm_m, xcfg)
     rec["keypoints"] = [len(f_ref), len(f_mov)]
     if len(f_ref) < 8 or len(f_mov) < 8:
@@ -716,6 +718,7 @@ def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, d
     try:
         with timer.stage("match"):
             matches = _match(f_ref, f_mov, tcfg, prior, fallback=False)
+            f_mov = refine_keypoints(f_ref, f_mov, matches)
         rec["matches"] = len(matches)
         with timer.stage("estimate"):
             tie = _TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
@@ -784,8 +787,12 @@ def _region_stats(shape, n: int, xy_ref: np.ndarray, fit) -> list[dict]:
         out.append(
             {
                 "index": k,
-                "ref_window": [int(win.col_off), int(win.row_off), int(win.width),
-                               int(win.height)],  # fmt: skip
+                "ref_window": [
+                    int(win.col_off),
+                    int(win.row_off),
+                    int(win.width),
+                    int(win.height),
+                ],  # fmt: skip
                 "status": "region",
                 "residuals": _residual_summary(res[sel], inl[sel]),
             }
@@ -876,9 +883,7 @@ def _match(
     return matches
 
 
-def _write_output(
-    out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, config
-) -> str:
+def _write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, config) -> str:
     from sarreg import geometry, warp
 
     if config.mode == "resample":
@@ -1147,7 +1152,8 @@ def extract_file(
     size = max_size if max(info.shape) > max_size else None
     raster = io.read_raster(str(image_path), band=band, kind=kind, max_size=size)
     img, kp_mask = preprocess.preprocess(raster.data, raster.mask, raster.kind, pre_cfg)
-    feats = extract(loaded.net, img, kp_mask, config or ExtractConfig())
+    # local descriptors are not saved: don't compute them
+    feats = extract(loaded.net, img, kp_mask, replace(config or ExtractConfig(), refine_radius=0))
     feats = replace(
         feats,
         keypoints=raster.to_full_res(feats.keypoints.astype(np.float64)).astype(np.float32),

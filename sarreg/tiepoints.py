@@ -12,7 +12,7 @@ mov_x, mov_y       moving pixel centre
 mov_col, mov_row   the same in GDAL's corner-based pixel/line (= mov_x/y + 0.5), as in GCPs
 residual_px        distance in reference pixels between the tie point and the fitted model
 similarity         descriptor cosine similarity of the match
-score_ref/_mov     keypoint scores (reliability x repeatability)
+score_ref/_mov     keypoint ranking scores (reliability by default, see ExtractConfig.rank)
 inlier             whether the fit counted the point as an inlier
 tile               tile of the large-scene path the point came from (-1: in-memory path)
 gcp                whether the point was written as a GCP into the output GeoTIFF

@@ -61,7 +61,7 @@ def sift_mma(pairs, max_keypoints: int, thresholds) -> tuple[dict, float]:
 def sarreg_mma(net, pairs, max_keypoints: int, thresholds, **extract_options) -> tuple[dict, float]:
     """MMA through the shipped inference path (``sarreg.features.extract`` + ``match_mutual``)."""
     from sarreg.features import ExtractConfig, extract
-    from sarreg.matching import MatchConfig, match_mutual
+    from sarreg.matching import MatchConfig, match_mutual, refine_keypoints
 
     cfg = ExtractConfig(top_k=max_keypoints, progress=False, **extract_options)
     accs = {t: [] for t in thresholds}
@@ -70,6 +70,7 @@ def sarreg_mma(net, pairs, max_keypoints: int, thresholds, **extract_options) ->
         f1 = extract(net, pair.image1, pair.mask1, cfg)
         f2 = extract(net, pair.image2, pair.mask2, cfg)
         m = match_mutual(f1.descriptors, f2.descriptors, MatchConfig(min_similarity=0.0))
+        f2 = refine_keypoints(f1, f2, m)
         n_matches.append(len(m))
         xy1, xy2 = f1.keypoints[m.idx_ref], f2.keypoints[m.idx_mov]
         for t, v in zip(accs, _pair_mma(pair, xy1, xy2, thresholds), strict=True):
@@ -95,11 +96,17 @@ def main() -> int:
     ck = load_default_model() if opts.checkpoint is None else load_checkpoint(opts.checkpoint)
     thresholds = (1.0, 3.0, 5.0, 10.0)
     rows = []  # the first row is also what training's validation computes
-    for scales in ((1.0,), None):
-        for peaks in ("repeatability", "reliability"):
-            kw = {"peaks": peaks} | ({"scales": scales} if scales else {})
-            mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, **kw)
-            rows.append((f"sarreg extract, peaks={peaks}, scales={scales or 'default'}", mma, n))
+    variants = [  # (label, ExtractConfig options); the third is what training validates
+        ("R2D2 selection (rank by reliability x repeatability), no refinement, 1 scale",
+         {"rank": "score", "refine_radius": 0, "scales": (1.0,)}),
+        ("rank by reliability, no refinement, 1 scale",
+         {"rank": "reliability", "refine_radius": 0, "scales": (1.0,)}),
+        ("rank by reliability, refined (radius 3), 1 scale", {"scales": (1.0,)}),
+        ("rank by reliability, refined (radius 3), default pyramid 1..0.5", {}),
+    ]  # fmt: skip
+    for label, kw in variants:
+        mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, **kw)
+        rows.append((f"sarreg: {label}", mma, n))
     sift, sift_matches = sift_mma(pairs, opts.keypoints, thresholds)
     rows.append(("SIFT (OpenCV) + mutual NN", sift, sift_matches))
     print(

@@ -50,8 +50,8 @@ def test_keypoint_methods_recover_small_warp(scene, name):
     ref, mov = _pair(scene, m)
     method = make_method(name, max_keypoints=1000)
     kr, km = method.describe(ref), method.describe(mov)
-    i_ref, i_mov = method.match(kr, km)
-    fit = fit_transform(km.xy[i_mov], kr.xy[i_ref], "affine", 3.0)
+    xy_ref, xy_mov = method.match(kr, km)
+    fit = fit_transform(xy_mov, xy_ref, "affine", 3.0)
     assert mapping_rmse(fit.matrix, m, (SIZE, SIZE)) < 1.0
 
 

@@ -82,6 +82,11 @@ def test_tiling_does_not_change_keypoints(net, crop):
     i, j = np.array(common).T
     np.testing.assert_allclose(tiled.scores[j], one.scores[i], atol=1e-5)
     np.testing.assert_allclose(tiled.descriptors[j], one.descriptors[i], atol=1e-4)
+    np.testing.assert_allclose(
+        tiled.local_descriptors[j].astype(np.float32),
+        one.local_descriptors[i].astype(np.float32),
+        atol=2e-3,
+    )
 
 
 def test_top_k_keeps_the_best(net, crop):
@@ -91,6 +96,46 @@ def test_top_k_keeps_the_best(net, crop):
     assert len(top) == 50 < len(full)
     np.testing.assert_array_equal(top.keypoints, full.keypoints[:50])
     np.testing.assert_array_equal(top.scores, full.scores[:50])
+
+
+def test_local_descriptors_are_the_neighbourhood(net, crop):
+    r = 2
+    f = extract(net, crop, None, ExtractConfig(**LOOSE, scales=(1.0,), refine_radius=r))
+    n = len(f)
+    assert n > 50
+    assert f.local_descriptors.shape == (n, (2 * r + 1) ** 2, net.dim)
+    assert f.local_descriptors.dtype == np.float16
+    assert f.local_offsets.shape == ((2 * r + 1) ** 2, 2)
+    centre = int(np.flatnonzero((f.local_offsets == 0).all(axis=1))[0])
+    np.testing.assert_allclose(
+        f.local_descriptors[:, centre].astype(np.float32), f.descriptors, atol=2e-3
+    )
+    # offset (dx, dy) = (2, -1) is the descriptor of the pixel there
+    k = int(np.flatnonzero((f.local_offsets == [2, -1]).all(axis=1))[0])
+    inside = (f.keypoints[:, 0] < crop.shape[1] - 3) & (f.keypoints[:, 1] > 1)
+    with torch.inference_mode():
+        maps = net.dense_maps(torch.from_numpy(crop)[None, None])
+        want = descriptors_at(maps, f.keypoints[inside].astype(np.float64) + [2, -1]).numpy()
+    np.testing.assert_allclose(f.local_descriptors[inside, k].astype(np.float32), want, atol=2e-3)
+    none = extract(net, crop, None, ExtractConfig(**LOOSE, scales=(1.0,), refine_radius=0))
+    assert none.local_descriptors is None and none.local_offsets is None
+    np.testing.assert_array_equal(none.keypoints, f.keypoints)
+
+
+@pytest.mark.parametrize("rank", ["reliability", "score"])
+def test_rank_orders_by_the_chosen_score(net, crop, rank):
+    f = extract(net, crop, None, ExtractConfig(**{**LOOSE, "top_k": 200}, scales=(1.0,), rank=rank))
+    with torch.inference_mode():
+        maps = net.dense_maps(torch.from_numpy(crop)[None, None])
+    xx, yy = f.keypoints.round().astype(int).T
+    rel = maps.reliability[0, 0].numpy()[yy, xx]
+    rep = maps.repeatability[0, 0].numpy()[yy, xx]
+    want = rel if rank == "reliability" else rel * rep
+    np.testing.assert_allclose(f.scores, want, rtol=1e-5)
+    assert np.all(np.diff(f.scores) <= 0)
+    # the kept keypoints are the best of all repeatability peaks by that score
+    every = extract(net, crop, None, ExtractConfig(**LOOSE, scales=(1.0,), rank=rank))
+    assert f.scores[-1] >= every.scores[200]
 
 
 class BlobNet:

@@ -159,3 +159,103 @@ def test_real_chain_recovers_shift(data_dir):
     fit = fit_transform(f_mov.keypoints[m.idx_mov], f_ref.keypoints[m.idx_ref], "translation")
     assert fit.n_inliers > 50
     np.testing.assert_allclose(fit.matrix[:2, 2], [27.0, 13.0], atol=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# refine_keypoints
+
+
+def _features(xy, desc, local=None, offsets=None, scales=None, shape=(100, 100)):
+    from sarreg.features import Features
+
+    xy = np.asarray(xy, np.float32)
+    return Features(
+        xy, np.ones(len(xy), np.float32) if scales is None else np.asarray(scales, np.float32),
+        np.ones(len(xy), np.float32), np.asarray(desc, np.float32), shape, local, offsets,
+    )  # fmt: skip
+
+
+def test_refine_moves_each_matched_keypoint_to_its_best_neighbour():
+    from sarreg.features import local_offsets
+    from sarreg.matching import refine_keypoints
+
+    rng = np.random.default_rng(5)
+    ref_desc = unit(rng, 3)
+    offsets = local_offsets(2)  # 25 offsets
+    local = unit(rng, 3 * 25).reshape(3, 25, 32)
+    # moving keypoint 0 is best matched 2 px right and 1 px up of where it was detected;
+    # keypoint 1 (detected at scale 2: offsets count double) 1 px left; keypoint 2 unmatched
+    k0 = int(np.flatnonzero((offsets == [2, -1]).all(axis=1))[0])
+    k1 = int(np.flatnonzero((offsets == [-1, 0]).all(axis=1))[0])
+    local[0, k0] = ref_desc[1]
+    local[1, k1] = ref_desc[0]
+    mov = _features(
+        [[10, 10], [50, 60], [70, 70]], unit(rng, 3), local.astype(np.float16), offsets,
+        scales=[1, 2, 1],
+    )  # fmt: skip
+    ref = _features([[0, 0], [1, 1], [2, 2]], ref_desc)
+    matches = Matches(np.array([1, 0]), np.array([0, 1]), np.array([0.9, 0.8], np.float32))
+    out = refine_keypoints(ref, mov, matches)
+    # whole-pixel moves plus a sub-pixel correction of at most half a level pixel
+    np.testing.assert_allclose(out.keypoints, [[12, 9], [48, 60], [70, 70]], atol=1.0)
+    np.testing.assert_array_equal(np.round(out.keypoints[0]), [12, 9])
+    assert abs(out.keypoints[1, 0] - 48) <= 1.0 and out.keypoints[1, 1] == pytest.approx(60, abs=1)
+    np.testing.assert_array_equal(out.keypoints[2], [70, 70])
+    np.testing.assert_array_equal(mov.keypoints, [[10, 10], [50, 60], [70, 70]])  # a copy
+    np.testing.assert_array_equal(out.descriptors, mov.descriptors)
+    # no local descriptors: unchanged
+    plain = _features(mov.keypoints, mov.descriptors)
+    assert refine_keypoints(ref, plain, matches) is plain
+    with pytest.raises(ValueError, match="one-to-one"):
+        refine_keypoints(ref, mov, Matches(np.array([0, 1]), np.array([0, 0]), np.ones(2)))
+
+
+def test_subpixel_peak_of_a_parabola():
+    from sarreg.matching import _subpixel
+
+    side = 5
+    c = np.arange(side) - 2.0
+    peak = np.array([0.3, -0.2])  # (x, y) offset of the true maximum from the grid centre
+    sim = 1.0 - 0.05 * ((c[None, :] - peak[0]) ** 2 + (c[:, None] - peak[1]) ** 2)
+    best = np.array([int(np.argmax(sim))])
+    np.testing.assert_allclose(_subpixel(sim[None], best, side)[0], peak, atol=1e-6)
+    # a maximum on the grid's edge gets no correction
+    edge = np.zeros((1, side, side))
+    edge[0, 0, 0] = 1.0
+    np.testing.assert_array_equal(_subpixel(edge, np.array([0]), side), [[0.0, 0.0]])
+
+
+def test_refinement_makes_real_matches_more_accurate(data_dir):
+    """Shipped model on a speckled pair of a real SAR crop (Umbra) with a known warp: the
+    refined matches are correct (within 3 px) more often than the detected positions."""
+    import rasterio
+
+    from sarreg.evaluation.metrics import match_errors
+    from sarreg.features import ExtractConfig, extract
+    from sarreg.matching import refine_keypoints
+    from sarreg.model.checkpoint import load_default_model
+    from sarreg.training import synth
+
+    with rasterio.open(data_dir / "umbra_mount_yasur.tif") as ds:
+        dn = ds.read(1, window=((500, 1200), (500, 1200)))
+    mask = dn > 0
+    scene = synth.smooth_intensity(synth.to_linear_intensity(dn, "display", "amplitude"), mask)
+    ranges = synth.SynthConfig(rotation_deg=10, scale=(0.9, 1.1), looks=(2.0, 2.0), noise_prob=0.0,
+                        display_prob=0.0)  # fmt: skip
+    pair = synth.make_pair(scene, mask, (90, 90), 512, np.random.default_rng(4), ranges)
+    net = load_default_model().net
+    cfg = ExtractConfig(scales=(1.0,), top_k=1500, progress=False)
+    f1 = extract(net, pair.image1, pair.mask1, cfg)
+    f2 = extract(net, pair.image2, pair.mask2, cfg)
+    m = match_mutual(f1, f2, MatchConfig(min_similarity=-1))
+    assert len(m) > 300
+
+    def correct(kp2):
+        err = match_errors(kp2[m.idx_mov], f1.keypoints[m.idx_ref],
+                           lambda xy: synth.apply_homography(pair.homography, xy))  # fmt: skip
+        return float(np.mean(err <= 3.0))
+
+    refined = refine_keypoints(f1, f2, m)
+    shift = np.abs(refined.keypoints - f2.keypoints).max(axis=1)
+    assert shift.max() <= cfg.refine_radius + 0.5
+    assert correct(refined.keypoints) > correct(f2.keypoints) + 0.03  # measured: 0.57 -> 0.64

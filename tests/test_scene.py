@@ -91,8 +91,11 @@ def test_windowed_registration_matches_in_memory(large_pair, tmp_path):
     )
     win = register(ref, mov, tmp_path / "o.tif", cfg)
     assert not mem.windowed and win.windowed
-    assert mapping_rmse(win.matrix, mem.matrix, shape) < 0.1
-    assert mapping_rmse(win.matrix, m_true, shape) < 0.5
+    # each estimate is ~0.05-0.15 px from the truth; a bookkeeping error (a half-pixel
+    # shift, a wrong window offset or decimation) would put them >= 0.5 px apart
+    assert mapping_rmse(win.matrix, mem.matrix, shape) < 0.2
+    assert mapping_rmse(win.matrix, m_true, shape) < 0.2
+    assert mapping_rmse(mem.matrix, m_true, shape) < 0.2
     rep = win.report
     assert rep["windowed"] and rep["coarse"]["decimation_ref"] == 2
     used = [t for t in rep["tiles"] if t["status"] == "used"]
@@ -139,8 +142,9 @@ def test_poly2_recovers_known_quadratic_warp(quadratic_pair, tmp_path):
     back = res.mapping.inverse(res.mapping.forward(pts))
     np.testing.assert_allclose(back, pts, atol=0.01)
     rep = res.report
-    assert rep["transform"]["mapping"]["degree"] == 2 and "corrected_geotransform" not in (
-        rep["transform"]
+    assert (
+        rep["transform"]["mapping"]["degree"] == 2
+        and "corrected_geotransform" not in (rep["transform"])
     )
     assert len(rep["tiles"]) == 16 and rep["loo_rmse_px"] < 1.5
     # resampled output follows the quadratic warp: it correlates with the reference
@@ -221,9 +225,10 @@ def test_plan_tiles_spread_over_overlap_even_windows():
     assert len(wins) == 16
     for w in wins:
         assert w.width == w.height == 500 and w.col_off % 2 == 0 and w.row_off % 2 == 0
-        assert box(w.col_off, w.row_off, w.col_off + 500, w.row_off + 500).intersection(
-            overlap
-        ).area >= 0.5 * 500 * 500
+        assert (
+            box(w.col_off, w.row_off, w.col_off + 500, w.row_off + 500).intersection(overlap).area
+            >= 0.5 * 500 * 500
+        )
     xs = sorted({w.col_off for w in wins})
     assert xs[0] < 1500 and xs[-1] > 4000  # spread over the overlap, not the image
     # a tiny corner overlap gives the tiles that fit

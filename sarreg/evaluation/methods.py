@@ -104,11 +104,13 @@ def prepare_image(path: str | Path, display_as: str = "intensity") -> PreparedIm
 @dataclass
 class KeypointSet:
     """Keypoints ``xy`` ``(N, 2)`` float64 and descriptors ``(N, D)`` of one image;
-    ``binary``: uint8 packed descriptors compared by Hamming distance."""
+    ``binary``: uint8 packed descriptors compared by Hamming distance; ``features``: sarreg's
+    :class:`~sarreg.features.Features` behind them (sarreg methods only)."""
 
     xy: np.ndarray
     descriptors: np.ndarray
     binary: bool = False
+    features: object | None = None
 
     def __len__(self) -> int:
         return int(self.xy.shape[0])
@@ -137,6 +139,11 @@ class Method:
         raise NotImplementedError
 
     def match(self, ref: KeypointSet, mov: KeypointSet) -> tuple[np.ndarray, np.ndarray]:
+        """Matched positions ``(xy_ref (K, 2), xy_mov (K, 2))`` float64, pixel centres."""
+        i_ref, i_mov = self.match_indices(ref, mov)
+        return ref.xy[i_ref], mov.xy[i_mov]
+
+    def match_indices(self, ref: KeypointSet, mov: KeypointSet) -> tuple[np.ndarray, np.ndarray]:
         """Mutual nearest neighbours: ``(idx_ref (K,), idx_mov (K,))`` int64."""
         empty = np.zeros(0, np.int64)
         if len(ref) == 0 or len(mov) == 0:
@@ -163,7 +170,9 @@ def _unit(d: np.ndarray) -> np.ndarray:
 
 
 class SarregMethod(Method):
-    """sarreg's network through :func:`sarreg.features.extract` (default pyramid)."""
+    """sarreg's network through :func:`sarreg.features.extract` (default pyramid), matched
+    as ``sarreg register`` does: mutual nearest neighbours, then the moving keypoints refined
+    by their neighbourhood descriptors (:func:`sarreg.matching.refine_keypoints`)."""
 
     def __init__(self, checkpoint: str | None = None, max_keypoints: int = 2000) -> None:
         super().__init__(max_keypoints)
@@ -191,7 +200,16 @@ class SarregMethod(Method):
         if max(img.shape) < cfg.min_size:  # what extract() falls back to, without its warning
             cfg = ExtractConfig(top_k=self.max_keypoints, progress=False, scales=(1.0,))
         f = extract(self._load(), img.image, img.kp_mask, cfg)
-        return KeypointSet(f.keypoints.astype(np.float64), f.descriptors)
+        return KeypointSet(f.keypoints.astype(np.float64), f.descriptors, features=f)
+
+    def match(self, ref: KeypointSet, mov: KeypointSet) -> tuple[np.ndarray, np.ndarray]:
+        from sarreg.matching import MatchConfig, match_mutual, refine_keypoints
+
+        if len(ref) == 0 or len(mov) == 0:
+            return np.zeros((0, 2)), np.zeros((0, 2))
+        m = match_mutual(ref.features, mov.features, MatchConfig(min_similarity=-1.0))
+        f_mov = refine_keypoints(ref.features, mov.features, m)
+        return ref.xy[m.idx_ref], f_mov.keypoints[m.idx_mov].astype(np.float64)
 
 
 class OpenCVMethod(Method):

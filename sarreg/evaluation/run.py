@@ -217,11 +217,10 @@ def _evaluate_one(
                 repeatability(kr.xy, km.xy, gt.map, ref_ov, mov_ov, 3.0)
             )
             t1 = time.perf_counter()  # the metric is not the method's time
-            i_ref, i_mov = method.match(kr, km)
+            xy_ref, xy_mov = method.match(kr, km)
             t2 = time.perf_counter()
             rec["time_match"] = t2 - t1
-            rec["matches"] = len(i_ref)
-            xy_ref, xy_mov = kr.xy[i_ref], km.xy[i_mov]
+            rec["matches"] = len(xy_ref)
             err = match_errors(xy_ref, xy_mov, gt.map)
             rec["mma"] = [float(v) for v in mma_curve(err, THRESHOLDS)]
             try:

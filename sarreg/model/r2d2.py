@@ -357,10 +357,13 @@ def descriptors_at(out: DenseMaps, xy, batch_index: int = 0) -> torch.Tensor:
         fx = fx.to(low.device, low.dtype)
         fy = fy.to(low.device, low.dtype)
         x0, x1, y0, y1 = (t.to(low.device) for t in (x0, x1, y0, y1))
-        top = low[:, y0, x0] * (1 - fx) + low[:, y0, x1] * fx
-        bottom = low[:, y1, x0] * (1 - fx) + low[:, y1, x1] * fx
+        # (h, w, C): contiguous rows for the channels-last features dense_maps returns
+        hwc = low.permute(1, 2, 0)
+        fx, fy = fx[:, None], fy[:, None]
+        top = hwc[y0, x0] * (1 - fx) + hwc[y0, x1] * fx
+        bottom = hwc[y1, x0] * (1 - fx) + hwc[y1, x1] * fx
         feats = top * (1 - fy) + bottom * fy
-        return F.normalize(feats.t(), p=2, dim=1)
+        return F.normalize(feats, p=2, dim=1)
 
 
 def _upsampling_scale(out_size: int, in_size: int) -> float:

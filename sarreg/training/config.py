@@ -99,7 +99,7 @@ class ValConfig:
         crop: side of the validation images.
         every: validate every this many steps (0 = only at the end).
         seed: seed of the validation pairs.
-        max_keypoints: top keypoints per image (by reliability x repeatability).
+        max_keypoints: top keypoints per image (ranked by reliability, as in inference).
         thresholds: pixel error thresholds of the mean matching accuracy (MMA).
         synth: synthesis ranges of the validation pairs (the target conditions).
     """

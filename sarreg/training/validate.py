@@ -2,9 +2,10 @@
 
 Keypoints and descriptors come from the inference path, ``sarreg.features.extract`` at one
 scale: the 3x3 local maxima of the repeatability map inside the image's valid content (eroded
-by 4 px) and 8 px from the edge, ranked by reliability x repeatability, the top
-``max_keypoints`` kept. Matches are mutual nearest neighbours by cosine similarity
-(``sarreg.matching.match_mutual`` without a similarity floor); a match is correct at threshold
+by 4 px) and 8 px from the edge, ranked by reliability, the top ``max_keypoints`` kept.
+Matches are mutual nearest neighbours by cosine similarity (``sarreg.matching.match_mutual``
+without a similarity floor), with the image-2 keypoints refined as ``sarreg register`` refines
+the moving ones (``sarreg.matching.refine_keypoints``); a match is correct at threshold
 ``t`` when the image-1 keypoint mapped by the ground-truth transform lies within ``t`` pixels
 of its image-2 match. MMA@t is the fraction of correct matches, averaged over pairs.
 """
@@ -21,7 +22,7 @@ import torch
 
 from sarreg.evaluation.metrics import match_errors, mma_curve
 from sarreg.features import ExtractConfig, extract
-from sarreg.matching import MatchConfig, match_mutual
+from sarreg.matching import MatchConfig, match_mutual, refine_keypoints
 from sarreg.training.synth import SynthPair, apply_homography
 
 
@@ -56,7 +57,8 @@ def keypoint_mask(mask: np.ndarray, margin: int = 4) -> np.ndarray:
 
 
 def extract_config(max_keypoints: int, device: torch.device | str = "cpu") -> ExtractConfig:
-    """The validation detector: ``sarreg.features.extract`` at one scale, ``max_keypoints``."""
+    """The validation detector: ``sarreg.features.extract`` at one scale, ``max_keypoints``
+    (ranked by reliability, with the neighbourhood descriptors for match refinement)."""
     return ExtractConfig(
         scales=(1.0,), top_k=max_keypoints, border=8, device=str(device), progress=False
     )
@@ -85,6 +87,7 @@ def evaluate_pairs(
             kp1, kp2 = f1.keypoints.astype(np.float64), f2.keypoints.astype(np.float64)
             n_kp.append(0.5 * (len(kp1) + len(kp2)))
             m = match_mutual(f1.descriptors, f2.descriptors, MatchConfig(min_similarity=-1.0))
+            kp2 = refine_keypoints(f1, f2, m).keypoints.astype(np.float64)
             n_matches.append(len(m))
             # image 2 plays the reference: the ground truth maps image-1 points onto it
             gt = partial(apply_homography, pair.homography)
