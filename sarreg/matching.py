@@ -41,12 +41,22 @@ class MatchConfig:
         radius: with a prior, only pairs whose reference keypoint lies within ``radius``
             reference pixels of the prior's prediction are considered; ``None`` = no limit.
         chunk: block size of the similarity computation (memory ~ 4 * chunk^2 bytes).
+        local_radius: when the moving Features carry local descriptors
+            (``ExtractConfig.refine_radius``), a pair's similarity is the best similarity of
+            the reference descriptor to the moving descriptors within ``local_radius`` level
+            pixels of the moving keypoint (Chebyshev), so that keypoints detected a pixel or
+            two apart on the same structure still match at full strength; 0 = the keypoints'
+            own descriptors only.
+        candidates: with ``local_radius``, the pairs scored that way are each keypoint's
+            ``candidates`` most similar by their own descriptors (both directions).
     """
 
     min_similarity: float = 0.5
     ratio: float | None = None
     radius: float | None = None
     chunk: int = 4096
+    local_radius: int = 2
+    candidates: int = 16
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_similarity <= 1.0:
@@ -57,6 +67,10 @@ class MatchConfig:
             raise ValueError("radius must be positive")
         if self.chunk < 1:
             raise ValueError("chunk must be positive")
+        if int(self.local_radius) != self.local_radius or self.local_radius < 0:
+            raise ValueError("local_radius must be a non-negative integer")
+        if self.candidates < 1:
+            raise ValueError("candidates must be positive")
 
 
 @dataclass
@@ -118,6 +132,27 @@ class _Best2:
         self.second[lo:hi] = new_second
 
 
+@dataclass
+class _TopK:
+    """Running ``k`` best similarities (and their indices) along one axis."""
+
+    val: torch.Tensor  # (n, k) float32, -inf where unset
+    arg: torch.Tensor  # (n, k) int64, -1 where unset
+
+    @classmethod
+    def new(cls, n: int, k: int) -> _TopK:
+        return cls(torch.full((n, k), _NEG), torch.full((n, k), -1, dtype=torch.long))
+
+    def update(self, lo: int, hi: int, sim: torch.Tensor, offset: int) -> None:
+        """Merge a block ``sim`` ``(hi - lo, m)`` whose columns start at index ``offset``."""
+        idx = torch.arange(offset, offset + sim.shape[1]).expand(sim.shape[0], -1)
+        vals = torch.cat([self.val[lo:hi], sim], dim=1)
+        args = torch.cat([self.arg[lo:hi], idx], dim=1)
+        top = torch.topk(vals, self.val.shape[1], dim=1)
+        self.val[lo:hi] = top.values
+        self.arg[lo:hi] = torch.gather(args, 1, top.indices)
+
+
 def _as_descriptors(d, name: str) -> torch.Tensor:
     arr = np.ascontiguousarray(np.asarray(d, dtype=np.float32))
     if arr.ndim != 2:
@@ -162,11 +197,14 @@ def match_mutual(
         :class:`Matches`, sorted by decreasing similarity (ties by reference index).
     """
     config = config or MatchConfig()
+    local = None
     if hasattr(desc_ref, "descriptors"):
         xy_ref = desc_ref.keypoints if xy_ref is None else xy_ref
         desc_ref = desc_ref.descriptors
     if hasattr(desc_mov, "descriptors"):
         xy_mov = desc_mov.keypoints if xy_mov is None else xy_mov
+        if config.local_radius and getattr(desc_mov, "local_descriptors", None) is not None:
+            local = _local_subset(desc_mov, config.local_radius)
         desc_mov = desc_mov.descriptors
     dr = _as_descriptors(desc_ref, "desc_ref")
     dm = _as_descriptors(desc_mov, "desc_mov")
@@ -189,12 +227,18 @@ def match_mutual(
         perm_ref = np.argsort(p_ref[:, 1], kind="stable")
         perm_mov = np.argsort(np.nan_to_num(pred[:, 1], nan=np.inf), kind="stable")
         dr, dm = dr[torch.from_numpy(perm_ref)], dm[torch.from_numpy(perm_mov)]
+        if local is not None:
+            local = local[perm_mov]
         p_ref = torch.from_numpy(np.ascontiguousarray(p_ref[perm_ref]))
         p_pred = torch.from_numpy(np.ascontiguousarray(pred[perm_mov]))
         radius = float(config.radius)
 
-    rows = _Best2.new(m)  # per moving keypoint: best reference
-    cols = _Best2.new(n)  # per reference keypoint: best moving
+    if local is None:
+        rows = _Best2.new(m)  # per moving keypoint: best reference
+        cols = _Best2.new(n)  # per reference keypoint: best moving
+    else:  # candidates by the keypoints' own descriptors, scored by the local ones below
+        rows = _TopK.new(m, min(config.candidates, n))
+        cols = _TopK.new(n, min(config.candidates, m))
     c = config.chunk
     with torch.inference_mode():
         for i0 in range(0, m, c):
@@ -210,6 +254,14 @@ def match_mutual(
                 rows.update(i0, i1, sim, j0)
                 cols.update(j0, j1, sim.T, i0)
 
+        if local is not None:
+            ref_np, mov_np, sim_np = _local_mutual(rows, cols, dr, local, config)
+            if guided:  # back to the callers' order
+                ref_np, mov_np = perm_ref[ref_np], perm_mov[mov_np]
+            order = np.lexsort((ref_np, -sim_np))
+            log.debug("%d mutual matches of %d x %d keypoints (local descriptors, guided=%s)",
+                      len(order), n, m, guided)  # fmt: skip
+            return Matches(ref_np[order], mov_np[order], sim_np[order])
         idx_mov = torch.arange(m)
         idx_ref = rows.arg
         ok = idx_ref >= 0
@@ -231,6 +283,67 @@ def match_mutual(
     order = np.lexsort((ref_np, -sim_np))
     log.debug("%d mutual matches of %d x %d keypoints (guided=%s)", len(order), n, m, guided)
     return Matches(ref_np[order], mov_np[order], sim_np[order])
+
+
+def _local_subset(feat, radius: int) -> np.ndarray:
+    """``(M, K', D)`` float16 local descriptors of ``feat`` within ``radius`` (Chebyshev)."""
+    if feat.local_offsets is None:
+        raise ValueError("Features with local_descriptors need local_offsets")
+    near = np.flatnonzero(np.abs(feat.local_offsets).max(axis=1) <= radius)
+    return feat.local_descriptors[:, near]
+
+
+def _local_mutual(rows: _TopK, cols: _TopK, dr: torch.Tensor, local: np.ndarray, config):
+    """Mutual best pairs among the candidate pairs of ``rows`` (per moving keypoint) and
+    ``cols`` (per reference keypoint), scored by the best similarity of the reference
+    descriptor to the moving keypoint's local descriptors ``(M, K', D)``. Applies the
+    similarity floor and ratio test to those scores (the ratio against the second best
+    candidate). Returns ``(idx_ref, idx_mov, similarity)`` numpy arrays (unsorted)."""
+    n, m = dr.shape[0], local.shape[0]
+    k_r, k_c = rows.val.shape[1], cols.val.shape[1]
+    mov_a = torch.arange(m).repeat_interleave(k_r)
+    ref_a = rows.arg.reshape(-1)
+    ok_a = torch.isfinite(rows.val.reshape(-1))
+    ref_b = torch.arange(n).repeat_interleave(k_c)
+    mov_b = cols.arg.reshape(-1)
+    ok_b = torch.isfinite(cols.val.reshape(-1))
+    key = torch.cat([mov_a[ok_a] * n + ref_a[ok_a], mov_b[ok_b] * n + ref_b[ok_b]])
+    key = torch.unique(key).numpy()
+    empty = np.zeros(0, np.int64)
+    if key.size == 0:
+        return empty, empty, np.zeros(0, np.float32)
+    mov_p, ref_p = np.divmod(key, n)
+    sim = np.empty(len(key), np.float32)
+    for i0 in range(0, len(key), 8192):
+        loc = torch.from_numpy(local[mov_p[i0 : i0 + 8192]]).float()  # (p, K', D)
+        q = dr[torch.from_numpy(ref_p[i0 : i0 + 8192])]  # (p, D)
+        sim[i0 : i0 + 8192] = torch.einsum("pkd,pd->pk", loc, q).amax(dim=1).numpy()
+
+    def best_two(group: np.ndarray, size: int):
+        order = np.lexsort((-sim, group))  # by group, best first
+        g = group[order]
+        first = np.r_[True, g[1:] != g[:-1]]
+        best = np.full(size, -1, np.int64)
+        best[g[first]] = order[first]
+        second = np.full(size, _NEG, np.float32)
+        nxt = np.flatnonzero(first[:-1] & ~first[1:]) + 1 if len(g) > 1 else empty
+        second[g[nxt]] = sim[order[nxt]]
+        return best, second
+
+    best_mov, second_mov = best_two(mov_p, m)  # pair index of each moving keypoint's best
+    best_ref, second_ref = best_two(ref_p, n)
+    has = np.flatnonzero(best_mov >= 0)
+    pair = best_mov[has]
+    mutual = best_ref[ref_p[pair]] == pair
+    pair = pair[mutual]
+    s = sim[pair]
+    ok = s >= config.min_similarity
+    if config.ratio is not None:
+        d1 = _distance(torch.from_numpy(s)).numpy()
+        ok &= d1 < config.ratio * _distance(torch.from_numpy(second_mov[mov_p[pair]])).numpy()
+        ok &= d1 < config.ratio * _distance(torch.from_numpy(second_ref[ref_p[pair]])).numpy()
+    pair = pair[ok]
+    return ref_p[pair].astype(np.int64), mov_p[pair].astype(np.int64), sim[pair]
 
 
 def refine_keypoints(feat_ref, feat_mov, matches: Matches, moving: bool = True):

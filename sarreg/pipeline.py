@@ -851,14 +851,7 @@ def _match(
     need = min_inliers(model) if model in MODELS else MIN_POINTS[model]
     if prior is not None:
         mcfg = replace(config.match, radius=config.search_radius)
-        matches = match_mutual(
-            feat_ref.descriptors,
-            feat_mov.descriptors,
-            mcfg,
-            xy_ref=feat_ref.keypoints,
-            xy_mov=feat_mov.keypoints,
-            prior=prior,
-        )
+        matches = match_mutual(feat_ref, feat_mov, mcfg, prior=prior)
         if len(matches) >= max(need, 20):
             return matches
         if not fallback:
@@ -870,9 +863,7 @@ def _match(
         log.info(
             "only %d matches within the search radius; matching without the prior", len(matches)
         )
-    matches = match_mutual(
-        feat_ref.descriptors, feat_mov.descriptors, replace(config.match, radius=None)
-    )
+    matches = match_mutual(feat_ref, feat_mov, replace(config.match, radius=None))
     if len(matches) < need:
         raise TooFewMatchesError(
             f"only {len(matches)} matches between the images (need >= {need} for a "

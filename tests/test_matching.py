@@ -225,6 +225,59 @@ def test_subpixel_peak_of_a_parabola():
     np.testing.assert_array_equal(_subpixel(edge, np.array([0]), side), [[0.0, 0.0]])
 
 
+def _with_local(rng, ref_desc, perm, sigma, offset):
+    """Moving Features whose own descriptors are ``ref_desc[perm]`` with noise ``sigma`` and
+    whose local descriptor at ``offset`` (level px) is exactly ``ref_desc[perm]``."""
+    from sarreg.features import local_offsets
+
+    offsets = local_offsets(3)
+    k = int(np.flatnonzero((offsets == offset).all(axis=1))[0])
+    own = noisy(ref_desc[perm], rng, sigma)
+    local = np.stack([noisy(own, rng, 0.3) for _ in range(len(offsets))], axis=1)
+    local[:, k] = ref_desc[perm]
+    xy = rng.uniform(10, 90, (len(perm), 2))
+    return _features(xy, own, local.astype(np.float16), offsets)
+
+
+def test_local_descriptors_recover_matches_the_own_descriptors_miss():
+    rng = np.random.default_rng(7)
+    ref_desc = unit(rng, 300)
+    perm = rng.permutation(300)
+    ref = _features(rng.uniform(10, 90, (300, 2)), ref_desc)
+    mov = _with_local(rng, ref_desc, perm, 0.25, [2, -1])  # within local_radius 2
+    plain = match_mutual(ref, mov, MatchConfig(min_similarity=-1, local_radius=0))
+    local = match_mutual(ref, mov, MatchConfig(min_similarity=-1, local_radius=2))
+    right = perm[local.idx_mov] == local.idx_ref
+    assert right.all() and len(local) >= 295
+    assert np.sum(perm[plain.idx_mov] == plain.idx_ref) < 0.8 * len(local)  # measured: 211
+    np.testing.assert_allclose(local.similarity, 1.0, atol=2e-3)  # the exact local copy
+    assert np.all(np.diff(local.similarity) <= 0)
+    # the copy lies 3 px away: outside local_radius 2, so it is not used
+    far = _with_local(rng, ref_desc, perm, 0.25, [3, 0])
+    near2 = match_mutual(ref, far, MatchConfig(min_similarity=-1, local_radius=2))
+    assert near2.similarity.max() < 0.999
+    # a similarity floor and the ratio test apply to the local similarities
+    strict = match_mutual(ref, mov, MatchConfig(min_similarity=0.999, local_radius=2))
+    assert len(strict) >= 295
+    assert len(match_mutual(ref, far, MatchConfig(min_similarity=0.999, local_radius=2))) == 0
+
+
+def test_local_matching_respects_the_prior():
+    rng = np.random.default_rng(8)
+    ref_desc = unit(rng, 40)
+    perm = np.arange(40)
+    ref = _features(rng.uniform(0, 1000, (40, 2)), ref_desc)
+    mov = _with_local(rng, ref_desc, perm, 0.05, [1, 1])
+    mov.keypoints = (ref.keypoints - 5.0).astype(np.float32)  # moving = reference - (5, 5)
+    cfg = MatchConfig(min_similarity=-1, radius=20.0)
+    good = match_mutual(ref, mov, cfg, prior=lambda xy: xy + 5.0)
+    assert len(good) == 40 and np.all(good.idx_ref == good.idx_mov)
+    # a prior 100 px off: only pairs within the radius of its (wrong) prediction
+    off = match_mutual(ref, mov, cfg, prior=lambda xy: xy + 105.0)
+    gap = np.hypot(*(mov.keypoints[off.idx_mov] + 105.0 - ref.keypoints[off.idx_ref]).T)
+    assert np.all(gap <= 20.0) and not np.any(off.idx_ref == off.idx_mov)
+
+
 def test_refinement_makes_real_matches_more_accurate(data_dir):
     """Shipped model on a speckled pair of a real SAR crop (Umbra) with a known warp: the
     refined matches are correct (within 3 px) more often than the detected positions."""

@@ -86,7 +86,7 @@ def evaluate_pairs(
             )
             kp1, kp2 = f1.keypoints.astype(np.float64), f2.keypoints.astype(np.float64)
             n_kp.append(0.5 * (len(kp1) + len(kp2)))
-            m = match_mutual(f1.descriptors, f2.descriptors, MatchConfig(min_similarity=-1.0))
+            m = match_mutual(f1, f2, MatchConfig(min_similarity=-1.0))
             kp2 = refine_keypoints(f1, f2, m).keypoints.astype(np.float64)
             n_matches.append(len(m))
             # image 2 plays the reference: the ground truth maps image-1 points onto it
