@@ -47,8 +47,8 @@ class MatchConfig:
             pixels of the moving keypoint (Chebyshev), so that keypoints detected a pixel or
             two apart on the same structure still match at full strength; 0 = the keypoints'
             own descriptors only.
-        candidates: with ``local_radius``, the pairs scored that way are each keypoint's
-            ``candidates`` most similar by their own descriptors (both directions).
+        candidates: with ``local_radius``, the pairs scored that way are each moving
+            keypoint's ``candidates`` most similar references by their own descriptors.
     """
 
     min_similarity: float = 0.5
@@ -238,7 +238,7 @@ def match_mutual(
         cols = _Best2.new(n)  # per reference keypoint: best moving
     else:  # candidates by the keypoints' own descriptors, scored by the local ones below
         rows = _TopK.new(m, min(config.candidates, n))
-        cols = _TopK.new(n, min(config.candidates, m))
+        cols = None
     c = config.chunk
     with torch.inference_mode():
         for i0 in range(0, m, c):
@@ -252,10 +252,11 @@ def match_mutual(
                     near = torch.cdist(p_pred[i0:i1], p_ref[j0:j1]) <= radius  # False for NaN
                     sim = sim.masked_fill(~near, _NEG)
                 rows.update(i0, i1, sim, j0)
-                cols.update(j0, j1, sim.T, i0)
+                if cols is not None:
+                    cols.update(j0, j1, sim.T, i0)
 
         if local is not None:
-            ref_np, mov_np, sim_np = _local_mutual(rows, cols, dr, local, config)
+            ref_np, mov_np, sim_np = _local_mutual(rows, dr, local, config)
             if guided:  # back to the callers' order
                 ref_np, mov_np = perm_ref[ref_np], perm_mov[mov_np]
             order = np.lexsort((ref_np, -sim_np))
@@ -293,57 +294,59 @@ def _local_subset(feat, radius: int) -> np.ndarray:
     return feat.local_descriptors[:, near]
 
 
-def _local_mutual(rows: _TopK, cols: _TopK, dr: torch.Tensor, local: np.ndarray, config):
-    """Mutual best pairs among the candidate pairs of ``rows`` (per moving keypoint) and
-    ``cols`` (per reference keypoint), scored by the best similarity of the reference
-    descriptor to the moving keypoint's local descriptors ``(M, K', D)``. Applies the
-    similarity floor and ratio test to those scores (the ratio against the second best
-    candidate). Returns ``(idx_ref, idx_mov, similarity)`` numpy arrays (unsorted)."""
+def _local_mutual(rows: _TopK, dr: torch.Tensor, local: np.ndarray, config):
+    """Mutual best pairs among each moving keypoint's candidates ``rows`` (its most similar
+    references by their own descriptors), scored by the best similarity of the reference
+    descriptor to the moving keypoint's local descriptors ``(M, K', D)``. A pair is mutual
+    when the moving keypoint is also the reference's best among the pairs it is part of.
+    Applies the similarity floor and the ratio test (against the second best candidate) to
+    those scores. Returns ``(idx_ref, idx_mov, similarity)`` numpy arrays (unsorted)."""
     n, m = dr.shape[0], local.shape[0]
-    k_r, k_c = rows.val.shape[1], cols.val.shape[1]
-    mov_a = torch.arange(m).repeat_interleave(k_r)
-    ref_a = rows.arg.reshape(-1)
-    ok_a = torch.isfinite(rows.val.reshape(-1))
-    ref_b = torch.arange(n).repeat_interleave(k_c)
-    mov_b = cols.arg.reshape(-1)
-    ok_b = torch.isfinite(cols.val.reshape(-1))
-    key = torch.cat([mov_a[ok_a] * n + ref_a[ok_a], mov_b[ok_b] * n + ref_b[ok_b]])
-    key = torch.unique(key).numpy()
+    c = rows.val.shape[1]
+    sim = torch.full((m, c), _NEG)
+    for i0 in range(0, m, 1024):
+        loc = torch.from_numpy(local[i0 : i0 + 1024]).float()  # (b, K', D)
+        arg = rows.arg[i0 : i0 + 1024]
+        cand = dr[arg.clamp(min=0)]  # (b, c, D)
+        s = torch.einsum("bkd,bcd->bck", loc, cand).amax(dim=2)
+        sim[i0 : i0 + 1024] = s.masked_fill(~torch.isfinite(rows.val[i0 : i0 + 1024]), _NEG)
+    flat = sim.reshape(-1)
+    ref_of = rows.arg.reshape(-1)
+    mov_of = torch.arange(m).repeat_interleave(c)
+    ok = torch.isfinite(flat)
+    flat, ref_of, mov_of = flat[ok], ref_of[ok], mov_of[ok]
     empty = np.zeros(0, np.int64)
-    if key.size == 0:
+    if flat.numel() == 0:
         return empty, empty, np.zeros(0, np.float32)
-    mov_p, ref_p = np.divmod(key, n)
-    sim = np.empty(len(key), np.float32)
-    for i0 in range(0, len(key), 8192):
-        loc = torch.from_numpy(local[mov_p[i0 : i0 + 8192]]).float()  # (p, K', D)
-        q = dr[torch.from_numpy(ref_p[i0 : i0 + 8192])]  # (p, D)
-        sim[i0 : i0 + 8192] = torch.einsum("pkd,pd->pk", loc, q).amax(dim=1).numpy()
-
-    def best_two(group: np.ndarray, size: int):
-        order = np.lexsort((-sim, group))  # by group, best first
-        g = group[order]
-        first = np.r_[True, g[1:] != g[:-1]]
-        best = np.full(size, -1, np.int64)
-        best[g[first]] = order[first]
-        second = np.full(size, _NEG, np.float32)
-        nxt = np.flatnonzero(first[:-1] & ~first[1:]) + 1 if len(g) > 1 else empty
-        second[g[nxt]] = sim[order[nxt]]
-        return best, second
-
-    best_mov, second_mov = best_two(mov_p, m)  # pair index of each moving keypoint's best
-    best_ref, second_ref = best_two(ref_p, n)
-    has = np.flatnonzero(best_mov >= 0)
-    pair = best_mov[has]
-    mutual = best_ref[ref_p[pair]] == pair
-    pair = pair[mutual]
-    s = sim[pair]
-    ok = s >= config.min_similarity
+    # best and second best per moving keypoint (over its candidates) and per reference
+    top2 = torch.topk(sim, min(2, c), dim=1).values
+    second_mov = top2[:, 1] if c > 1 else torch.full((m,), _NEG)
+    best_of_mov = sim.argmax(dim=1)  # candidate slot
+    best_ref_val = torch.full((n,), _NEG).scatter_reduce(0, ref_of, flat, "amax")
+    mov_ids = torch.arange(m)
+    pair_ref = rows.arg[mov_ids, best_of_mov]
+    pair_sim = sim[mov_ids, best_of_mov]
+    valid = torch.isfinite(pair_sim) & (pair_ref >= 0)
+    # mutual: the pair is also its reference's best (ties: the lowest moving index)
+    is_best = flat == best_ref_val[ref_of]
+    first_mov = torch.full((n,), m, dtype=torch.long).scatter_reduce(
+        0, ref_of[is_best], mov_of[is_best], "amin"
+    )
+    valid &= first_mov[pair_ref.clamp(min=0)] == mov_ids
+    valid &= pair_sim >= config.min_similarity
     if config.ratio is not None:
-        d1 = _distance(torch.from_numpy(s)).numpy()
-        ok &= d1 < config.ratio * _distance(torch.from_numpy(second_mov[mov_p[pair]])).numpy()
-        ok &= d1 < config.ratio * _distance(torch.from_numpy(second_ref[ref_p[pair]])).numpy()
-    pair = pair[ok]
-    return ref_p[pair].astype(np.int64), mov_p[pair].astype(np.int64), sim[pair]
+        # second best per reference: the best over its pairs other than the mutual one
+        others = ~(is_best & (mov_of == first_mov[ref_of]))
+        second_ref = torch.full((n,), _NEG).scatter_reduce(0, ref_of[others], flat[others], "amax")
+        d1 = _distance(pair_sim)
+        valid &= d1 < config.ratio * _distance(second_mov)
+        valid &= d1 < config.ratio * _distance(second_ref[pair_ref.clamp(min=0)])
+    sel = torch.nonzero(valid).reshape(-1)
+    return (
+        pair_ref[sel].numpy().astype(np.int64),
+        sel.numpy().astype(np.int64),
+        pair_sim[sel].numpy().astype(np.float32),
+    )
 
 
 def refine_keypoints(feat_ref, feat_mov, matches: Matches, moving: bool = True):

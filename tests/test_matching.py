@@ -260,6 +260,10 @@ def test_local_descriptors_recover_matches_the_own_descriptors_miss():
     strict = match_mutual(ref, mov, MatchConfig(min_similarity=0.999, local_radius=2))
     assert len(strict) >= 295
     assert len(match_mutual(ref, far, MatchConfig(min_similarity=0.999, local_radius=2))) == 0
+    # exact copies (distance 0) pass any ratio test; the noisy far ones mostly fail it
+    assert len(match_mutual(ref, mov, MatchConfig(-1, ratio=0.5, local_radius=2))) >= 295
+    loose = match_mutual(ref, far, MatchConfig(-1, local_radius=2))
+    assert len(match_mutual(ref, far, MatchConfig(-1, ratio=0.8, local_radius=2))) < len(loose) / 2
 
 
 def test_local_matching_respects_the_prior():
