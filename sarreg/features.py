@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sarreg.model.r2d2 import descriptors_around
+
 log = logging.getLogger(__name__)
 
 #: receptive-field radius of the Fast-R2D2 network in input pixels, measured (R2D2: 25); a
@@ -388,21 +390,18 @@ def _tile_candidates(
 
 
 def _sample_tile(net, maps, xy_tile: torch.Tensor, offsets: np.ndarray | None):
-    """Descriptors ``(n, D)`` float32 at ``xy_tile`` and, with ``offsets`` ``(K, 2)``, the
-    local descriptors ``(n, K, D)`` float16 around them (clamped to the tile, which reaches
-    ``tile_overlap`` beyond its core); ``(n, 0, D)`` without offsets."""
+    """Descriptors ``(n, D)`` float32 at ``xy_tile`` and, with ``offsets`` ``(K, 2)`` (the
+    square of :func:`local_offsets`), the local descriptors ``(n, K, D)`` float16 around them
+    (clamped to the tile, which reaches ``tile_overlap`` beyond its core); ``(n, 0, D)``
+    without offsets."""
     desc = net.descriptors_at(maps, xy_tile).float().cpu().numpy()
     n_local = 0 if offsets is None else len(offsets)
     local = np.zeros((len(xy_tile), n_local, net.dim), np.float16)
     if n_local and len(xy_tile):
-        th, tw = maps.image_shape
-        off = torch.from_numpy(offsets).to(torch.float64)[None]
-        for i0 in range(0, len(xy_tile), 512):  # bounded temporary memory
-            pts = xy_tile[i0 : i0 + 512, None, :] + off
-            pts[..., 0].clamp_(0, tw - 1)
-            pts[..., 1].clamp_(0, th - 1)
-            got = net.descriptors_at(maps, pts.reshape(-1, 2)).reshape(len(pts), n_local, -1)
-            local[i0 : i0 + 512] = got.to(torch.float16).cpu().numpy()
+        radius = int(np.abs(offsets).max())
+        for i0 in range(0, len(xy_tile), 1024):  # bounded temporary memory
+            got = descriptors_around(maps, xy_tile[i0 : i0 + 1024], radius)
+            local[i0 : i0 + 1024] = got.to(torch.float16).cpu().numpy()
     return desc, local
 
 

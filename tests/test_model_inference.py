@@ -314,3 +314,26 @@ def test_fast_net_needs_two_pixels():
     with pytest.raises(ValueError, match="2x2"):
         net.dense_maps(torch.zeros(1, 9))
     assert net.dense_maps(torch.zeros(2, 2)).repeatability.shape == (1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("shape", [(61, 50), (64, 64)])
+def test_descriptors_around_equal_descriptors_at_the_neighbours(data_dir, arch, shape):
+    from sarreg.model.r2d2 import descriptors_around
+
+    net = _net(arch, mchan=1)
+    img = _umbra_crop(data_dir, *shape)
+    maps = net.dense_maps(img[None, None])
+    h, w = shape
+    xy = _grid_xy(h, w)[::7].to(torch.float64)  # includes the corners' neighbourhoods
+    xy = torch.cat([xy, torch.tensor([[w - 1.0, h - 1.0], [0.0, h - 1.0]])])
+    r = 3
+    off = torch.stack(torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1),
+                                     indexing="ij")[::-1], dim=-1).reshape(-1, 2)  # fmt: skip
+    pts = xy[:, None, :] + off[None].to(torch.float64)
+    pts[..., 0].clamp_(0, w - 1)
+    pts[..., 1].clamp_(0, h - 1)
+    want = descriptors_at(maps, pts.reshape(-1, 2)).reshape(len(xy), len(off), -1)
+    got = descriptors_around(maps, xy, r)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -366,6 +366,52 @@ def descriptors_at(out: DenseMaps, xy, batch_index: int = 0) -> torch.Tensor:
         return F.normalize(feats, p=2, dim=1)
 
 
+def descriptors_around(out: DenseMaps, xy, radius: int, batch_index: int = 0) -> torch.Tensor:
+    """Unit-norm descriptors ``(N, (2r + 1)^2, dim)`` at the integer offsets ``(dx, dy)`` in
+    ``[-r, r]^2`` (row-major: dy outer, dx inner) around pixel centres ``xy`` ``(N, 2)``.
+
+    The same numbers as :func:`descriptors_at` at ``xy + (dx, dy)`` clamped to the image,
+    computed from one block of low-resolution features per point (separable bilinear
+    interpolation) instead of four gathers per neighbour.
+    """
+    low = out.low_res[batch_index]
+    h, w = out.image_shape
+    dim = low.shape[0]
+    pts = torch.as_tensor(xy, dtype=torch.float64).reshape(-1, 2)
+    n, k = pts.shape[0], 2 * radius + 1
+    if n == 0:
+        return low.new_zeros((0, k * k, dim))
+    off = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    hwc = low.permute(1, 2, 0)  # (h, w, C), contiguous rows for channels-last features
+
+    def axis_taps(pos: torch.Tensor, size: int, in_size: int):
+        p = (pos[:, None] + off[None]).clamp(0, size - 1)  # (N, k)
+        i0, i1, f = _source_taps(p.reshape(-1), size, in_size)
+        i0, i1, f = i0.reshape(n, k), i1.reshape(n, k), f.reshape(n, k)
+        base = i0[:, :1]
+        return i0 - base, i1 - base, f, base[:, 0]
+
+    x0, x1, fx, bx = axis_taps(pts[:, 0], w, low.shape[-1])
+    y0, y1, fy, by = axis_taps(pts[:, 1], h, low.shape[-2])
+    bw = int(max(x1.max(), x0.max())) + 1
+    bh = int(max(y1.max(), y0.max())) + 1
+    with torch.inference_mode():
+        dev = low.device
+        cols = (bx[:, None] + torch.arange(bw)).clamp(max=low.shape[-1] - 1).to(dev)
+        rows = (by[:, None] + torch.arange(bh)).clamp(max=low.shape[-2] - 1).to(dev)
+        block = hwc[rows[:, :, None], cols[:, None, :]]  # (N, bh, bw, C)
+        # bilinear weights as small (N, k, block) matrices: two non-zeros per row
+        wx = torch.zeros((n, k, bw), dtype=low.dtype, device=dev)
+        wx.scatter_add_(2, x0.to(dev)[..., None], (1 - fx).to(dev, low.dtype)[..., None])
+        wx.scatter_add_(2, x1.to(dev)[..., None], fx.to(dev, low.dtype)[..., None])
+        wy = torch.zeros((n, k, bh), dtype=low.dtype, device=dev)
+        wy.scatter_add_(2, y0.to(dev)[..., None], (1 - fy).to(dev, low.dtype)[..., None])
+        wy.scatter_add_(2, y1.to(dev)[..., None], fy.to(dev, low.dtype)[..., None])
+        along_x = torch.einsum("nkb,nhbc->nhkc", wx, block)  # (N, bh, k, C)
+        feats = torch.einsum("njh,nhkc->njkc", wy, along_x)  # (N, k, k, C)
+        return F.normalize(feats.reshape(n, k * k, dim), p=2, dim=2)
+
+
 def _upsampling_scale(out_size: int, in_size: int) -> float:
     """Source pixels per output pixel of the feature upsampling along one axis.
 
