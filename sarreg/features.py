@@ -293,7 +293,7 @@ class _Candidates:
 
     xy: np.ndarray  # (n, 2) float64
     scale: np.ndarray  # (n,) float32
-    score: np.ndarray  # (n,) float32
+    score: np.ndarray  # (n,) float64, see _ranking_score
     desc: np.ndarray  # (n, D) float32
     block: np.ndarray  # (n,) int64
     row: np.ndarray  # (n,) int64
@@ -302,7 +302,7 @@ class _Candidates:
     def concat(parts: list[_Candidates], dim: int) -> _Candidates:
         if not parts:
             return _Candidates(
-                np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                np.zeros((0, 2)), np.zeros(0, np.float32), np.zeros(0, np.float64),
                 np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
             )  # fmt: skip
         return _Candidates(
@@ -342,6 +342,23 @@ class _LocalBlocks:
         return out
 
 
+def _ranking_score(rel: torch.Tensor, rep: torch.Tensor, rank: str) -> np.ndarray:
+    """Ranking key ``(n,)`` float64 of candidates with reliability/repeatability ``(n,)``.
+
+    'reliability': the reliability, ties broken by repeatability. The reliability saturates
+    at exactly 1.0 in float32 on a large share of the peaks of a trained network, and
+    without the tie-break those would be kept in raster order (the top of the image first).
+    The repeatability is added at ``2**-26`` times its value, below the float32 spacing of
+    the reliability near 1 (``2**-24``), so distinct reliabilities keep their order.
+    'score': reliability x repeatability (R2D2).
+    """
+    rel64 = rel.double().cpu().numpy()
+    rep64 = rep.double().cpu().numpy()
+    if rank == "reliability":
+        return rel64 + rep64 * 2.0**-26
+    return rel64 * rep64
+
+
 def _tile_candidates(
     net,
     img_s: np.ndarray,
@@ -372,14 +389,13 @@ def _tile_candidates(
     r_lo, r_hi = max(c_r0, b), min(c_r1, hs - b)
     c_lo, c_hi = max(c_c0, b), min(c_c1, ws - b)
     if r_lo >= r_hi or c_lo >= c_hi:
-        return maps, torch.zeros((0, 2), dtype=torch.float64), np.zeros(0, np.float32)
+        return maps, torch.zeros((0, 2), dtype=torch.float64), np.zeros(0, np.float64)
     region = torch.zeros_like(keep)
     region[r_lo - t_r0 : r_hi - t_r0, c_lo - t_c0 : c_hi - t_c0] = True
     m = torch.from_numpy(np.ascontiguousarray(mask_s[t_r0:t_r1, t_c0:t_c1])).to(keep.device)
     keep &= region & m
     yy, xx = torch.nonzero(keep, as_tuple=True)
-    score = (rel[yy, xx] if config.rank == "reliability" else rep[yy, xx] * rel[yy, xx]).float()
-    score = score.cpu().numpy()
+    score = _ranking_score(rel[yy, xx], rep[yy, xx], config.rank)
     order = np.argsort(-score, kind="stable")[: config.top_k]
     if min_score > -math.inf:  # ties lose to the keypoints already kept
         order = order[score[order] > min_score]

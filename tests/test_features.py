@@ -172,6 +172,19 @@ def test_blob_position_maps_back_across_scales(scale):
     assert f.scales[0] == pytest.approx(1 / scale)
 
 
+def test_saturated_reliability_ties_go_to_the_most_repeatable():
+    # BlobNet's reliability is exactly 1 everywhere (as a trained network's saturates on many
+    # peaks): the brightest blob must win, not the first in raster order (the top one)
+    yy, xx = np.mgrid[0:128, 0:128]
+    img = np.zeros((128, 128), np.float32)
+    for (x0, y0), amp in (((30, 20), 0.5), ((90, 100), 1.0), ((60, 60), 0.7)):
+        img += amp * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / 18.0).astype(np.float32)
+    cfg = ExtractConfig(scales=(1.0,), top_k=2, border=4, refine_radius=0)
+    f = extract(BlobNet(), img, None, cfg)
+    np.testing.assert_allclose(f.keypoints, [[90, 100], [60, 60]], atol=1e-4)
+    np.testing.assert_array_equal(f.scores, [1.0, 1.0])
+
+
 def test_npz_round_trip(net, crop, tmp_path):
     f = extract(net, crop, None, ExtractConfig(**dict(LOOSE, top_k=200), scales=(1.0, 0.5)))
     path = tmp_path / "feat.tmp"  # no .npz suffix: written to exactly this path
