@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -306,16 +306,13 @@ class _Candidates:
                 np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64),
             )  # fmt: skip
         return _Candidates(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in _Candidates._FIELDS)
+            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Candidates))
         )
 
     def top(self, k: int) -> _Candidates:
         """The ``k`` best by score (stable: earlier candidates win ties), best first."""
         order = np.argsort(-self.score, kind="stable")[:k]
-        return _Candidates(*(getattr(self, f)[order] for f in _Candidates._FIELDS))
-
-
-_Candidates._FIELDS = ("xy", "scale", "score", "desc", "block", "row")
+        return _Candidates(*(getattr(self, f.name)[order] for f in fields(self)))
 
 
 class _LocalBlocks:
@@ -367,13 +364,9 @@ def _tile_candidates(
     cols: tuple[int, int, int, int],
     config: ExtractConfig,
     device: torch.device,
-    min_score: float = -math.inf,
 ):
-    """Candidate keypoints in one tile's core: ``(maps, xy_tile (n, 2) float64 tensor in tile
-    pixels, score (n,) float32)``, at most ``top_k``.
-
-    Only candidates scoring above ``min_score`` (the k-th best score so far, once ``top_k``
-    keypoints are kept) are returned: the others cannot enter the top ``top_k``."""
+    """Candidate keypoints in one tile's core, in raster order: ``(maps, xy_tile (n, 2)
+    float64 tensor in tile pixels, score (n,) float64 from _ranking_score)``."""
     c_r0, c_r1, t_r0, t_r1 = rows
     c_c0, c_c1, t_c0, t_c1 = cols
     hs, ws = img_s.shape
@@ -396,25 +389,18 @@ def _tile_candidates(
     keep &= region & m
     yy, xx = torch.nonzero(keep, as_tuple=True)
     score = _ranking_score(rel[yy, xx], rep[yy, xx], config.rank)
-    order = np.argsort(-score, kind="stable")[: config.top_k]
-    if min_score > -math.inf:  # ties lose to the keypoints already kept
-        order = order[score[order] > min_score]
-    order = np.sort(order)  # back to raster order (stable ties, as without the cut)
-    sel = torch.from_numpy(order).to(yy.device)
-    xy_tile = torch.stack([xx[sel], yy[sel]], dim=1).to(torch.float64).cpu()
-    return maps, xy_tile, score[order]
+    xy_tile = torch.stack([xx, yy], dim=1).to(torch.float64).cpu()
+    return maps, xy_tile, score
 
 
-def _sample_tile(net, maps, xy_tile: torch.Tensor, offsets: np.ndarray | None):
-    """Descriptors ``(n, D)`` float32 at ``xy_tile`` and, with ``offsets`` ``(K, 2)`` (the
-    square of :func:`local_offsets`), the local descriptors ``(n, K, D)`` float16 around them
-    (clamped to the tile, which reaches ``tile_overlap`` beyond its core); ``(n, 0, D)``
-    without offsets."""
+def _sample_tile(net, maps, xy_tile: torch.Tensor, radius: int):
+    """Descriptors ``(n, D)`` float32 at ``xy_tile`` and, with ``radius`` > 0, the local
+    descriptors ``(n, (2 r + 1)^2, D)`` float16 at :func:`local_offsets` around them (clamped
+    to the tile, which reaches ``tile_overlap`` beyond its core); ``(n, 0, D)`` without."""
     desc = net.descriptors_at(maps, xy_tile).float().cpu().numpy()
-    n_local = 0 if offsets is None else len(offsets)
+    n_local = (2 * radius + 1) ** 2 if radius else 0
     local = np.zeros((len(xy_tile), n_local, net.dim), np.float16)
     if n_local and len(xy_tile):
-        radius = int(np.abs(offsets).max())
         for i0 in range(0, len(xy_tile), 1024):  # bounded temporary memory
             got = descriptors_around(maps, xy_tile[i0 : i0 + 1024], radius)
             local[i0 : i0 + 1024] = got.to(torch.float16).cpu().numpy()
@@ -489,20 +475,18 @@ def extract(
                 n_level = 0
                 for rows in spans_r:
                     for cols in spans_c:
-                        # the k-th best score so far: tile keypoints below it can't enter
-                        full = len(kept.score) >= config.top_k
-                        min_score = float(kept.score[-1]) if full else -math.inf
                         maps, xy_t, score = _tile_candidates(
-                            net, img_s, mask_s, rows, cols, config, device, min_score
+                            net, img_s, mask_s, rows, cols, config, device
                         )
                         bar.update(1)
                         if not len(score):
                             continue
-                        # descriptors only for the candidates that make the top_k now
+                        # descriptors only for the candidates that make the top_k now (stable:
+                        # ties go to the keypoints already kept, then to raster order)
                         merged = np.concatenate([kept.score, score])
                         top = np.argsort(-merged, kind="stable")[: config.top_k]
                         new = np.sort(top[top >= len(kept.score)] - len(kept.score))
-                        desc, local = _sample_tile(net, maps, xy_t[new], offsets)
+                        desc, local = _sample_tile(net, maps, xy_t[new], config.refine_radius)
                         xy = level_to_input(xy_t[new].numpy() + [cols[2], rows[2]], shape, shape_s)
                         scl = np.full(len(new), 1.0 / s, np.float32)
                         b = np.full(len(new), blocks.add(local), np.int64)

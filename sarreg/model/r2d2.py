@@ -393,8 +393,8 @@ def descriptors_around(out: DenseMaps, xy, radius: int, batch_index: int = 0) ->
 
     x0, x1, fx, bx = axis_taps(pts[:, 0], w, low.shape[-1])
     y0, y1, fy, by = axis_taps(pts[:, 1], h, low.shape[-2])
-    bw = int(max(x1.max(), x0.max())) + 1
-    bh = int(max(y1.max(), y0.max())) + 1
+    bw = int(x1.max()) + 1  # i1 >= i0: the block spans the second taps
+    bh = int(y1.max()) + 1
     with torch.inference_mode():
         dev = low.device
         cols = (bx[:, None] + torch.arange(bw)).clamp(max=low.shape[-1] - 1).to(dev)
