@@ -349,34 +349,31 @@ def _local_mutual(rows: _TopK, dr: torch.Tensor, local: np.ndarray, config):
     )
 
 
-def refine_keypoints(feat_ref, feat_mov, matches: Matches, moving: bool = True):
-    """Move each matched keypoint of one side to where its descriptor best matches the other's.
+def refine_keypoints(feat_ref, feat_mov, matches: Matches):
+    """Move each matched moving keypoint to where its descriptor best matches the reference's.
 
     A descriptor matches its true correspondence within a few pixels (R2D2 trains it to
     match anywhere within ``sampler.pos_radius`` px), so two keypoints detected a few pixels
     apart on the same structure still match. For every match this picks, among the
     neighbourhood descriptors kept at extraction (``ExtractConfig.refine_radius``), the
-    position whose descriptor is most similar to the other side's keypoint descriptor, refines
+    position whose descriptor is most similar to the reference keypoint's descriptor, refines
     it to sub-pixel precision by a parabola through the similarities of its neighbours along
     x and y, and moves the keypoint there. The matches themselves (which pairs, their order
     and similarity) are unchanged.
 
     Args:
         feat_ref, feat_mov: :class:`sarreg.features.Features` of the reference and moving
-            images; the side being refined needs ``local_descriptors``.
+            images; the moving ones need ``local_descriptors``.
         matches: :class:`Matches` between them (mutual, so each keypoint is matched once).
-        moving: refine the moving keypoints (else the reference keypoints).
 
     Returns:
-        A copy of the refined side's Features with the matched keypoints moved (input pixel
-        centres; at most ``(refine_radius + 0.5) * scale`` px along each axis, ``scale``
-        being the keypoint's ``Features.scales``), or that side's Features unchanged when it
-        has no local descriptors or there are no matches.
+        A copy of ``feat_mov`` with the matched keypoints moved (input pixel centres; at most
+        ``(refine_radius + 0.5) * scale`` px along each axis, ``scale`` being the keypoint's
+        ``Features.scales``), or ``feat_mov`` unchanged when it has no local descriptors or
+        there are no matches.
     """
-    target, other = (feat_mov, feat_ref) if moving else (feat_ref, feat_mov)
+    target, other = feat_mov, feat_ref
     idx_t, idx_o = matches.idx_mov, matches.idx_ref
-    if not moving:
-        idx_t, idx_o = idx_o, idx_t
     if target.local_descriptors is None or target.local_offsets is None or len(matches) == 0:
         return target
     if len(np.unique(idx_t)) != len(idx_t):
@@ -405,6 +402,17 @@ def refine_keypoints(feat_ref, feat_mov, matches: Matches, moving: bool = True):
     log.debug("refined %d keypoints (median shift %.2f px)", len(idx_t),
               float(np.median(np.hypot(*step.T))) if len(step) else 0.0)  # fmt: skip
     return dataclasses.replace(target, keypoints=keypoints)
+
+
+def matched_points(feat_ref, feat_mov, config: MatchConfig | None = None):
+    """sarreg's matching of two Features as ``sarreg register`` does it without a prior:
+    :func:`match_mutual` (on the moving local descriptors when present), then
+    :func:`refine_keypoints`. Returns ``(matches, xy_ref (K, 2), xy_mov (K, 2))``, the
+    positions float64 pixel centres (the moving ones refined)."""
+    matches = match_mutual(feat_ref, feat_mov, config)
+    refined = refine_keypoints(feat_ref, feat_mov, matches)
+    xy_ref = np.asarray(feat_ref.keypoints, np.float64)[matches.idx_ref]
+    return matches, xy_ref, np.asarray(refined.keypoints, np.float64)[matches.idx_mov]
 
 
 def _subpixel(sim: np.ndarray, best: np.ndarray, side: int) -> np.ndarray:

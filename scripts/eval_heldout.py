@@ -61,9 +61,10 @@ def sift_mma(pairs, max_keypoints: int, thresholds) -> tuple[dict, float]:
 def sarreg_mma(
     net, pairs, max_keypoints: int, thresholds, match_options=None, **extract_options
 ) -> tuple[dict, float]:
-    """MMA through the shipped inference path (``sarreg.features.extract`` + ``match_mutual``)."""
+    """MMA through the shipped inference path (``sarreg.features.extract`` +
+    ``sarreg.matching.matched_points``)."""
     from sarreg.features import ExtractConfig, extract
-    from sarreg.matching import MatchConfig, match_mutual, refine_keypoints
+    from sarreg.matching import MatchConfig, matched_points
 
     cfg = ExtractConfig(top_k=max_keypoints, progress=False, **extract_options)
     match_options = match_options or {}
@@ -72,10 +73,8 @@ def sarreg_mma(
     for pair in pairs:
         f1 = extract(net, pair.image1, pair.mask1, cfg)
         f2 = extract(net, pair.image2, pair.mask2, cfg)
-        m = match_mutual(f1, f2, MatchConfig(min_similarity=-1.0, **match_options))
-        f2 = refine_keypoints(f1, f2, m)
-        n_matches.append(len(m))
-        xy1, xy2 = f1.keypoints[m.idx_ref], f2.keypoints[m.idx_mov]
+        _, xy1, xy2 = matched_points(f1, f2, MatchConfig(min_similarity=-1.0, **match_options))
+        n_matches.append(len(xy1))
         for t, v in zip(accs, _pair_mma(pair, xy1, xy2, thresholds), strict=True):
             accs[t].append(float(v))
     return {t: float(np.mean(v)) for t, v in accs.items()}, float(np.mean(n_matches))

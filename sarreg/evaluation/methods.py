@@ -203,13 +203,14 @@ class SarregMethod(Method):
         return KeypointSet(f.keypoints.astype(np.float64), f.descriptors, features=f)
 
     def match(self, ref: KeypointSet, mov: KeypointSet) -> tuple[np.ndarray, np.ndarray]:
-        from sarreg.matching import MatchConfig, match_mutual, refine_keypoints
+        from sarreg.matching import MatchConfig, matched_points
 
         if len(ref) == 0 or len(mov) == 0:
             return np.zeros((0, 2)), np.zeros((0, 2))
-        m = match_mutual(ref.features, mov.features, MatchConfig(min_similarity=-1.0))
-        f_mov = refine_keypoints(ref.features, mov.features, m)
-        return ref.xy[m.idx_ref], f_mov.keypoints[m.idx_mov].astype(np.float64)
+        _, xy_ref, xy_mov = matched_points(
+            ref.features, mov.features, MatchConfig(min_similarity=-1.0)
+        )
+        return xy_ref, xy_mov
 
 
 class OpenCVMethod(Method):

@@ -3,9 +3,9 @@
 Keypoints and descriptors come from the inference path, ``sarreg.features.extract`` at one
 scale: the 3x3 local maxima of the repeatability map inside the image's valid content (eroded
 by 4 px) and 8 px from the edge, ranked by reliability, the top ``max_keypoints`` kept.
-Matches are mutual nearest neighbours by cosine similarity (``sarreg.matching.match_mutual``
-without a similarity floor), with the image-2 keypoints refined as ``sarreg register`` refines
-the moving ones (``sarreg.matching.refine_keypoints``); a match is correct at threshold
+Matches come from ``sarreg.matching.matched_points`` without a similarity floor: mutual
+nearest neighbours on the image-2 local descriptors, with the image-2 keypoints refined as
+``sarreg register`` refines the moving ones; a match is correct at threshold
 ``t`` when the image-1 keypoint mapped by the ground-truth transform lies within ``t`` pixels
 of its image-2 match. MMA@t is the fraction of correct matches, averaged over pairs.
 """
@@ -22,7 +22,7 @@ import torch
 
 from sarreg.evaluation.metrics import match_errors, mma_curve
 from sarreg.features import ExtractConfig, extract
-from sarreg.matching import MatchConfig, match_mutual, refine_keypoints
+from sarreg.matching import MatchConfig, matched_points
 from sarreg.training.synth import SynthPair, apply_homography
 
 
@@ -84,14 +84,12 @@ def evaluate_pairs(
                 extract(net, img, keypoint_mask(mask), xcfg)
                 for img, mask in ((pair.image1, pair.mask1), (pair.image2, pair.mask2))
             )
-            kp1, kp2 = f1.keypoints.astype(np.float64), f2.keypoints.astype(np.float64)
-            n_kp.append(0.5 * (len(kp1) + len(kp2)))
-            m = match_mutual(f1, f2, MatchConfig(min_similarity=-1.0))
-            kp2 = refine_keypoints(f1, f2, m).keypoints.astype(np.float64)
-            n_matches.append(len(m))
+            n_kp.append(0.5 * (len(f1) + len(f2)))
+            _, xy1, xy2 = matched_points(f1, f2, MatchConfig(min_similarity=-1.0))
+            n_matches.append(len(xy1))
             # image 2 plays the reference: the ground truth maps image-1 points onto it
             gt = partial(apply_homography, pair.homography)
-            err = match_errors(kp2[m.idx_mov], kp1[m.idx_ref], gt)
+            err = match_errors(xy2, xy1, gt)
             for t, v in zip(accs, mma_curve(err, list(accs)), strict=True):
                 accs[t].append(float(v))
             n_correct.append(int(np.sum(err <= mid)))
