@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from sarreg.model.r2d2 import descriptors_around
-
 log = logging.getLogger(__name__)
 
 #: receptive-field radius of the Fast-R2D2 network in input pixels, measured (R2D2: 25); a
@@ -402,7 +400,7 @@ def _sample_tile(net, maps, xy_tile: torch.Tensor, radius: int):
     local = np.zeros((len(xy_tile), n_local, net.dim), np.float16)
     if n_local and len(xy_tile):
         for i0 in range(0, len(xy_tile), 1024):  # bounded temporary memory
-            got = descriptors_around(maps, xy_tile[i0 : i0 + 1024], radius)
+            got = net.descriptors_around(maps, xy_tile[i0 : i0 + 1024], radius)
             local[i0 : i0 + 1024] = got.to(torch.float16).cpu().numpy()
     return desc, local
 
@@ -418,8 +416,10 @@ def extract(
 
     Args:
         net: network with ``dense_maps(x (1, 1, h, w)) -> DenseMaps``,
-            ``descriptors_at(maps, xy (n, 2)) -> (n, D)`` and ``dim``
-            (:class:`sarreg.model.R2D2Net`). Run in eval mode; its mode is restored after.
+            ``descriptors_at(maps, xy (n, 2)) -> (n, D)``,
+            ``descriptors_around(maps, xy, r) -> (n, (2r + 1)^2, D)`` and ``dim``
+            (:class:`sarreg.model.R2D2Net`; its descriptor whitening, when fitted, applies).
+            Run in eval mode; its mode is restored after.
         image: ``(H, W)`` float32 in ``[0, 1]`` (from ``sarreg.preprocess``).
         mask: ``(H, W)`` bool keypoint mask (True = keypoints allowed); ``None`` = everywhere.
         config: :class:`ExtractConfig`.

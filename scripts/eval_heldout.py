@@ -110,6 +110,12 @@ def main() -> int:
         ("rank by reliability, local-descriptor mutual NN + refinement, default pyramid "
          "1..0.5 (register's defaults)", {}, {}),
     ]  # fmt: skip
+    if ck.net.whitening.active:  # the shipped path without the model's descriptor whitening
+        saved = {k: v.clone() for k, v in ck.net.whitening.state_dict().items()}
+        ck.net.whitening.reset()
+        mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, {}, scales=(1.0,))
+        rows.append(("sarreg: training's validation path WITHOUT descriptor whitening", mma, n))
+        ck.net.whitening.load_state_dict(saved)
     for label, xkw, mkw in variants:
         mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, mkw, **xkw)
         rows.append((f"sarreg: {label}", mma, n))

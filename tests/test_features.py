@@ -17,7 +17,7 @@ from sarreg.features import (
     tile_spans,
 )
 from sarreg.model import build_model
-from sarreg.model.r2d2 import DenseMaps, descriptors_at
+from sarreg.model.r2d2 import DenseMaps, descriptors_around, descriptors_at
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +156,9 @@ class BlobNet:
 
     def descriptors_at(self, maps: DenseMaps, xy) -> torch.Tensor:
         return descriptors_at(maps, xy)
+
+    def descriptors_around(self, maps: DenseMaps, xy, radius: int) -> torch.Tensor:
+        return descriptors_around(maps, xy, radius)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, 0.25])

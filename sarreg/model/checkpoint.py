@@ -49,6 +49,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _CONFIG_KEYS = ("arch", "in_channels", "mchan", "dim", "relu22", "input_offset")
+#: state-dict entries a checkpoint may lack (kept at their defaults): descriptor whitening
+_OPTIONAL_PREFIX = "whitening."
 _NAVER_NETS = {"Fast_Quad_L2Net_ConfCFS": "fast_r2d2", "Quad_L2Net_ConfCFS": "r2d2"}
 
 
@@ -113,6 +115,7 @@ class Checkpoint:
         return (
             f"{name}: {c['arch']} in_channels={c['in_channels']} mchan={c['mchan']} "
             f"dim={c['dim']} params={n_params} format={self.source_format}"
+            f"{' whitened' if self.net.whitening.active else ''}"
         )
 
 
@@ -321,6 +324,11 @@ def _build(config: dict, path: Path) -> R2D2Net:
 def _load_state(net: R2D2Net, state: dict, path: Path) -> None:
     """Copy ``state`` into ``net`` with one-line errors for missing, extra or misfit weights."""
     expected = net.state_dict()
+    # files written before descriptor whitening existed (and naver files) have none: identity
+    state = {
+        **{k: v for k, v in expected.items() if k.startswith(_OPTIONAL_PREFIX)},
+        **state,
+    }
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
     if missing or extra:

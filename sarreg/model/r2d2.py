@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sarreg.model.whitening import DescriptorWhitening
+
 ARCHITECTURES = ("fast_r2d2", "r2d2")
 
 
@@ -180,6 +182,10 @@ class R2D2Net(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.reliability_head = nn.Conv2d(dim, 2, 1)
         self.repeatability_head = nn.Conv2d(dim, 1, 1)
+        #: inference-time descriptor projection (identity until fitted; see
+        #: :mod:`sarreg.model.whitening`), applied by :meth:`descriptors_at` and
+        #: :meth:`descriptors_around`, not by :meth:`forward`
+        self.whitening = DescriptorWhitening(dim)
         if input_offset:
             k = specs[0].kernel
             self.register_buffer("input_offset", torch.zeros(specs[0].out_channels, 1, k, k))
@@ -302,15 +308,26 @@ class R2D2Net(nn.Module):
     def descriptors_at(
         self, out: DenseMaps, xy: torch.Tensor, batch_index: int = 0
     ) -> torch.Tensor:
-        """Unit-norm descriptors ``(N, dim)`` at pixel centres ``xy`` ``(N, 2)`` = (x, y).
+        """Matching descriptors ``(N, dim)``, unit norm, at pixel centres ``xy`` ``(N, 2)`` =
+        (x, y): the sampled features of :func:`descriptors_at` through :attr:`whitening`.
 
         ``xy`` is in the pixel grid of the image given to :meth:`dense_maps` (centre of the
         top-left pixel at (0, 0)); it may be a numpy array or a tensor, integer or fractional.
-        At integer positions the result equals :meth:`forward`'s descriptors at that pixel;
-        between pixels the low-resolution features are interpolated bilinearly (the same
-        formula extended continuously). Points must lie in ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``.
+        Without a fitted whitening, at integer positions the result equals :meth:`forward`'s
+        descriptors at that pixel; between pixels the low-resolution features are
+        interpolated bilinearly (the same formula extended continuously). Points must lie in
+        ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``.
         """
-        return descriptors_at(out, xy, batch_index=batch_index)
+        with torch.inference_mode():
+            return self.whitening(descriptors_at(out, xy, batch_index=batch_index))
+
+    def descriptors_around(
+        self, out: DenseMaps, xy, radius: int, batch_index: int = 0
+    ) -> torch.Tensor:
+        """Matching descriptors ``(N, (2r + 1)^2, dim)`` around ``xy`` (see
+        :func:`descriptors_around`), through :attr:`whitening` like :meth:`descriptors_at`."""
+        with torch.inference_mode():
+            return self.whitening(descriptors_around(out, xy, radius, batch_index=batch_index))
 
 
 @dataclass

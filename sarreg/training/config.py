@@ -1,8 +1,8 @@
 """Training configuration: nested dataclasses loaded from YAML and validated.
 
 A config file is a YAML mapping with the sections of :class:`TrainConfig` (``model``,
-``data``, ``synth``, ``loss``, ``sampler``, ``optim``, ``val``, ``preprocess``) and a few
-top-level settings. Missing keys take the defaults below; an unknown or misspelt key is a
+``data``, ``synth``, ``loss``, ``sampler``, ``optim``, ``val``, ``whiten``, ``preprocess``) and
+a few top-level settings. Missing keys take the defaults below; an unknown or misspelt key is a
 :class:`~sarreg.errors.ConfigError` that lists the valid keys of its section. Relative paths in
 a config file are resolved against the repository root (the folder holding ``configs/`` and
 ``sarreg/``); paths given on the command line are resolved against the working directory.
@@ -115,6 +115,42 @@ class ValConfig:
 
 
 @dataclass(frozen=True)
+class WhitenConfig:
+    """Descriptor whitening fitted at each validation (:mod:`sarreg.model.whitening`).
+
+    Attributes:
+        pairs: synthetic pairs drawn from the training data (not the validation data) like
+            training pairs (``data.crop`` pixels, ``synth`` ranges), fixed by ``seed``;
+            0 = no whitening.
+        max_keypoints: top keypoints per image (0 = ``val.max_keypoints``).
+        max_error: a keypoint of image 1 and one of image 2 are a matching pair when the
+            ground truth maps the first within this many pixels of the second.
+        shrink: weight of the identity mixed into the pair-difference covariance.
+        spread_power: emphasis of the directions along which points spread widely
+            (:func:`sarreg.model.whitening.fit_whitening`); 0 = plain whitening.
+        seed: seed of the pairs.
+    """
+
+    pairs: int = 0
+    max_keypoints: int = 0
+    max_error: float = 1.5
+    shrink: float = 0.1
+    spread_power: float = 0.3
+    seed: int = 99
+
+    def __post_init__(self) -> None:
+        if self.pairs < 0 or self.max_keypoints < 0 or self.max_error <= 0:
+            raise ConfigError(
+                "whiten.pairs and max_keypoints must be >= 0 and max_error > 0",
+                "use e.g. pairs: 256, max_error: 1.5",
+            )
+        if not 0.0 <= self.shrink < 1.0:
+            raise ConfigError("whiten.shrink must be in [0, 1)", "use e.g. shrink: 0.1")
+        if not 0.0 <= self.spread_power <= 1.0:
+            raise ConfigError("whiten.spread_power must be in [0, 1]", "use e.g. 0.3")
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     """AdamW and the learning-rate schedule.
 
@@ -179,6 +215,7 @@ class TrainConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     val: ValConfig = field(default_factory=ValConfig)
+    whiten: WhitenConfig = field(default_factory=WhitenConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
     def __post_init__(self) -> None:
@@ -189,6 +226,11 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}", f"set {key} to e.g. 100")
+        if self.loss.whitened and self.whiten.pairs < 1:
+            raise ConfigError(
+                "loss.whitened needs a descriptor whitening fitted during training",
+                "set whiten.pairs (e.g. 256) or loss.whitened: false",
+            )
         need = 2 * self.sampler.border + self.sampler.query_step
         if self.data.crop < max(need, self.loss.n * 2):
             raise ConfigError(

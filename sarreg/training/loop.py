@@ -44,6 +44,7 @@ from sarreg.training.data import (
 )
 from sarreg.training.step import LOSS_NAMES, compute_losses, train_forward
 from sarreg.training.validate import ValResult, evaluate_pairs
+from sarreg.training.whiten import fit_net_whitening, whitening_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -322,6 +323,7 @@ def _train(
             "raise --steps to train longer",
         )
     train_sources, val_pairs, val_files = load_data(cfg)
+    whiten_pairs = whitening_pairs(train_sources, cfg) if cfg.whiten.pairs else []
     save_config(cfg, out / "config.yaml")
     net.to(device)
     if device.type == "cpu":
@@ -414,6 +416,23 @@ def _train(
         last_good = last_path
         return last_path
 
+    def refit_whitening() -> None:
+        fit = fit_net_whitening(
+            net,
+            whiten_pairs,
+            cfg.whiten.max_keypoints or cfg.val.max_keypoints,
+            cfg.whiten.max_error,
+            cfg.whiten.shrink,
+            cfg.whiten.spread_power,
+            device=device,
+        )
+        logger.info(
+            "descriptor whitening %s on %d matching keypoint pairs of %d training pairs",
+            "fitted" if fit.fitted else "NOT fitted",
+            fit.pairs,
+            len(whiten_pairs),
+        )
+
     def validate() -> None:
         res: ValResult = evaluate_pairs(
             net, val_pairs, cfg.val.max_keypoints, thresholds, device=device
@@ -442,6 +461,8 @@ def _train(
                 preprocess=cfg.preprocess,
             )
 
+    if cfg.loss.whitened and whiten_pairs and not net.whitening.active:
+        refit_whitening()
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
@@ -458,6 +479,7 @@ def _train(
                 cfg.sampler,
                 sampler_gen,
                 train_reliability=step >= cfg.loss.reliability_warmup,
+                project=net.whitening if cfg.loss.whitened and net.whitening.active else None,
             )
             for name in LOSS_NAMES:
                 value = float(parts[name].detach())
@@ -505,12 +527,17 @@ def _train(
                         tb.add_scalar(f"train/{k}", v, step)
                 run = dict.fromkeys(run, 0.0)
                 n_run = 0
+            validating = bool(val_pairs) and (
+                (cfg.val.every > 0 and step % cfg.val.every == 0) or step == cfg.steps
+            )
+            # the whitening is refitted for each validation (and at the end without one),
+            # so that validation, best.pt and last.pt use descriptors as inference will
+            if whiten_pairs and (validating or (not val_pairs and step == cfg.steps)):
+                refit_whitening()
+            if validating:
+                validate()
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 save_last()
-            if val_pairs and (
-                (cfg.val.every > 0 and step % cfg.val.every == 0) or step == cfg.steps
-            ):
-                validate()
     except KeyboardInterrupt:
         if step > start:
             save_last()

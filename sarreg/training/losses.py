@@ -188,6 +188,10 @@ class LossConfig:
         kappa: AP threshold below which a query should be declared unreliable.
         nq: quantization bins of the AP.
         ap_min, ap_max: similarity range of the bins.
+        whitened: the AP loss compares descriptors through the network's descriptor
+            whitening (fitted on training pairs before the first step and at each
+            validation; needs ``whiten.pairs``), so that training optimizes the similarities
+            inference uses. False = the network's own descriptors.
     """
 
     w_cosim: float = 1.0
@@ -201,6 +205,7 @@ class LossConfig:
     nq: int = 20
     ap_min: float = 0.0
     ap_max: float = 1.0
+    whitened: bool = False
 
     def __post_init__(self) -> None:
         from sarreg.errors import ConfigError

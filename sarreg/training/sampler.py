@@ -20,6 +20,7 @@ Coordinates are ``(x, y)`` pixel centres, top-left centre ``(0, 0)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -108,13 +109,18 @@ def disc_offsets(radius: float) -> torch.Tensor:
 
 
 def sample_descriptors(
-    low: torch.Tensor, xy: torch.Tensor, image_shape: tuple[int, int]
+    low: torch.Tensor,
+    xy: torch.Tensor,
+    image_shape: tuple[int, int],
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Unit-norm descriptors at pixel centres, from low-resolution features.
 
     Args:
         low: ``(B, D, h, w)`` raw features (``R2D2Net.low_res_features``).
         xy: ``(B, N, 2)`` pixel centres (x, y) in the ``image_shape`` = ``(H, W)`` input grid.
+        project: applied to the unit descriptors ``(B, N, D)`` (e.g. the network's
+            whitening); None = none.
 
     Returns ``(B, N, D)``; at integer pixels identical (up to float rounding) to the
     descriptors of ``R2D2Net.forward`` (bilinear upsampling, ``align_corners=False``,
@@ -126,7 +132,8 @@ def sample_descriptors(
     out = F.grid_sample(
         low, grid[:, :, None, :], mode="bilinear", padding_mode="border", align_corners=False
     )
-    return F.normalize(out[..., 0].transpose(1, 2), p=2, dim=2)
+    desc = F.normalize(out[..., 0].transpose(1, 2), p=2, dim=2)
+    return desc if project is None else project(desc)
 
 
 def _random_offset(step: int, generator: torch.Generator | None) -> tuple[int, int]:
@@ -146,6 +153,7 @@ def sample_ap(
     image_shape: tuple[int, int],
     config: SamplerConfig = SamplerConfig(),
     generator: torch.Generator | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> APSample:
     """Queries, positives and negatives for the AP loss of a batch of pairs.
 
@@ -158,6 +166,7 @@ def sample_ap(
         image_shape: ``(H, W)`` of both images.
         config: sampling geometry.
         generator: torch random generator for the grid offsets.
+        project: applied to every sampled unit descriptor (see :func:`sample_descriptors`).
     """
     b = low1.shape[0]
     h, w = image_shape
@@ -170,7 +179,7 @@ def sample_ap(
     q_valid = valid[:, qy, qx]  # (B, Nq)
     gt = field[:, qy, qx].to(torch.float32)  # (B, Nq, 2)
     nq = q_xy.shape[0]
-    dq = sample_descriptors(low1, q_xy[None].expand(b, -1, -1), image_shape)  # (B, Nq, D)
+    dq = sample_descriptors(low1, q_xy[None].expand(b, -1, -1), image_shape, project)  # (B, Nq, D)
 
     # positives: best match among GT + integer offsets within pos_radius
     off = disc_offsets(cfg.pos_radius).to(device)  # (K, 2)
@@ -178,7 +187,8 @@ def sample_ap(
     lim = torch.tensor([w - 1.0, h - 1.0], device=device)
     inside = ((cand >= 0) & (cand <= lim)).all(-1)
     k = off.shape[0]
-    dc = sample_descriptors(low2, cand.reshape(b, nq * k, 2), image_shape).reshape(b, nq, k, -1)
+    dc = sample_descriptors(low2, cand.reshape(b, nq * k, 2), image_shape, project)
+    dc = dc.reshape(b, nq, k, -1)
     pos_all = (dc * dq[:, :, None, :]).sum(-1).masked_fill(~inside, -2.0)
     pos, arg = pos_all.max(dim=2)  # (B, Nq)
     pos_xy = torch.gather(cand, 2, arg[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
@@ -187,7 +197,7 @@ def sample_ap(
     n_xy = grid_xy(image_shape, cfg.neg_step, cfg.border, _random_offset(cfg.neg_step, generator))
     n_xy = n_xy.to(device)
     nn_ = n_xy.shape[0]
-    dn = sample_descriptors(low2, n_xy[None].expand(b, -1, -1), image_shape)  # (B, Nn, D)
+    dn = sample_descriptors(low2, n_xy[None].expand(b, -1, -1), image_shape, project)
     n_valid = mask2[:, n_xy[:, 1].long(), n_xy[:, 0].long()]  # (B, Nn)
     neg = dq.reshape(b * nq, -1) @ dn.reshape(b * nn_, -1).t()  # (B*Nq, B*Nn)
 

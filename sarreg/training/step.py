@@ -8,6 +8,7 @@ cost of the dense ``(B, 128, H, W)`` normalized descriptor tensor on CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -104,11 +105,14 @@ def compute_losses(
     sampler_config: SamplerConfig = SamplerConfig(),
     generator: torch.Generator | None = None,
     train_reliability: bool = True,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted R2D2 objective.
 
     With ``train_reliability=False`` the reliability enters the AP loss as a constant (see
-    ``LossConfig.reliability_warmup``).
+    ``LossConfig.reliability_warmup``). ``project`` maps the sampled unit descriptors of the
+    AP loss (``(B, N, D)``) before their similarities are taken, e.g. the network's
+    descriptor whitening (``LossConfig.whitened``).
 
     Returns ``(total, parts)`` with ``parts`` holding the unweighted 'cosim', 'peaky' and
     'ap' losses plus diagnostics 'ap_mean' (mean AP of the queries, ``1 - ap_mean`` is the
@@ -131,6 +135,7 @@ def compute_losses(
         shape,
         sampler_config,
         generator,
+        project,
     )
     if s.scores.shape[0] == 0:
         ap_loss = out.rel1.sum() * 0.0

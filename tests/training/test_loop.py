@@ -103,6 +103,7 @@ def test_sarreg_train_smoke_end_to_end(tmp_path, capsys):
     ck = load_checkpoint(out / "last.pt")
     assert ck.arch == "fast_r2d2" and ck.training["step"] == 4
     assert ck.preprocess is not None and ck.meta["name"] == "smoke"
+    assert ck.net.whitening.active  # fitted on training pairs before each validation
     best = load_checkpoint(out / "best.pt")
     assert "val" in best.meta and best.training is None
     x = torch.rand(1, 1, 64, 64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from sarreg.model.r2d2 import R2D2Net
 from sarreg.training.sampler import (
@@ -92,3 +93,23 @@ def test_negatives_near_the_ground_truth_are_ignored():
     assert (other == 1).all()
     # no ignored negative is farther than neg_radius, and high-similarity ones are ignored
     assert (s.scores[:, 1:][neg == 1] < 0.999).all()
+
+
+def test_projection_applies_to_queries_positives_and_negatives():
+    h = w = 64
+    low1, low2 = _shifted_features((5, 3), h, w)
+    rel = torch.ones(1, 1, h, w)
+    valid = torch.ones(1, h, w, dtype=torch.bool)
+    cfg = SamplerConfig(border=8, query_step=8, neg_step=8)
+    args = (low1, low2, rel, _field(h, w, 5, 3), valid, valid, (h, w), cfg)
+    plain = sample_ap(*args, torch.Generator().manual_seed(0))
+    same = sample_ap(*args, torch.Generator().manual_seed(0), project=lambda d: d)
+    assert torch.equal(plain.scores, same.scores)
+    assert plain.scores[:, 1:].max() < 0.9  # random features: negatives are dissimilar
+    # a projection onto one direction makes every descriptor alike
+    const = sample_ap(
+        *args,
+        torch.Generator().manual_seed(0),
+        project=lambda d: F.normalize(torch.ones_like(d), dim=-1),
+    )
+    torch.testing.assert_close(const.scores, torch.ones_like(const.scores))
