@@ -7,6 +7,7 @@ match by mutual nearest neighbours; a match is correct at t px when the ground t
 within t px.
 
     python scripts/eval_heldout.py runs/ship/best.pt --pairs 16
+    python scripts/eval_heldout.py --pairs 48 --seed 2027      # a fresh draw, same conditions
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def main() -> int:
     parser.add_argument("checkpoint", nargs="?", default=None, help="default: bundled model")
     parser.add_argument("--config", default="fast_r2d2_sar")
     parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the pairs (default: the config's val.seed)"
+    )
     parser.add_argument("--keypoints", type=int, default=2000)
     opts = parser.parse_args()
 
@@ -93,7 +97,8 @@ def main() -> int:
     from sarreg.training.loop import load_data
 
     cfg = load_config(opts.config)
-    cfg = dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, pairs=opts.pairs))
+    seed = cfg.val.seed if opts.seed is None else opts.seed
+    cfg = dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, pairs=opts.pairs, seed=seed))
     _, pairs, _ = load_data(cfg)
     ck = load_default_model() if opts.checkpoint is None else load_checkpoint(opts.checkpoint)
     thresholds = (1.0, 3.0, 5.0, 10.0)
@@ -122,7 +127,7 @@ def main() -> int:
     sift, sift_matches = sift_mma(pairs, opts.keypoints, thresholds)
     rows.append(("SIFT (OpenCV) + mutual NN", sift, sift_matches))
     print(
-        f"\n{len(pairs)} held-out pairs ({opts.config} validation set), "
+        f"\n{len(pairs)} held-out pairs ({opts.config} validation conditions, seed {seed}), "
         f"{opts.keypoints} keypoints per image, mutual nearest neighbours\n"
     )
     print(f"model: {opts.checkpoint or 'bundled model'}\n")
