@@ -29,7 +29,7 @@ def main() -> int:
     from sarreg.training.config import load_config
     from sarreg.training.loop import load_data
     from sarreg.training.validate import evaluate_pairs
-    from sarreg.training.whiten import fit_net_whitening, whitening_pairs
+    from sarreg.training.whiten import refit, whitening_pairs
 
     cfg = load_config(opts.config)
     if cfg.whiten.pairs < 1:
@@ -45,14 +45,7 @@ def main() -> int:
         rows["without whitening"] = evaluate_pairs(
             net, val_pairs, cfg.val.max_keypoints, thresholds
         )
-    fit = fit_net_whitening(
-        net,
-        whitening_pairs(train_sources, cfg),
-        w.max_keypoints or cfg.val.max_keypoints,
-        w.max_error,
-        w.shrink,
-        w.spread_power,
-    )
+    fit = refit(net, whitening_pairs(train_sources, cfg), cfg)
     if not fit.fitted:
         log.error("whitening not fitted (%d matching keypoint pairs)", fit.pairs)
         return 1

@@ -33,6 +33,7 @@ import torch
 from sarreg.errors import CheckpointError, ConfigError, DataError, TrainingError
 from sarreg.model.checkpoint import load_checkpoint, save_checkpoint
 from sarreg.model.r2d2 import R2D2Net
+from sarreg.training import whiten
 from sarreg.training.config import ModelConfig, OptimConfig, TrainConfig, save_config
 from sarreg.training.data import (
     PairGenerator,
@@ -44,7 +45,6 @@ from sarreg.training.data import (
 )
 from sarreg.training.step import LOSS_NAMES, compute_losses, train_forward
 from sarreg.training.validate import ValResult, evaluate_pairs
-from sarreg.training.whiten import fit_net_whitening, whitening_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ def _train(
             "raise --steps to train longer",
         )
     train_sources, val_pairs, val_files = load_data(cfg)
-    whiten_pairs = whitening_pairs(train_sources, cfg) if cfg.whiten.pairs else []
+    whiten_pairs = whiten.whitening_pairs(train_sources, cfg) if cfg.whiten.pairs else []
     save_config(cfg, out / "config.yaml")
     net.to(device)
     if device.type == "cpu":
@@ -417,15 +417,7 @@ def _train(
         return last_path
 
     def refit_whitening() -> None:
-        fit = fit_net_whitening(
-            net,
-            whiten_pairs,
-            cfg.whiten.max_keypoints or cfg.val.max_keypoints,
-            cfg.whiten.max_error,
-            cfg.whiten.shrink,
-            cfg.whiten.spread_power,
-            device=device,
-        )
+        fit = whiten.refit(net, whiten_pairs, cfg, device=device)
         logger.info(
             "descriptor whitening %s on %d matching keypoint pairs of %d training pairs",
             "fitted" if fit.fitted else "NOT fitted",

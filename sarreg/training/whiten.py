@@ -113,3 +113,23 @@ def fit_net_whitening(
         return WhitenFit(False, len(a), len(everything))
     net.whitening.set(mean, matrix)
     return WhitenFit(True, len(a), len(everything))
+
+
+def refit(
+    net: torch.nn.Module,
+    pairs: Sequence[SynthPair],
+    cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+) -> WhitenFit:
+    """:func:`fit_net_whitening` with the settings of ``cfg.whiten`` (keypoints per image:
+    ``whiten.max_keypoints``, else ``val.max_keypoints``)."""
+    w = cfg.whiten
+    return fit_net_whitening(
+        net,
+        pairs,
+        w.max_keypoints or cfg.val.max_keypoints,
+        w.max_error,
+        w.shrink,
+        w.spread_power,
+        device=device,
+    )
