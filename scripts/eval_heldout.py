@@ -6,7 +6,7 @@ independent L = 1..4 speckle on each side). Both methods keep 2000 keypoints per
 match by mutual nearest neighbours; a match is correct at t px when the ground truth puts it
 within t px.
 
-    python scripts/eval_heldout.py runs/ship/best.pt --pairs 16
+    python scripts/eval_heldout.py runs/ship/best.pt --pairs 16   # the first 16 of them
     python scripts/eval_heldout.py --pairs 48 --seed 2027      # a fresh draw, same conditions
 """
 
@@ -85,7 +85,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", default=None, help="default: bundled model")
     parser.add_argument("--config", default="fast_r2d2_sar")
-    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument(
+        "--pairs", type=int, default=None, help="number of pairs (default: the config's val.pairs)"
+    )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the pairs (default: the config's val.seed)"
     )
@@ -98,7 +100,8 @@ def main() -> int:
 
     cfg = load_config(opts.config)
     seed = cfg.val.seed if opts.seed is None else opts.seed
-    cfg = dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, pairs=opts.pairs, seed=seed))
+    n_pairs = cfg.val.pairs if opts.pairs is None else opts.pairs
+    cfg = dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, pairs=n_pairs, seed=seed))
     _, pairs, _ = load_data(cfg)
     ck = load_default_model() if opts.checkpoint is None else load_checkpoint(opts.checkpoint)
     thresholds = (1.0, 3.0, 5.0, 10.0)
