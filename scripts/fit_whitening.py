@@ -56,9 +56,9 @@ def main() -> int:
         mma = ", ".join(f"MMA@{t:g} {v:.3f}" for t, v in res.mma.items())
         log.info("%s: %s, %.0f matches/pair (%d pairs)", label, mma, res.matches, len(val_pairs))
     meta = dict(ck.meta or {})
-    meta["whitening"] = {"pairs": fit.pairs, **dataclasses.asdict(w)}
+    meta["whitening"] = {**dataclasses.asdict(w), "matching_keypoint_pairs": fit.pairs}
     if "with whitening" in rows:
-        meta["val_whitened"] = rows["with whitening"].as_row()
+        meta["val_whitened"] = {"pairs": len(val_pairs), **rows["with whitening"].as_row()}
     save_checkpoint(opts.out, net, meta=meta, preprocess=ck.preprocess)
     log.info("wrote %s", opts.out)
     return 0
