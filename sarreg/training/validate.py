@@ -64,6 +64,15 @@ def extract_config(max_keypoints: int, device: torch.device | str = "cpu") -> Ex
     )
 
 
+def pair_features(net: torch.nn.Module, pair: SynthPair, xcfg: ExtractConfig):
+    """``(Features of image 1, Features of image 2)`` of ``pair`` by ``extract`` with
+    ``xcfg``, keypoints inside each image's valid content eroded by 4 px."""
+    return tuple(
+        extract(net, img, keypoint_mask(mask), xcfg)
+        for img, mask in ((pair.image1, pair.mask1), (pair.image2, pair.mask2))
+    )
+
+
 @torch.no_grad()
 def evaluate_pairs(
     net: torch.nn.Module,
@@ -80,10 +89,7 @@ def evaluate_pairs(
         n_matches, n_correct, n_kp = [], [], []
         mid = float(sorted(thresholds)[len(thresholds) // 2])
         for pair in pairs:
-            f1, f2 = (
-                extract(net, img, keypoint_mask(mask), xcfg)
-                for img, mask in ((pair.image1, pair.mask1), (pair.image2, pair.mask2))
-            )
+            f1, f2 = pair_features(net, pair, xcfg)
             n_kp.append(0.5 * (len(f1) + len(f2)))
             _, xy1, xy2 = matched_points(f1, f2, MatchConfig(min_similarity=-1.0))
             n_matches.append(len(xy1))

@@ -9,6 +9,7 @@ descriptors of those pairs (the network's own, before any whitening).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,12 +18,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from sarreg.features import extract
 from sarreg.model.whitening import fit_whitening
 from sarreg.training.config import TrainConfig
 from sarreg.training.data import LoadedSource, validation_pairs
 from sarreg.training.synth import SynthPair, apply_homography
-from sarreg.training.validate import extract_config, keypoint_mask
+from sarreg.training.validate import extract_config, pair_features
 
 logger = logging.getLogger(__name__)
 
@@ -57,25 +57,19 @@ def matching_descriptors(
         ``desc2[i]`` (image 2) describe the same ground point; ``all`` holds every keypoint's
         descriptor.
     """
-    xcfg = extract_config(max_keypoints, device)
+    # the validation detector without the neighbourhood descriptors (no matching here)
+    xcfg = dataclasses.replace(extract_config(max_keypoints, device), refine_radius=0)
     d1, d2, everything = [], [], []
-    was_training = net.training
-    try:
-        for pair in pairs:
-            f1, f2 = (
-                extract(net, img, keypoint_mask(mask), xcfg)
-                for img, mask in ((pair.image1, pair.mask1), (pair.image2, pair.mask2))
-            )
-            everything += [f1.descriptors, f2.descriptors]
-            if len(f1) == 0 or len(f2) == 0:
-                continue
-            mapped = apply_homography(pair.homography, f1.keypoints.astype(np.float64))
-            dist, j = cKDTree(f2.keypoints.astype(np.float64)).query(mapped)
-            ok = dist <= max_error
-            d1.append(f1.descriptors[ok])
-            d2.append(f2.descriptors[j[ok]])
-    finally:
-        net.train(was_training)
+    for pair in pairs:
+        f1, f2 = pair_features(net, pair, xcfg)  # extract() restores the network's mode
+        everything += [f1.descriptors, f2.descriptors]
+        if len(f1) == 0 or len(f2) == 0:
+            continue
+        mapped = apply_homography(pair.homography, f1.keypoints.astype(np.float64))
+        dist, j = cKDTree(f2.keypoints.astype(np.float64)).query(mapped)
+        ok = dist <= max_error
+        d1.append(f1.descriptors[ok])
+        d2.append(f2.descriptors[j[ok]])
     dim = int(net.dim)
     empty = np.zeros((0, dim), np.float32)
     return (
