@@ -58,6 +58,12 @@ class ExtractConfig:
             which :func:`sarreg.matching.refine_keypoints` uses to move a matched keypoint
             to where its descriptor best matches the other image's; 0 = keep none. Memory:
             ``top_k * (2 r + 1)^2 * dim * 2`` bytes (float16).
+        context_scale: each keypoint's descriptor is extended by a context descriptor, the
+            descriptor at the same place of its pyramid level resized by ``context_scale``
+            (0.5: twice the footprint), which tells apart structures that look alike under
+            speckle at the keypoint's own scale; ``None`` = point descriptors only.
+        context_weight: weight ``w`` of the context: the similarity of two extended
+            descriptors is ``(s_point + w s_context) / (1 + w)``.
         border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
         tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
         tile_overlap: context added on every side of a tile's core, level pixels; at least the
@@ -79,6 +85,8 @@ class ExtractConfig:
     peaks: str = "repeatability"
     rank: str = "reliability"
     refine_radius: int = 3
+    context_scale: float | None = 0.5
+    context_weight: float = 1.0
     border: int = 8
     tile_size: int = 1024
     tile_overlap: int = 64
@@ -100,6 +108,10 @@ class ExtractConfig:
             raise ValueError("rank must be 'reliability' or 'score'")
         if int(self.refine_radius) != self.refine_radius or not 0 <= self.refine_radius <= 16:
             raise ValueError("refine_radius must be an integer in 0..16")
+        if self.context_scale is not None and not 0.0 < self.context_scale < 1.0:
+            raise ValueError("context_scale must be in (0, 1) or None")
+        if not self.context_weight > 0.0:
+            raise ValueError("context_weight must be positive")
         if self.top_k < 1 or self.border < 0 or self.tile_overlap < 0:
             raise ValueError("top_k must be >= 1, border and tile_overlap >= 0")
         if self.tile_size <= 2 * _even(self.tile_overlap) + 2:
@@ -115,10 +127,15 @@ class Features:
         scales: ``(N,)`` float32, 1 / pyramid scale (1.0 = full resolution, 2.0 = half size).
         scores: ``(N,)`` float32, ranking score (``ExtractConfig.rank``); sorted decreasing
             by extract().
-        descriptors: ``(N, D)`` float32, unit L2 norm.
+        descriptors: ``(N, D)`` float32, unit L2 norm: the network's descriptor at the
+            keypoint (``D`` = the network's ``dim``) or, with a context
+            (``ExtractConfig.context_scale``), ``D = 2 dim``: ``[d_point, sqrt(w) d_context]
+            / sqrt(1 + w)``, so that dot products weigh both parts by ``1 : w``.
         image_shape: ``(H, W)`` of the input image.
-        local_descriptors: ``(N, K, D)`` float16 unit descriptors at ``local_offsets`` around
-            each keypoint (``ExtractConfig.refine_radius``), or ``None``.
+        local_descriptors: ``(N, K, dim)`` float16 unit point descriptors at
+            ``local_offsets`` around each keypoint (``ExtractConfig.refine_radius``), or
+            ``None``. They share their keypoint's context: matching scales them to the norm of
+            the leading ``dim`` entries of ``descriptors`` and adds the context part.
         local_offsets: ``(K, 2)`` float32 offsets ``(dx, dy)`` in pixels of the keypoint's
             pyramid level (multiply by ``scales`` for input pixels), or ``None``.
     """
@@ -405,6 +422,59 @@ def _sample_tile(net, maps, xy_tile: torch.Tensor, radius: int):
     return desc, local
 
 
+def input_to_level(xy: np.ndarray, shape: tuple[int, int], shape_s: tuple[int, int]):
+    """Input pixel centres ``(N, 2)`` -> level pixel centres ``(N, 2)`` (float64); the
+    inverse of :func:`level_to_input`."""
+    h, w = shape
+    hs, ws = shape_s
+    factor = np.array([ws / w, hs / h])
+    return (np.asarray(xy, np.float64) + 0.5) * factor - 0.5
+
+
+def context_descriptors(
+    net,
+    image: np.ndarray,
+    xy: np.ndarray,
+    inv_scale: np.ndarray,
+    context_scale: float,
+    config: ExtractConfig,
+    device: torch.device,
+) -> np.ndarray:
+    """Context descriptors ``(N, D)`` float32, unit norm, of keypoints ``xy`` ``(N, 2)``
+    (input pixel centres) found at pyramid scales ``1 / inv_scale`` ``(N,)``: the network's
+    descriptors at the same places of the image resized to ``context_scale`` times each
+    keypoint's level (tiled like the levels, at least 2 x 2 pixels). Runs the network once
+    per distinct level among the keypoints, on a quarter of that level's pixels for 0.5."""
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    out = np.zeros((len(xy), int(net.dim)), np.float32)
+    for inv in np.unique(inv_scale):
+        idx = np.flatnonzero(inv_scale == inv)
+        hs, ws = (max(2, v) for v in level_shape(shape, context_scale / float(inv)))
+        img_c, _ = resize_level(image, np.ones(shape, bool), (hs, ws))
+        pos = input_to_level(xy[idx], shape, (hs, ws))
+        pos = np.clip(pos, 0.0, [ws - 1.0, hs - 1.0])
+        near = np.rint(pos).astype(np.int64)  # the tile whose core holds the nearest pixel
+        for c_r0, c_r1, t_r0, t_r1 in tile_spans(hs, config.tile_size, config.tile_overlap):
+            for c_c0, c_c1, t_c0, t_c1 in tile_spans(ws, config.tile_size, config.tile_overlap):
+                inside = (near[:, 1] >= c_r0) & (near[:, 1] < c_r1)
+                inside &= (near[:, 0] >= c_c0) & (near[:, 0] < c_c1)
+                if not inside.any():
+                    continue
+                tile = np.ascontiguousarray(img_c[t_r0:t_r1, t_c0:t_c1])
+                maps = net.dense_maps(torch.from_numpy(tile)[None, None].to(device))
+                local_xy = torch.from_numpy(pos[inside] - [t_c0, t_r0])
+                out[idx[inside]] = net.descriptors_at(maps, local_xy).float().cpu().numpy()
+    return out
+
+
+def with_context(point: np.ndarray, context: np.ndarray, weight: float) -> np.ndarray:
+    """Extended descriptors ``(N, 2 D)`` float32, unit norm, from unit point and context
+    descriptors ``(N, D)``: ``[point, sqrt(weight) context] / sqrt(1 + weight)``."""
+    out = np.concatenate([point, math.sqrt(weight) * context], axis=1)
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
 def extract(
     net,
     image: np.ndarray,
@@ -495,6 +565,12 @@ def extract(
                         blocks.release_unused(kept)
                         n_level += len(new)
                 log.debug("scale %.3f (%dx%d): %d entered the top k", s, *shape_s[::-1], n_level)
+            descriptors = kept.desc.astype(np.float32)
+            if config.context_scale is not None:
+                context = context_descriptors(
+                    net, img, kept.xy, kept.scale, config.context_scale, config, device
+                )
+                descriptors = with_context(descriptors, context, config.context_weight)
     finally:
         bar.close()
         if was_training and hasattr(net, "train"):
@@ -504,7 +580,7 @@ def extract(
         keypoints=kept.xy.astype(np.float32),
         scales=kept.scale.astype(np.float32),
         scores=kept.score.astype(np.float32),
-        descriptors=kept.desc.astype(np.float32),
+        descriptors=descriptors,
         image_shape=shape,
         local_descriptors=None if offsets is None else blocks.gather(kept, n_local, dim),
         local_offsets=offsets,

@@ -256,7 +256,7 @@ def match_mutual(
                     cols.update(j0, j1, sim.T, i0)
 
         if local is not None:
-            ref_np, mov_np, sim_np = _local_mutual(rows, dr, local, config)
+            ref_np, mov_np, sim_np = _local_mutual(rows, dr, dm, local, config)
             if guided:  # back to the callers' order
                 ref_np, mov_np = perm_ref[ref_np], perm_mov[mov_np]
             order = np.lexsort((ref_np, -sim_np))
@@ -294,21 +294,31 @@ def _local_subset(feat, radius: int) -> np.ndarray:
     return feat.local_descriptors[:, near]
 
 
-def _local_mutual(rows: _TopK, dr: torch.Tensor, local: np.ndarray, config):
+def _local_mutual(rows: _TopK, dr: torch.Tensor, dm: torch.Tensor, local: np.ndarray, config):
     """Mutual best pairs among each moving keypoint's candidates ``rows`` (its most similar
     references by their own descriptors), scored by the best similarity of the reference
-    descriptor to the moving keypoint's local descriptors ``(M, K', D)``. A pair is mutual
+    descriptor to the moving keypoint's local descriptors ``(M, K', d)``. When descriptors
+    carry a context (``D > d``, see :class:`sarreg.features.Features`), the local descriptors
+    share their keypoint's: they are scaled to the norm of the leading ``d`` entries of the
+    moving descriptor ``dm`` and its context part is added. A pair is mutual
     when the moving keypoint is also the reference's best among the pairs it is part of.
     Applies the similarity floor and the ratio test (against the second best candidate) to
     those scores. Returns ``(idx_ref, idx_mov, similarity)`` numpy arrays (unsorted)."""
     n, m = dr.shape[0], local.shape[0]
     c = rows.val.shape[1]
+    d = local.shape[2]
+    if d > dr.shape[1]:
+        raise ValueError(f"local descriptors ({d}) are longer than the descriptors ({dr.shape[1]})")
     sim = torch.full((m, c), _NEG)
     for i0 in range(0, m, 1024):
-        loc = torch.from_numpy(local[i0 : i0 + 1024]).float()  # (b, K', D)
+        loc = torch.from_numpy(local[i0 : i0 + 1024]).float()  # (b, K', d)
         arg = rows.arg[i0 : i0 + 1024]
         cand = dr[arg.clamp(min=0)]  # (b, c, D)
-        s = torch.einsum("bkd,bcd->bck", loc, cand).amax(dim=2)
+        s = torch.einsum("bkd,bcd->bck", loc, cand[..., :d]).amax(dim=2)
+        if dr.shape[1] > d:  # context: shared by the local descriptors of a keypoint
+            own = dm[i0 : i0 + 1024]
+            s = s * own[:, :d].norm(dim=1, keepdim=True)
+            s = s + torch.einsum("bd,bcd->bc", own[:, d:], cand[..., d:])
         sim[i0 : i0 + 1024] = s.masked_fill(~torch.isfinite(rows.val[i0 : i0 + 1024]), _NEG)
     flat = sim.reshape(-1)
     ref_of = rows.arg.reshape(-1)
@@ -387,7 +397,8 @@ def refine_keypoints(feat_ref, feat_mov, matches: Matches):
     with torch.inference_mode():
         for i0 in range(0, len(idx_t), chunk):
             local = torch.from_numpy(target.local_descriptors[idx_t[i0 : i0 + chunk]]).float()
-            query = torch.from_numpy(np.asarray(other.descriptors[idx_o[i0 : i0 + chunk]]))
+            query = np.asarray(other.descriptors[idx_o[i0 : i0 + chunk]])
+            query = torch.from_numpy(query[:, : local.shape[2]])  # without any context part
             sims[i0 : i0 + chunk] = torch.einsum("nkd,nd->nk", local, query.float()).numpy()
     best = sims.argmax(axis=1)
     step = target.local_offsets[best] + _subpixel(sims.reshape(-1, side, side), best, side)

@@ -12,6 +12,8 @@ from sarreg.features import (
     ExtractConfig,
     Features,
     extract,
+    input_to_level,
+    level_shape,
     level_to_input,
     pyramid_scales,
     tile_spans,
@@ -65,7 +67,8 @@ def test_keypoints_inside_mask_and_border(net, crop):
     # sorted by score, unit-norm descriptors, score = rep x rel >= rep threshold x 0
     assert np.all(np.diff(f.scores) <= 0)
     np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
-    assert f.descriptors.shape == (len(f), 128) and f.image_shape == crop.shape
+    # point + context descriptors (ExtractConfig.context_scale)
+    assert f.descriptors.shape == (len(f), 256) and f.image_shape == crop.shape
     # without the mask there are keypoints in the masked area
     g = extract(net, crop, None, ExtractConfig(**LOOSE, scales=(1.0,)))
     assert (g.keypoints[:, 0] < 90).sum() > 10
@@ -107,9 +110,8 @@ def test_local_descriptors_are_the_neighbourhood(net, crop):
     assert f.local_descriptors.dtype == np.float16
     assert f.local_offsets.shape == ((2 * r + 1) ** 2, 2)
     centre = int(np.flatnonzero((f.local_offsets == 0).all(axis=1))[0])
-    np.testing.assert_allclose(
-        f.local_descriptors[:, centre].astype(np.float32), f.descriptors, atol=2e-3
-    )
+    point = f.descriptors[:, : net.dim] * np.sqrt(2.0)  # the point part of [d, c] / sqrt(2)
+    np.testing.assert_allclose(f.local_descriptors[:, centre].astype(np.float32), point, atol=2e-3)
     # offset (dx, dy) = (2, -1) is the descriptor of the pixel there
     k = int(np.flatnonzero((f.local_offsets == [2, -1]).all(axis=1))[0])
     inside = (f.keypoints[:, 0] < crop.shape[1] - 3) & (f.keypoints[:, 1] > 1)
@@ -120,6 +122,44 @@ def test_local_descriptors_are_the_neighbourhood(net, crop):
     none = extract(net, crop, None, ExtractConfig(**LOOSE, scales=(1.0,), refine_radius=0))
     assert none.local_descriptors is None and none.local_offsets is None
     np.testing.assert_array_equal(none.keypoints, f.keypoints)
+
+
+def test_context_is_the_descriptor_at_half_scale(net, crop):
+    import cv2
+
+    cfg = ExtractConfig(**LOOSE, scales=(1.0, 0.71), refine_radius=0, context_weight=0.5)
+    f = extract(net, crop, None, cfg)
+    bare = extract(net, crop, None, ExtractConfig(**LOOSE, scales=(1.0, 0.71), context_scale=None))
+    np.testing.assert_array_equal(f.keypoints, bare.keypoints)
+    assert bare.descriptors.shape == (len(f), net.dim) and f.descriptors.shape == (len(f), 256)
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-5)
+    # [d, sqrt(w) c] / sqrt(1 + w): the point part is the plain descriptor
+    np.testing.assert_allclose(f.descriptors[:, :128] * np.sqrt(1.5), bare.descriptors, atol=1e-5)
+    context = f.descriptors[:, 128:] * np.sqrt(1.5 / 0.5)
+    np.testing.assert_allclose(np.linalg.norm(context, axis=1), 1.0, atol=1e-4)
+    # the context of a keypoint of level s is the descriptor at its place in level s / 2
+    for s in (1.0, 0.71):
+        idx = np.flatnonzero(np.isclose(f.scales, 1.0 / s))
+        assert len(idx) > 10
+        hs, ws = level_shape(crop.shape, s * 0.5)
+        small = cv2.resize(crop, (ws, hs), interpolation=cv2.INTER_AREA)
+        pos = input_to_level(f.keypoints[idx], crop.shape, (hs, ws))
+        with torch.inference_mode():
+            maps = net.dense_maps(torch.from_numpy(small)[None, None])
+            want = descriptors_at(maps, np.clip(pos, 0, [ws - 1, hs - 1])).numpy()
+        np.testing.assert_allclose(context[idx], want, atol=1e-4)
+    # tiles: the same context (the tile overlap covers the receptive field)
+    small_tiles = dict(cfg.__dict__, tile_size=96, tile_overlap=32)  # context level 128 x 128
+    tiled = extract(net, crop, None, ExtractConfig(**small_tiles))
+    key = {tuple(p): i for i, p in enumerate(f.keypoints.tolist())}
+    common = [(key[tuple(p)], j) for j, p in enumerate(tiled.keypoints.tolist()) if tuple(p) in key]
+    assert len(common) >= 0.99 * len(f)
+    i, j = np.array(common).T
+    np.testing.assert_allclose(tiled.descriptors[j], f.descriptors[i], atol=1e-4)
+    with pytest.raises(ValueError, match="context_scale"):
+        ExtractConfig(context_scale=1.0)
+    with pytest.raises(ValueError, match="context_weight"):
+        ExtractConfig(context_weight=0.0)
 
 
 @pytest.mark.parametrize("rank", ["reliability", "score"])
@@ -200,7 +240,7 @@ def test_npz_round_trip(net, crop, tmp_path):
         np.testing.assert_array_equal(getattr(g, name), getattr(f, name))
     assert g.image_shape == f.image_shape and len(g) == len(f) == 200
     sub = f.subset(np.arange(10))
-    assert len(sub) == 10 and sub.descriptors.shape == (10, 128)
+    assert len(sub) == 10 and sub.descriptors.shape == (10, 256)
 
 
 def test_pyramid_and_tiles():

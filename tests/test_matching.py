@@ -316,3 +316,37 @@ def test_refinement_makes_real_matches_more_accurate(data_dir):
     shift = np.abs(refined.keypoints - f2.keypoints).max(axis=1)
     assert shift.max() <= cfg.refine_radius + 0.5
     assert correct(refined.keypoints) > correct(f2.keypoints) + 0.03  # measured: 0.57 -> 0.64
+
+
+def test_local_matching_with_context_adds_the_keypoints_context():
+    """Descriptors ``[d, sqrt(w) c] / sqrt(1 + w)`` with point-only local descriptors: a pair
+    scores ``(max_k local_k . d_ref + w c_mov . c_ref) / (1 + w)``, as if every local
+    descriptor carried its keypoint's context."""
+    from sarreg.features import with_context
+
+    rng = np.random.default_rng(11)
+    n, w = 60, 1.0
+    ref_point, ref_ctx = unit(rng, n), unit(rng, n)
+    perm = rng.permutation(n)
+    mov = _with_local(rng, ref_point, perm, 0.6, [1, 0])
+    mov_ctx = noisy(ref_ctx[perm], rng, 0.2)
+    ref = _features(rng.uniform(10, 90, (n, 2)), with_context(ref_point, ref_ctx, w))
+    mov_c = _features(
+        mov.keypoints, with_context(mov.descriptors, mov_ctx, w), mov.local_descriptors,
+        mov.local_offsets,
+    )  # fmt: skip
+    cfg = MatchConfig(min_similarity=-1, local_radius=2, candidates=n)
+    got = match_mutual(ref, mov_c, cfg)
+    # brute force: every local descriptor extended by its keypoint's context
+    from sarreg.matching import _local_subset
+
+    local = _local_subset(mov, 2).astype(np.float32)  # (n, K, 32)
+    point = np.einsum("mkd,nd->mnk", local, ref_point).max(axis=2)  # (mov, ref)
+    sim = (point + w * mov_ctx @ ref_ctx.T) / (1 + w)
+    best_ref = sim.argmax(axis=1)
+    mutual = sim.argmax(axis=0)[best_ref] == np.arange(n)
+    assert mutual.sum() >= 0.9 * n
+    np.testing.assert_array_equal(np.sort(got.idx_mov), np.flatnonzero(mutual))
+    np.testing.assert_array_equal(got.idx_ref, best_ref[got.idx_mov])
+    np.testing.assert_allclose(got.similarity, sim[got.idx_mov, got.idx_ref], atol=2e-3)
+    assert np.all(perm[got.idx_mov] == got.idx_ref)

@@ -347,7 +347,7 @@ def test_extract_cli_writes_npz(umbra_pair, tmp_path, capsys):
     code = main(["extract", str(ref_path), "-o", str(out), "--top-k", "300", "--no-progress"])
     assert code == 0, capsys.readouterr().err
     with np.load(out) as z:
-        assert z["keypoints"].shape[1] == 3 and z["descriptors"].shape[1] == 128
+        assert z["keypoints"].shape[1] == 3 and z["descriptors"].shape[1] == 256
         n = len(z["scores"])
         assert 0 < n <= 300
         assert z["keypoints"].shape[0] == z["descriptors"].shape[0] == n

@@ -57,8 +57,11 @@ def matching_descriptors(
         ``desc2[i]`` (image 2) describe the same ground point; ``all`` holds every keypoint's
         descriptor.
     """
-    # the validation detector without the neighbourhood descriptors (no matching here)
-    xcfg = dataclasses.replace(extract_config(max_keypoints, device), refine_radius=0)
+    # the validation detector without the neighbourhood descriptors (no matching here) and
+    # without the context (the whitening applies to the network's descriptors)
+    xcfg = dataclasses.replace(
+        extract_config(max_keypoints, device), refine_radius=0, context_scale=None
+    )
     d1, d2, everything = [], [], []
     for pair in pairs:
         f1, f2 = pair_features(net, pair, xcfg)  # extract() restores the network's mode
