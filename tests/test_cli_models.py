@@ -147,3 +147,18 @@ def test_list_shows_default_and_neighbours(tmp_path, monkeypatch, capsys):
     assert f"sha256: {_sha(default)}" in out and "arch: fast_r2d2" in out
     assert "faster2d2_WASF_N16.pt: " in out  # the naver file next to it
     assert "broken.pt: unreadable" in out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [(["register", "--bogus"], "No such option"), (["models", "info"], "Usage:")],
+)
+def test_usage_errors_are_shown_as_usage_errors(capsys, argv, expected):
+    """A misspelt option or a missing argument is a usage error (exit 2, click's message),
+    not an 'unexpected' error, whichever copy of click typer raises it from."""
+    from sarreg.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert expected in out + err and "unexpected" not in err

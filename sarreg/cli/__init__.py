@@ -64,6 +64,16 @@ def _register_commands() -> None:
         module.attach(app)
 
 
+def _is_usage_error(err: Exception) -> bool:
+    """True for click's usage errors (bad option, missing argument, ...), which show
+    themselves; typer >= 0.29 raises those of its own copy of click (``typer.TyperException``)."""
+    import click
+
+    kinds = (click.exceptions.ClickException, getattr(typer, "TyperException", None))
+    kinds = tuple(k for k in kinds if k is not None)
+    return isinstance(err, kinds) and hasattr(err, "show") and hasattr(err, "exit_code")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sarreg`` console script. Returns the process exit code."""
     _register_commands()
@@ -86,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("sarreg: aborted", err=True)
         return 1
     except Exception as err:  # click usage errors and the unexpected
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        if _is_usage_error(err):
             err.show()
             return err.exit_code
         if verbose:
