@@ -118,6 +118,10 @@ def main() -> int:
         ("rank by reliability, local-descriptor mutual NN + refinement, default pyramid "
          "1..0.5 (register's defaults)", {}, {}),
     ]  # fmt: skip
+    mma, n = sarreg_mma(
+        ck.net, pairs, opts.keypoints, thresholds, {}, scales=(1.0,), context_scale=None
+    )
+    rows.append(("sarreg: training's validation path WITHOUT context descriptors", mma, n))
     if ck.net.whitening.active:  # the shipped path without the model's descriptor whitening
         saved = {k: v.clone() for k, v in ck.net.whitening.state_dict().items()}
         ck.net.whitening.reset()
