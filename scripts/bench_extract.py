@@ -9,6 +9,7 @@ Random weights: the cost of a forward pass does not depend on the values.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -31,6 +32,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--mchan", type=int, nargs="*", default=[2, 3, 4])
+    parser.add_argument(
+        "--no-context", action="store_true", help="without context descriptors (context_scale=None)"
+    )
     opts = parser.parse_args()
 
     import torch
@@ -43,7 +47,9 @@ def main() -> int:
     pyramids = {"1": (1.0,), "1,0.5": (1.0, 0.5), "1,0.71,0.5": (1.0, 0.71, 0.5), "default": None}
     print(
         f"\n{opts.size} x {opts.size} image, {torch.get_num_threads()} threads, "
-        f"median of {opts.repeat} runs\n"
+        f"median of {opts.repeat} runs"
+        + (", without context descriptors" if opts.no_context else "")
+        + "\n"
     )
     print(
         "| mchan | MFLOP/px | dense_maps s | "
@@ -59,6 +65,8 @@ def main() -> int:
         cells = []
         for scales in pyramids.values():
             cfg = ExtractConfig(progress=False, **({"scales": scales} if scales else {}))
+            if opts.no_context:
+                cfg = dataclasses.replace(cfg, context_scale=None)
             cells.append(
                 median_time(lambda net=net, cfg=cfg: extract(net, img, None, cfg), opts.repeat)
             )
