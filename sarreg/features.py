@@ -86,7 +86,7 @@ class ExtractConfig:
     rank: str = "reliability"
     refine_radius: int = 3
     context_scale: float | None = 0.5
-    context_weight: float = 1.0
+    context_weight: float = 0.5
     border: int = 8
     tile_size: int = 1024
     tile_overlap: int = 64

@@ -110,7 +110,8 @@ def test_local_descriptors_are_the_neighbourhood(net, crop):
     assert f.local_descriptors.dtype == np.float16
     assert f.local_offsets.shape == ((2 * r + 1) ** 2, 2)
     centre = int(np.flatnonzero((f.local_offsets == 0).all(axis=1))[0])
-    point = f.descriptors[:, : net.dim] * np.sqrt(2.0)  # the point part of [d, c] / sqrt(2)
+    w = ExtractConfig().context_weight  # the point part of [d, sqrt(w) c] / sqrt(1 + w)
+    point = f.descriptors[:, : net.dim] * np.sqrt(1.0 + w)
     np.testing.assert_allclose(f.local_descriptors[:, centre].astype(np.float32), point, atol=2e-3)
     # offset (dx, dy) = (2, -1) is the descriptor of the pixel there
     k = int(np.flatnonzero((f.local_offsets == [2, -1]).all(axis=1))[0])
