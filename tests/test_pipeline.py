@@ -196,14 +196,18 @@ def assert_one_line_error(code: int, err: str, expected_code: int, *words: str) 
         assert word.lower() in lines[0].lower(), (word, lines[0])
 
 
-def test_cli_success_prints_summary(umbra_pair, tmp_path, capsys):
+@pytest.mark.parametrize("flags, context_scale", [([], 0.5), (["--no-context"], None)])
+def test_cli_success_prints_summary(umbra_pair, tmp_path, capsys, flags, context_scale):
     ref_path, mov_path, _, _ = umbra_pair
     code = main(
         ["register", str(ref_path), str(mov_path), "-o", str(tmp_path / "o.tif"), "--no-progress"]
+        + flags
     )
     out = capsys.readouterr().out
     assert code == 0
     assert "inliers" in out and (tmp_path / "o.tif").exists() and (tmp_path / "o.json").exists()
+    report = json.loads((tmp_path / "o.json").read_text())
+    assert report["settings"]["extract"]["context_scale"] == context_scale
 
 
 def test_missing_file(umbra_pair, tmp_path, capsys):
@@ -353,7 +357,16 @@ def test_extract_cli_writes_npz(umbra_pair, tmp_path, capsys):
         assert z["keypoints"].shape[0] == z["descriptors"].shape[0] == n
         np.testing.assert_allclose(np.linalg.norm(z["descriptors"], axis=1), 1.0, atol=1e-4)
         xy = z["keypoints"][:, :2]
+        desc = z["descriptors"]
     assert xy.min() >= 0 and xy.max() <= 511
+    # --no-context: the network's descriptors alone, the point part of the extended ones
+    bare = tmp_path / "bare.npz"
+    args = ["extract", str(ref_path), "-o", str(bare), "--top-k", "300", "--no-progress"]
+    assert main(args + ["--no-context"]) == 0, capsys.readouterr().err
+    with np.load(bare) as z:
+        assert z["descriptors"].shape == (n, 128)
+        np.testing.assert_allclose(z["keypoints"][:, :2], xy)
+        np.testing.assert_allclose(z["descriptors"], desc[:, :128] * np.sqrt(1.5), atol=1e-4)
 
 
 def test_failure_after_the_image_leaves_no_outputs(umbra_pair, tmp_path, monkeypatch):

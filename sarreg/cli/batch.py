@@ -84,6 +84,7 @@ def batch_cmd(
     max_size: int = _REGISTER_OPTIONS["max_size"],
     top_k: int | None = _REGISTER_OPTIONS["top_k"],
     scales: str | None = _REGISTER_OPTIONS["scales"],
+    context: bool = _REGISTER_OPTIONS["context"],
     min_similarity: float | None = _REGISTER_OPTIONS["min_similarity"],
     ratio: float | None = _REGISTER_OPTIONS["ratio"],
     no_prior: bool = _REGISTER_OPTIONS["no_prior"],
@@ -104,9 +105,10 @@ def batch_cmd(
     config = config_from_options(
         model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
         band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
-        scales=scales, min_similarity=min_similarity, ratio=ratio, no_prior=no_prior,
-        search_radius=search_radius, ransac_threshold=ransac_threshold, min_inliers=min_inliers,
-        seed=seed, window_size=window_size, tiles=tiles, tile_size=tile_size,
+        scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
+        no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
+        min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
+        tile_size=tile_size,
     )  # fmt: skip
     jobs = plan_jobs(
         output, reference=reference, moving=moving or (), moving_list=moving_list, pairs_csv=pairs

@@ -73,6 +73,12 @@ def register_cmd(
     scales: str | None = typer.Option(
         None, "--scales", help="Comma-separated pyramid scales, e.g. '1,0.71,0.5'."
     ),
+    context: bool = typer.Option(
+        True,
+        "--context/--no-context",
+        help="Extend each keypoint's descriptor by that of its surroundings at half resolution "
+        "(more right matches under speckle; --no-context for the network's descriptors alone).",
+    ),
     min_similarity: float | None = typer.Option(
         None, "--min-similarity", help="Minimum descriptor cosine similarity of a match."
     ),
@@ -115,10 +121,11 @@ def register_cmd(
     config = config_from_options(
         model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
         band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
-        scales=scales, min_similarity=min_similarity, ratio=ratio, no_prior=no_prior,
-        search_radius=search_radius, ransac_threshold=ransac_threshold, min_inliers=min_inliers,
-        seed=seed, window_size=window_size, tiles=tiles, tile_size=tile_size, progress=progress,
-        overwrite=overwrite, report=report, plot=plot, gcps=gcps,
+        scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
+        no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
+        min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
+        tile_size=tile_size, progress=progress, overwrite=overwrite, report=report, plot=plot,
+        gcps=gcps,
     )  # fmt: skip
     result = register(reference, moving, output, config)
     typer.echo(
@@ -143,6 +150,7 @@ def config_from_options(
     top_k: int | None,
     scales: str | None,
     min_similarity: float | None,
+    context: bool = True,
     ratio: float | None,
     no_prior: bool,
     search_radius: float,
@@ -188,7 +196,7 @@ def config_from_options(
         tile_size=tile_size,
         gcps=str(gcps) if gcps else None,
     )
-    config.extract = _extract_overrides(config.extract, top_k, scales, progress)
+    config.extract = _extract_overrides(config.extract, top_k, scales, progress, context)
     if min_similarity is not None or ratio is not None:
         config.match = replace(
             config.match,
@@ -198,7 +206,7 @@ def config_from_options(
     return config
 
 
-def _extract_overrides(cfg, top_k, scales, progress):
+def _extract_overrides(cfg, top_k, scales, progress, context=True):
     from dataclasses import replace
 
     from sarreg.errors import ConfigError
@@ -218,6 +226,8 @@ def _extract_overrides(cfg, top_k, scales, progress):
         changes["scales"] = values
     if hasattr(cfg, "progress"):
         changes["progress"] = progress
+    if not context:
+        changes["context_scale"] = None
     return replace(cfg, **changes)
 
 
@@ -230,13 +240,19 @@ def extract_cmd(
     max_size: int = typer.Option(4096, "--max-size", help="Decimate reads above this size."),
     top_k: int | None = typer.Option(None, "--top-k", help="Keypoints to keep."),
     scales: str | None = typer.Option(None, "--scales", help="Comma-separated pyramid scales."),
+    context: bool = typer.Option(
+        True,
+        "--context/--no-context",
+        help="Descriptors extended by their surroundings at half resolution (2 x 128 values) "
+        "or the network's alone.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     from sarreg.features import ExtractConfig
     from sarreg.pipeline import extract_file
 
-    cfg = _extract_overrides(ExtractConfig(), top_k, scales, progress)
+    cfg = _extract_overrides(ExtractConfig(), top_k, scales, progress, context)
     feats = extract_file(
         image,
         output,
