@@ -5,7 +5,9 @@ and cut into overlapping tiles. Each tile runs through ``net.dense_maps`` (full-
 repeatability / reliability, low-resolution descriptor features); keypoints are the 3x3 local
 maxima of the repeatability inside the tile's **core** (its share of the level without the
 overlap), so that, with an overlap of at least the network's receptive-field radius, results do
-not depend on the tiling and at most one tile's maps are held at a time.
+not depend on the tiling and at most one tile's maps are held at a time. After the top-k
+selection, the kept keypoints' context descriptors are sampled from each level resized by
+``ExtractConfig.context_scale``, tiled the same way, and appended to their descriptors.
 
 Coordinates: keypoints are pixel centres ``(x, y)`` of the input image (top-left pixel centre at
 ``(0, 0)``). A level pixel centre ``x_s`` maps to ``(x_s + 0.5) * W / W_s - 0.5``.

@@ -58,7 +58,8 @@ def keypoint_mask(mask: np.ndarray, margin: int = 4) -> np.ndarray:
 
 def extract_config(max_keypoints: int, device: torch.device | str = "cpu") -> ExtractConfig:
     """The validation detector: ``sarreg.features.extract`` at one scale, ``max_keypoints``
-    (ranked by reliability, with the neighbourhood descriptors for match refinement)."""
+    (ranked by reliability, with the neighbourhood descriptors for match refinement and the
+    context descriptors, as ``sarreg register`` extracts)."""
     return ExtractConfig(
         scales=(1.0,), top_k=max_keypoints, border=8, device=str(device), progress=False
     )
