@@ -259,23 +259,31 @@ def tile_spans(size: int, tile_size: int, overlap: int) -> list[tuple[int, int, 
     return spans
 
 
+def resize_image(image: np.ndarray, shape_s: tuple[int, int]) -> np.ndarray:
+    """``image`` float32 at ``shape_s`` (area interpolation when shrinking, else linear);
+    unchanged at the input size."""
+    h, w = image.shape
+    hs, ws = shape_s
+    if (hs, ws) == (h, w):
+        return image
+    interp = cv2.INTER_AREA if hs * ws < h * w else cv2.INTER_LINEAR
+    return cv2.resize(image, (ws, hs), interpolation=interp).astype(np.float32, copy=False)
+
+
 def resize_level(
     image: np.ndarray, mask: np.ndarray, shape_s: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image (area / linear interpolation) and mask (nearest, then 3x3 erosion) at ``shape_s``.
+    """Image (:func:`resize_image`) and mask (nearest, then 3x3 erosion) at ``shape_s``.
 
     The erosion makes up for nearest-neighbour rounding at the mask's edge; at the input size
     both are returned unchanged.
     """
-    h, w = image.shape
     hs, ws = shape_s
-    if (hs, ws) == (h, w):
+    if (hs, ws) == image.shape:
         return image, mask
-    interp = cv2.INTER_AREA if hs * ws < h * w else cv2.INTER_LINEAR
-    img_s = cv2.resize(image, (ws, hs), interpolation=interp)
     m = cv2.resize(mask.astype(np.uint8), (ws, hs), interpolation=cv2.INTER_NEAREST)
     m = cv2.erode(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
-    return img_s.astype(np.float32, copy=False), m.astype(bool)
+    return resize_image(image, shape_s), m.astype(bool)
 
 
 def level_to_input(xy_s: np.ndarray, shape: tuple[int, int], shape_s: tuple[int, int]):
@@ -438,21 +446,20 @@ def context_descriptors(
     image: np.ndarray,
     xy: np.ndarray,
     inv_scale: np.ndarray,
-    context_scale: float,
     config: ExtractConfig,
     device: torch.device,
 ) -> np.ndarray:
     """Context descriptors ``(N, D)`` float32, unit norm, of keypoints ``xy`` ``(N, 2)``
     (input pixel centres) found at pyramid scales ``1 / inv_scale`` ``(N,)``: the network's
-    descriptors at the same places of the image resized to ``context_scale`` times each
+    descriptors at the same places of the image resized to ``config.context_scale`` times each
     keypoint's level (tiled like the levels, at least 2 x 2 pixels). Runs the network once
     per distinct level among the keypoints, on a quarter of that level's pixels for 0.5."""
     shape = (int(image.shape[0]), int(image.shape[1]))
     out = np.zeros((len(xy), int(net.dim)), np.float32)
     for inv in np.unique(inv_scale):
         idx = np.flatnonzero(inv_scale == inv)
-        hs, ws = (max(2, v) for v in level_shape(shape, context_scale / float(inv)))
-        img_c, _ = resize_level(image, np.ones(shape, bool), (hs, ws))
+        hs, ws = (max(2, v) for v in level_shape(shape, config.context_scale / float(inv)))
+        img_c = resize_image(image, (hs, ws))
         pos = input_to_level(xy[idx], shape, (hs, ws))
         pos = np.clip(pos, 0.0, [ws - 1.0, hs - 1.0])
         near = np.rint(pos).astype(np.int64)  # the tile whose core holds the nearest pixel
@@ -569,9 +576,7 @@ def extract(
                 log.debug("scale %.3f (%dx%d): %d entered the top k", s, *shape_s[::-1], n_level)
             descriptors = kept.desc.astype(np.float32)
             if config.context_scale is not None:
-                context = context_descriptors(
-                    net, img, kept.xy, kept.scale, config.context_scale, config, device
-                )
+                context = context_descriptors(net, img, kept.xy, kept.scale, config, device)
                 descriptors = with_context(descriptors, context, config.context_weight)
     finally:
         bar.close()
