@@ -51,6 +51,15 @@ def net(crop):
 LOOSE = dict(rep_threshold=0.4, rel_threshold=0.0, top_k=100000, min_size=64)
 
 
+def _same_keypoints(a: Features, b: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(i, j)`` of the keypoints at identical positions, ``a.keypoints[i] ==
+    b.keypoints[j]``."""
+    key = {tuple(p): i for i, p in enumerate(a.keypoints.tolist())}
+    common = [(key[tuple(p)], j) for j, p in enumerate(b.keypoints.tolist()) if tuple(p) in key]
+    i, j = np.array(common, dtype=np.int64).reshape(-1, 2).T
+    return i, j
+
+
 def test_keypoints_inside_mask_and_border(net, crop):
     mask = np.ones(crop.shape, bool)
     mask[:, :100] = False
@@ -79,10 +88,8 @@ def test_tiling_does_not_change_keypoints(net, crop):
     one = extract(net, crop, None, ExtractConfig(**cfg, tile_size=4096))
     tiled = extract(net, crop, None, ExtractConfig(**cfg, tile_size=160, tile_overlap=32))
     assert len(one) > 100
-    key = {tuple(p): i for i, p in enumerate(one.keypoints.tolist())}
-    common = [(key[tuple(p)], j) for j, p in enumerate(tiled.keypoints.tolist()) if tuple(p) in key]
-    assert len(common) >= 0.99 * max(len(one), len(tiled))
-    i, j = np.array(common).T
+    i, j = _same_keypoints(one, tiled)
+    assert len(i) >= 0.99 * max(len(one), len(tiled))
     np.testing.assert_allclose(tiled.scores[j], one.scores[i], atol=1e-5)
     np.testing.assert_allclose(tiled.descriptors[j], one.descriptors[i], atol=1e-4)
     np.testing.assert_allclose(
@@ -152,10 +159,8 @@ def test_context_is_the_descriptor_at_half_scale(net, crop):
     # tiles: the same context (the tile overlap covers the receptive field)
     small_tiles = dict(cfg.__dict__, tile_size=96, tile_overlap=32)  # context level 128 x 128
     tiled = extract(net, crop, None, ExtractConfig(**small_tiles))
-    key = {tuple(p): i for i, p in enumerate(f.keypoints.tolist())}
-    common = [(key[tuple(p)], j) for j, p in enumerate(tiled.keypoints.tolist()) if tuple(p) in key]
-    assert len(common) >= 0.99 * len(f)
-    i, j = np.array(common).T
+    i, j = _same_keypoints(f, tiled)
+    assert len(i) >= 0.99 * len(f)
     np.testing.assert_allclose(tiled.descriptors[j], f.descriptors[i], atol=1e-4)
     with pytest.raises(ValueError, match="context_scale"):
         ExtractConfig(context_scale=1.0)
