@@ -348,3 +348,64 @@ def test_imported_extract_settings_are_the_authors(tmp_path):
     u8 = np.random.default_rng(0).integers(0, 256, (40, 50)).astype(np.float32)
     img, _ = preprocess(u8, np.ones(u8.shape, bool), "display", pre)
     np.testing.assert_array_equal(img, u8 / np.float32(255))
+
+
+def test_8bit_scaling_of_other_data_rounds_the_percentile_stretch(data_dir):
+    """Data that is not an 8-bit display product (here real dB values) becomes the 8-bit
+    export of sarreg's stretch; 'percentile' (sarreg's models) is unchanged by the option."""
+    from sarreg.errors import ConfigError
+    from sarreg.io import read_raster
+    from sarreg.preprocess import PreprocessConfig, preprocess_raster
+
+    r = read_raster(data_dir / "s1_vv_grd_db.tif")
+    assert r.kind == "db"
+    stretched, kp = preprocess_raster(r)
+    as8, kp8 = preprocess_raster(r, PreprocessConfig(scaling="8bit"))
+    valid = r.mask
+    np.testing.assert_array_equal(as8[valid], np.round(stretched[valid] * 255) / np.float32(255))
+    assert not np.array_equal(as8, stretched)
+    np.testing.assert_array_equal(kp8, kp)
+    with pytest.raises(ConfigError, match="scaling"):
+        PreprocessConfig.from_dict({"scaling": "jpeg"})
+
+
+def test_convert_extract_defaults_and_info(tmp_path, capsys):
+    from sarreg.cli import main
+    from sarreg.model import build_model, load_checkpoint, save_checkpoint
+
+    src = tmp_path / "faster2d2.pt"
+    torch.save(fake_naver("faster2d2_WASF_N16"), src)
+    assert main(["models", "info", str(src)]) == 0
+    info = capsys.readouterr().out
+    assert "pool=max" in info and '"scaling": "8bit"' in info and '"min_size": 256' in info
+    plain = tmp_path / "plain.pt"
+    assert main(["models", "convert", str(src), str(plain), "--extract-defaults", "sarreg"]) == 0
+    ckpt = load_checkpoint(plain)
+    assert ckpt.extract is None and ckpt.preprocess == {"scaling": "8bit"}
+    assert ckpt.config["pool"] == "max"
+    capsys.readouterr()
+    assert main(["models", "info", str(plain)]) == 0
+    assert "extract: sarreg defaults" in capsys.readouterr().out
+    ours = save_checkpoint(tmp_path / "ours.pt", build_model("fast_r2d2", mchan=1, dim=16))
+    args = ["models", "convert", str(ours), str(tmp_path / "o.pt"), "--extract-defaults"]
+    for value, message in (("authors", "naver checkpoints only"), ("paper", "must be")):
+        assert main([*args, value]) == 12
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_extract_options_override_the_recorded_settings(tmp_path, umbra_u8, capsys):
+    """--context and --scales win over an imported model's recorded settings."""
+    from sarreg.cli import main
+
+    path, _ = umbra_u8
+    model = tmp_path / "faster2d2.pt"
+    torch.save(fake_naver("faster2d2_WASF_N16", seed=7), model)
+    out = tmp_path / "f.npz"
+    args = ["extract", str(path), "-o", str(out), "--model", str(model), "--top-k", "50"]
+    assert main([*args, "--no-progress", "--context", "--scales", "0.5"]) == 0
+    capsys.readouterr()
+    with np.load(out) as z:
+        assert z["descriptors"].shape == (50, 256)
+        np.testing.assert_allclose(z["keypoints"][:, 2], 2.0)
