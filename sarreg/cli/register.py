@@ -26,21 +26,19 @@ Images larger than --window-size are registered window by window: a coarse pass 
 reads, then --tiles x --tiles full-resolution tiles of --tile-size pixels over the overlap.
 """
 
-EXTRACT_HELP = """Extract keypoints and descriptors from IMAGE into an .npz file.
-
-The file holds `keypoints` (N x 3: x, y, scale in full-resolution pixels, pixel centres,
-top-left pixel centre at 0,0), `descriptors` (N x 256 with the context, N x 128 without;
-unit norm) and `scores` (N).
-
-The image is normalized and the pyramid chosen as the model records: a checkpoint imported
-from the R2D2 authors' format takes the 8-bit display image and runs their multi-scale
-extraction (scale factor 2^0.25, levels of 256..1024 px, ranked by reliability x
-repeatability, no context) unless --scales, --top-k or --context say otherwise.
-
-Example:
-
-  sarreg extract scene.tif -o scene_features.npz --top-k 8000
-"""
+EXTRACT_HELP = (
+    "Extract keypoints and descriptors from IMAGE into an .npz file.\n\n"
+    "The file holds `keypoints` (N x 3: x, y, scale in full-resolution pixels, pixel centres, "
+    "top-left pixel centre at 0,0), `descriptors` (N x 256 with the context, N x 128 without; "
+    "unit norm) and `scores` (N).\n\n"
+    "The image is normalized and the pyramid chosen as the model records: a checkpoint "
+    "imported from the R2D2 authors' format takes the 8-bit display image and runs their "
+    "multi-scale extraction (scale factor 2^0.25, levels of 256..1024 px, ranked by "
+    "reliability x repeatability, no context) unless --scales, --top-k or --context say "
+    "otherwise.\n\n"
+    "Example:\n\n"
+    "  sarreg extract scene.tif -o scene_features.npz --top-k 8000\n"
+)
 
 
 def attach(app: typer.Typer) -> None:
