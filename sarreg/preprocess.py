@@ -10,6 +10,11 @@ input: ``float32 (H, W)`` in ``[0, 1]``, computed as
 3. invalid pixels filled with the mean of the valid scaled values, so nodata borders make no
    strong edges,
 
+With ``PreprocessConfig.scaling = '8bit'`` (networks trained on 8-bit photographs, such as the
+checkpoints published with the R2D2 paper) the result is instead the 8-bit display image the
+network expects, as ``value / 255``: an 8-bit display product ('display' data with integer
+values in 0..255) as it is, any other data through steps 1-2 and then rounded to 256 levels.
+
 plus a keypoint mask: the valid mask eroded so that every keypoint is at least ``mask_margin``
 pixels (Chebyshev distance) from any invalid pixel. The image border itself is not treated as
 nodata. Arrays are ``(H, W)`` with pixel centres ``(x, y)`` = (column, row).
@@ -40,6 +45,10 @@ ALL_KINDS: tuple[str, ...] = ("power", "amplitude", "db", "display")
 
 _FLOOR_QUANTILE = 0.1  # percent: non-positive/tiny linear values are raised to this quantile
 
+SCALINGS: tuple[str, ...] = ("percentile", "8bit")
+"""``PreprocessConfig.scaling`` values: sarreg's robust percentile stretch, or the 8-bit display
+image (``value / 255``) of networks trained on 8-bit images."""
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -52,6 +61,10 @@ class PreprocessConfig:
         mask_margin: keypoints must be at least this many pixels from nodata.
         max_samples: at most this many valid pixels (a regular grid subsample) feed the
             percentiles and the dB floor.
+        scaling: 'percentile' (sarreg's models: the robust stretch to ``[0, 1]``) or '8bit'
+            (the 8-bit display image ``value / 255`` that networks trained on 8-bit images
+            take: 8-bit display products as they are, other data stretched as for
+            'percentile' and rounded to 256 levels).
     """
 
     log: bool = True
@@ -59,6 +72,7 @@ class PreprocessConfig:
     high_percentile: float = 99.0
     mask_margin: int = 4
     max_samples: int = 1_000_000
+    scaling: str = "percentile"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_percentile < self.high_percentile <= 100.0:
@@ -76,6 +90,11 @@ class PreprocessConfig:
             raise ConfigError(
                 f"max_samples must be an integer >= 1000, got {self.max_samples!r}",
                 "use e.g. max_samples=1000000",
+            )
+        if self.scaling not in SCALINGS:
+            raise ConfigError(
+                f"unknown preprocess scaling {self.scaling!r}",
+                f"use one of {', '.join(SCALINGS)}",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +116,7 @@ class PreprocessConfig:
                 f"valid keys are {', '.join(valid)}",
             )
         types = {"log": bool, "low_percentile": float, "high_percentile": float}
-        types.update({"mask_margin": int, "max_samples": int})
+        types.update({"mask_margin": int, "max_samples": int, "scaling": str})
         kwargs = {}
         for key, value in values.items():
             try:
@@ -122,7 +141,7 @@ def _coerce(value: Any, typ: type) -> Any:
         if isinstance(value, bool) or float(value) != int(float(value)):
             raise ValueError(value)
         return int(float(value))
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (typ is str and not isinstance(value, str)):
         raise ValueError(value)
     return typ(value)
 
@@ -217,6 +236,15 @@ def robust_range(
     return lo, hi
 
 
+def is_8bit_display(values: np.ndarray, valid: np.ndarray, kind: str) -> bool:
+    """Whether ``values`` ``(H, W)`` are an 8-bit display image: kind 'display' and every
+    valid value an integer in 0..255 (e.g. a uint8 product)."""
+    if kind != "display":
+        return False
+    v = values[valid]
+    return bool(v.size) and bool(np.all((v >= 0) & (v <= 255) & (v == np.round(v))))
+
+
 def keypoint_mask(mask: np.ndarray, margin: int) -> np.ndarray:
     """Valid mask eroded by ``margin`` pixels (square window, Chebyshev distance).
 
@@ -258,7 +286,8 @@ def preprocess(
     Returns:
         ``image`` float32 ``(H, W)`` in ``[0, 1]`` with invalid pixels set to the mean of the
         valid ones, and ``keypoint_mask`` bool ``(H, W)`` (valid mask eroded by
-        ``config.mask_margin``).
+        ``config.mask_margin``). With ``config.scaling == '8bit'`` the valid pixels hold
+        multiples of 1/255 (see the module docstring).
 
     Raises:
         EmptyImageError: no valid pixel, or no contrast. ConfigError: bad kind or shapes.
@@ -281,9 +310,15 @@ def preprocess(
     else:
         x = x.astype(np.float32, copy=False)
     lo, hi = robust_range(x, valid, config)
-    scale = np.float32(1.0 / (hi - lo))
-    with np.errstate(invalid="ignore", over="ignore"):
-        image = np.clip((x - np.float32(lo)) * scale, 0.0, 1.0).astype(np.float32, copy=False)
+    if config.scaling == "8bit" and is_8bit_display(x, valid, kind):
+        lo, hi = 0.0, 255.0  # the display image as it is: value / 255
+        image = (x / np.float32(255.0)).astype(np.float32, copy=False)
+    else:
+        scale = np.float32(1.0 / (hi - lo))
+        with np.errstate(invalid="ignore", over="ignore"):
+            image = np.clip((x - np.float32(lo)) * scale, 0.0, 1.0).astype(np.float32, copy=False)
+        if config.scaling == "8bit":  # as written to an 8-bit display image, then read back
+            image = (np.round(image * np.float32(255.0)) / np.float32(255.0)).astype(np.float32)
     fill = np.float32(image[valid].mean(dtype=np.float64))
     image = np.where(valid, image, fill).astype(np.float32, copy=False)
     kp_mask = keypoint_mask(valid, int(config.mask_margin))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import json
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +11,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
-from torch import nn
+from test_naver_reference import NETS, fake_naver, layout, op_sequence, reference_forward
 
 from sarreg.errors import CheckpointError, OutputError
 from sarreg.model import (
@@ -27,12 +24,7 @@ from sarreg.model import (
     load_model,
     save_checkpoint,
 )
-from sarreg.model.checkpoint import MODEL_ENV, naver_op_indices
-from sarreg.model.r2d2 import layer_specs
-
-LAYOUT = Path(__file__).parent / "data" / "naver_checkpoint_layout.json"
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+from sarreg.model.checkpoint import MODEL_ENV, NAVER_EXTRACT, NAVER_PREPROCESS, naver_op_indices
 
 
 def _umbra(data_dir, rows=36, cols=42, row_off=1200, col_off=300) -> torch.Tensor:
@@ -62,6 +54,10 @@ def _perturbed(arch="fast_r2d2", seed=0, **kw):
                 b.bn.running_mean.normal_(0, 0.05)
                 b.bn.running_var.uniform_(0.5, 2)
     return net
+
+
+#: the naver-layout checkpoint builder (other test modules import it from here)
+_fake_naver = fake_naver
 
 
 @dataclass(frozen=True)
@@ -126,6 +122,7 @@ def test_default_model_path_and_env(tmp_path, monkeypatch):
         "dim": 16,
         "relu22": False,
         "input_offset": False,
+        "pool": "avg",
     }
     assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     monkeypatch.setenv(MODEL_ENV, str(tmp_path / "missing.pt"))
@@ -203,101 +200,29 @@ def test_save_errors(tmp_path):
 
 # ------------------------------------------------------------------------------ naver import
 #
-# The reference below is the published network written from the paper's description as one
-# flat list of modules (C = conv, B = affine-free batch norm, R = ReLU, P = 2x2 average pool),
-# applied to ImageNet-normalized RGB. The converted sarreg net must reproduce it.
+# The reference (tests/test_naver_reference.py) is the published network written from the
+# paper as functional code on the checkpoint's own state dict, applied to ImageNet-normalized
+# RGB. The converted sarreg net must reproduce it.
 
+_NAMES = {name: {"fast": "fast_r2d2", "standard": "r2d2"}[net] for name, net in NETS.items()}
 _OPS = {
-    "fast_r2d2": "CBRCBRCBRPCBRCBRCBRCBCBC",
-    "r2d2": "CBRCBRCBRCBRCBRCBRCBCBC",
-}
-_NAMES = {
-    "faster2d2_WASF_N16": "fast_r2d2",
-    "r2d2_WASF_N16": "r2d2",
-    "r2d2_WASF_N8_big": "r2d2",
+    "fast_r2d2": "".join(op[0].upper() for op in op_sequence("fast")),
+    "r2d2": "".join(op[0].upper() for op in op_sequence("standard")),
 }
 
 
 def _layout(name: str) -> dict:
-    return json.loads(LAYOUT.read_text())["checkpoints"][name]
-
-
-def _fake_naver(name: str, seed: int = 0) -> dict:
-    """A checkpoint with the exact keys, shapes and top-level entries of a published file."""
-    layout = _layout(name)
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in layout["state_dict"].items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(1000)
-        elif key.endswith("running_var"):
-            state[key] = 0.5 + torch.rand(shape, generator=gen)
-        elif key.endswith("running_mean"):
-            state[key] = 0.05 * torch.randn(shape, generator=gen)
-        else:
-            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            state[key] = torch.randn(shape, generator=gen) / fan_in**0.5
-    obj = {"net": layout["net"], "state_dict": state}
-    if "training_losses" in layout["top_level_keys"]:
-        obj["training_losses"] = collections.defaultdict(list, {"loss": [0.9, 0.8]})
-    if "git" in layout["top_level_keys"]:
-        obj["git"] = "commit 0123abcd"
-    return obj
-
-
-class _Reference(nn.Module):
-    """The naver network as a flat op list, on RGB normalized with ImageNet statistics."""
-
-    def __init__(self, name: str, state: dict) -> None:
-        super().__init__()
-        arch = _NAMES[name]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        mchan = state["ops.0.weight"].shape[0] // 8
-        specs = iter(layer_specs(arch, mchan=mchan))  # dilations of the published nets
-        ops = []
-        for kind in _OPS[arch]:
-            if kind == "C":
-                spec = next(specs)
-                k, d = spec.kernel, spec.dilation
-                cin = ops[-1].num_features if ops and isinstance(ops[-1], nn.BatchNorm2d) else None
-                w = state[f"ops.{len(ops)}.weight"]
-                assert cin in (None, w.shape[1])
-                ops.append(
-                    nn.Conv2d(w.shape[1], w.shape[0], k, padding=(k - 1) * d // 2, dilation=d)
-                )
-            elif kind == "B":
-                ops.append(nn.BatchNorm2d(ops[-1].out_channels, affine=False))
-            elif kind == "R":
-                ops.append(nn.ReLU())
-            else:
-                ops.append(nn.AvgPool2d(2))
-        self.ops = nn.ModuleList(ops)
-        self.clf = nn.Conv2d(state["clf.weight"].shape[1], 2, 1)
-        self.sal = nn.Conv2d(state["sal.weight"].shape[1], 1, 1)
-        self.load_state_dict(state, strict=True)
-        self.eval()
-
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = (rgb - MEAN) / STD
-        for op in self.ops:
-            x = op(x)
-        x = F.interpolate(x, size=rgb.shape[-2:], mode="bilinear", align_corners=False)
-        ur = F.softplus(self.sal(x**2))
-        return {
-            "descriptors": F.normalize(x, dim=1),
-            "reliability": F.softmax(self.clf(x**2), dim=1)[:, 1:2],
-            "repeatability": ur / (1 + ur),
-        }
+    return layout(name)
 
 
 @pytest.mark.parametrize("name", sorted(_NAMES))
 def test_layout_matches_our_layer_order(name):
     """The published op indices are those our architecture description predicts."""
-    layout = _layout(name)["state_dict"]
-    keys = {k.removeprefix("module.") for k in layout}
+    lay = _layout(name)["state_dict"]
+    keys = {k.removeprefix("module.") for k in lay}
     convs = sorted(int(k.split(".")[1]) for k in keys if k.startswith("ops.") and "bias" in k)
     bns = sorted(int(k.split(".")[1]) for k in keys if k.endswith("running_mean"))
-    mchan = layout[next(k for k in layout if k.endswith("ops.0.weight"))][0] // 8
+    mchan = lay[next(k for k in lay if k.endswith("ops.0.weight"))][0] // 8
     assert naver_op_indices(_NAMES[name], mchan=mchan) == (convs, bns)
     ops = _OPS[_NAMES[name]]
     assert [i for i, c in enumerate(ops) if c == "C"] == convs
@@ -309,22 +234,25 @@ def test_import_naver_grey_equals_published_net(tmp_path, data_dir, name):
     src = tmp_path / f"{name}.pt"
     obj = _fake_naver(name)
     torch.save(obj, src)
-    ref = _Reference(name, obj["state_dict"])
     dst = tmp_path / "converted.pt"
     ckpt = import_naver(src, dst)
     assert ckpt.arch == _NAMES[name] and ckpt.config["in_channels"] == 1
+    assert ckpt.config["pool"] == "max"
     assert ckpt.source_format == "naver" and "CC BY-NC-SA" in ckpt.meta["license"]
     grey = _umbra(data_dir)
     with torch.inference_mode():
-        expect = ref(grey.expand(1, 3, -1, -1))
+        expect = reference_forward(obj["state_dict"], NETS[name], grey.expand(1, 3, -1, -1))
         got = ckpt.net(grey[None, None])
     for key in expect:
         torch.testing.assert_close(got[key], expect[key], atol=2e-5, rtol=1e-4)
-    # the written sarreg checkpoint and on-the-fly loading give the same net
+    # the written sarreg checkpoint and on-the-fly loading give the same net and convention
     again = load_checkpoint(dst)
     assert again.source_format == "sarreg" and again.meta["license"] == ckpt.meta["license"]
     direct = load_checkpoint(src)
     assert direct.source_format == "naver"
+    for loaded in (again, direct):
+        assert loaded.config == ckpt.config
+        assert loaded.preprocess == NAVER_PREPROCESS and loaded.extract == NAVER_EXTRACT
     with torch.inference_mode():
         out = again.net.dense_maps(grey)
         torch.testing.assert_close(direct.net(grey[None, None])["reliability"], got["reliability"])
@@ -339,10 +267,56 @@ def test_import_naver_rgb(tmp_path, data_dir):
     ckpt = import_naver(src, channels=3)
     rgb = _opera_rgb(data_dir)[None]
     with torch.inference_mode():
-        expect = _Reference(name, obj["state_dict"])(rgb)
+        expect = reference_forward(obj["state_dict"], "fast", rgb)
         got = ckpt.net(rgb)
     for key in expect:
         torch.testing.assert_close(got[key], expect[key], atol=2e-5, rtol=1e-4)
+
+
+def test_import_naver_records_the_input_convention(tmp_path):
+    """An import records the 8-bit display preprocessing and the authors' pyramid, which
+    extract_config applies over a base config; authors_extract=False records none."""
+    from sarreg.features import ExtractConfig
+    from sarreg.preprocess import PreprocessConfig
+
+    src = tmp_path / "n.pt"
+    torch.save(_fake_naver("faster2d2_WASF_N16"), src)
+    ckpt = import_naver(src, tmp_path / "c.pt")
+    assert PreprocessConfig.from_dict(ckpt.preprocess).scaling == "8bit"
+    cfg = ckpt.extract_config(ExtractConfig(top_k=123))
+    assert (cfg.scale_factor, cfg.min_size, cfg.max_size) == (2**0.25, 256, 1024)
+    assert cfg.rank == "score" and cfg.context_scale is None and cfg.top_k == 123
+    assert ckpt.meta["input_normalization"]["mean"] == [0.485, 0.456, 0.406]
+    plain = import_naver(src, tmp_path / "p.pt", authors_extract=False)
+    assert plain.extract is None and load_checkpoint(tmp_path / "p.pt").extract is None
+    assert plain.extract_config() == ExtractConfig()
+    assert load_checkpoint(tmp_path / "p.pt").preprocess == NAVER_PREPROCESS
+    # sarreg's own models record neither and keep sarreg's defaults
+    ours = load_checkpoint(save_checkpoint(tmp_path / "o.pt", build_model("fast_r2d2", mchan=1)))
+    assert ours.extract is None and ours.config["pool"] == "avg"
+    # a recorded setting ExtractConfig does not know is a one-line checkpoint error
+    bad = torch.load(tmp_path / "c.pt", weights_only=True)
+    bad["extract"]["pyramid"] = "x"
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="invalid extraction settings"):
+        load_checkpoint(tmp_path / "bad.pt").extract_config()
+
+
+def test_checkpoints_without_pool_average_pool(tmp_path):
+    """Files written before the pooling was recorded load as average-pooling nets."""
+    net = _perturbed(seed=2, mchan=1, dim=16)
+    path = save_checkpoint(tmp_path / "m.pt", net)
+    obj = torch.load(path, weights_only=True)
+    del obj["config"]["pool"]
+    torch.save(obj, tmp_path / "old.pt")
+    old = load_checkpoint(tmp_path / "old.pt")
+    assert old.config["pool"] == "avg"
+    x = torch.rand(1, 1, 20, 22, generator=torch.Generator().manual_seed(0))
+    net.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            old.net(x)["repeatability"], net(x)["repeatability"], atol=0, rtol=0
+        )
 
 
 def test_import_naver_refuses_inconsistent_or_unsafe_files(tmp_path):

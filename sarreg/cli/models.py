@@ -40,13 +40,20 @@ INFO_HELP = (
 
 CONVERT_HELP = (
     "Convert checkpoint IN (naver R2D2 or sarreg format) into a sarreg checkpoint OUT.\n\n"
-    "A naver checkpoint gets its RGB input normalization folded into the first convolution, "
-    "so that the converted model takes grey images in [0, 1] (or RGB with --channels 3) and "
-    "gives the same outputs. A sarreg checkpoint is re-written without its training resume "
-    "state (optimizer, RNG), which makes it smaller. The source file and its sha256 are "
-    "recorded in the metadata. An existing OUT is replaced only with --overwrite.\n\n"
+    "A naver checkpoint runs the network it was trained as (the Fast variant max-pools) with "
+    "its own input convention: its RGB ImageNet normalization is folded into the first "
+    "convolution, so that the converted model takes the 8-bit display image / 255 as grey "
+    "(or RGB with --channels 3) and gives the same outputs; OUT records that preprocessing "
+    "and the authors' multi-scale extraction (scale factor 2^0.25, levels of 256..1024 px, "
+    "ranked by reliability x repeatability, no context descriptors), which `sarreg extract` "
+    "uses unless told otherwise (--extract-defaults sarreg records none). A sarreg checkpoint "
+    "is re-written without its training resume state (optimizer, RNG), which makes it "
+    "smaller. The source file and its sha256 are recorded in the metadata. An existing OUT "
+    "is replaced only with --overwrite.\n\n"
     "Examples:\n\n"
     "  sarreg models convert r2d2_WASF_N16.pt r2d2_grey.pt\n\n"
+    "  sarreg models convert faster2d2_WASF_N16.pt faster2d2_sarreg_pyramid.pt "
+    "--extract-defaults sarreg\n\n"
     "  sarreg models convert runs/fast_r2d2_sar/last.pt fast_r2d2_sar.pt --overwrite\n"
 )
 
@@ -132,10 +139,20 @@ def convert_cmd(
         "--channels",
         help="Input channels of a converted naver model: 1 = grey (default) or 3 = RGB.",
     ),
+    extract_defaults: str | None = typer.Option(
+        None,
+        "--extract-defaults",
+        help="Extraction settings OUT records: 'authors' (the default for naver files: their "
+        "pyramid and ranking) or 'sarreg' (none: sarreg's own pyramid and context "
+        "descriptors). Default for sarreg files: keep theirs.",
+        show_default=False,
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """``sarreg models convert IN OUT``."""
-    ckpt = convert_checkpoint(src, dst, channels=channels, overwrite=overwrite)
+    ckpt = convert_checkpoint(
+        src, dst, channels=channels, overwrite=overwrite, extract_defaults=extract_defaults
+    )
     typer.echo(f"wrote {dst}: {ckpt.summary()}")
     typer.echo(f"  sha256: {_sha256(dst)}")
 
@@ -154,7 +171,7 @@ def describe_checkpoint(path: Path) -> list[str]:
     n_params = sum(p.numel() for p in ckpt.net.parameters())
     fmt = ckpt.source_format
     if fmt == "naver":
-        fmt = "naver R2D2 (converted on load to a 1-channel model)"
+        fmt = "naver R2D2 (converted on load to a 1-channel model; the authors' input and pyramid)"
     lines = [
         f"summary: {ckpt.summary()}",
         f"file size: {_size(path)}",
@@ -164,6 +181,7 @@ def describe_checkpoint(path: Path) -> list[str]:
         "kwargs: " + " ".join(f"{k}={v}" for k, v in ckpt.kwargs.items()),
         f"parameters: {n_params}",
         "preprocess: " + (_compact(ckpt.preprocess) if ckpt.preprocess else "not recorded"),
+        "extract: " + (_compact(ckpt.extract) if ckpt.extract else "sarreg defaults"),
         "training state: " + ("included (resumable)" if ckpt.training else "none"),
     ]
     meta = dict(ckpt.meta)
@@ -181,7 +199,12 @@ def describe_checkpoint(path: Path) -> list[str]:
 
 
 def convert_checkpoint(
-    src: Path, dst: Path, *, channels: int | None = None, overwrite: bool = False
+    src: Path,
+    dst: Path,
+    *,
+    channels: int | None = None,
+    overwrite: bool = False,
+    extract_defaults: str | None = None,
 ) -> Any:
     """Write ``src`` (naver or sarreg checkpoint) as a sarreg checkpoint ``dst``.
 
@@ -191,6 +214,9 @@ def convert_checkpoint(
         channels: input channels of a converted naver model (1 or 3; default 1). For a
             sarreg checkpoint it must be None or equal to the model's own.
         overwrite: replace an existing ``dst``.
+        extract_defaults: extraction settings ``dst`` records: 'authors' (naver files only;
+            their default: :data:`sarreg.model.checkpoint.NAVER_EXTRACT`), 'sarreg' (none), or
+            None (naver: 'authors'; sarreg: those ``src`` records).
 
     Returns the written :class:`sarreg.model.Checkpoint`. Raises :class:`OutputExistsError`,
     :class:`CheckpointError` (missing/invalid input), :class:`ConfigError` (bad channels) or
@@ -202,6 +228,11 @@ def convert_checkpoint(
     src, dst = Path(src), Path(dst)
     if channels not in (None, 1, 3):
         raise ConfigError(f"--channels must be 1 or 3, got {channels}", "use --channels 1 or 3")
+    if extract_defaults not in (None, "authors", "sarreg"):
+        raise ConfigError(
+            f"--extract-defaults must be 'authors' or 'sarreg', got {extract_defaults!r}",
+            "use --extract-defaults authors or --extract-defaults sarreg",
+        )
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} exists", "pass --overwrite to replace it")
     ckpt = _load(src)
@@ -214,9 +245,17 @@ def convert_checkpoint(
             "--channels applies to naver checkpoints only",
             "leave --channels out",
         )
+    elif extract_defaults == "authors":
+        raise ConfigError(
+            f"{src} is a sarreg model; --extract-defaults authors applies to naver "
+            "checkpoints only",
+            "leave --extract-defaults out or use --extract-defaults sarreg",
+        )
+    if extract_defaults == "sarreg":
+        ckpt.extract = None
     meta = dict(ckpt.meta)
     meta.update(converted_from=src.name, converted_from_sha256=_sha256(src))
-    save_checkpoint(dst, ckpt.net, meta=meta, preprocess=ckpt.preprocess)
+    save_checkpoint(dst, ckpt.net, meta=meta, preprocess=ckpt.preprocess, extract=ckpt.extract)
     log.info("converted %s (%s) to %s", src, ckpt.source_format, dst)
     ckpt.path = str(dst)
     ckpt.source_format = "sarreg"

@@ -26,15 +26,19 @@ Images larger than --window-size are registered window by window: a coarse pass 
 reads, then --tiles x --tiles full-resolution tiles of --tile-size pixels over the overlap.
 """
 
-EXTRACT_HELP = """Extract keypoints and descriptors from IMAGE into an .npz file.
-
-The file holds `keypoints` (N x 3: x, y, scale in full-resolution pixels, pixel centres,
-top-left pixel centre at 0,0), `descriptors` (N x 128, unit norm) and `scores` (N).
-
-Example:
-
-  sarreg extract scene.tif -o scene_features.npz --top-k 8000
-"""
+EXTRACT_HELP = (
+    "Extract keypoints and descriptors from IMAGE into an .npz file.\n\n"
+    "The file holds `keypoints` (N x 3: x, y, scale in full-resolution pixels, pixel centres, "
+    "top-left pixel centre at 0,0), `descriptors` (N x 256 with the context, N x 128 without; "
+    "unit norm) and `scores` (N).\n\n"
+    "The image is normalized and the pyramid chosen as the model records: a checkpoint "
+    "imported from the R2D2 authors' format takes the 8-bit display image and runs their "
+    "multi-scale extraction (scale factor 2^0.25, levels of 256..1024 px, ranked by "
+    "reliability x repeatability, no context) unless --scales, --top-k or --context say "
+    "otherwise.\n\n"
+    "Example:\n\n"
+    "  sarreg extract scene.tif -o scene_features.npz --top-k 8000\n"
+)
 
 
 def attach(app: typer.Typer) -> None:
@@ -231,6 +235,19 @@ def _extract_overrides(cfg, top_k, scales, progress, context=True):
     return replace(cfg, **changes)
 
 
+def _model_extract_config(model: str | None, base):
+    """``base`` with the extraction settings recorded in checkpoint ``model`` (e.g. the
+    authors' pyramid of an imported naver checkpoint); ``base`` as it is when the model
+    records none or cannot be read here (the command then reports the model error)."""
+    from sarreg.errors import CheckpointError
+    from sarreg.pipeline import load_model  # cached: the command reuses the loaded model
+
+    try:
+        return load_model(model).extract_config(base)
+    except CheckpointError:
+        return base
+
+
 def extract_cmd(
     image: Path = typer.Argument(..., help="Image to extract features from."),
     output: Path = typer.Option(..., "--output", "-o", help="Output .npz file."),
@@ -240,19 +257,26 @@ def extract_cmd(
     max_size: int = typer.Option(4096, "--max-size", help="Decimate reads above this size."),
     top_k: int | None = typer.Option(None, "--top-k", help="Keypoints to keep."),
     scales: str | None = typer.Option(None, "--scales", help="Comma-separated pyramid scales."),
-    context: bool = typer.Option(
-        True,
+    context: bool | None = typer.Option(
+        None,
         "--context/--no-context",
         help="Descriptors extended by their surroundings at half resolution (2 x 128 values) "
-        "or the network's alone.",
+        "or the network's alone; default: the model's setting (on, off for imported naver "
+        "checkpoints).",
+        show_default=False,
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
+    from dataclasses import replace
+
     from sarreg.features import ExtractConfig
     from sarreg.pipeline import extract_file
 
-    cfg = _extract_overrides(ExtractConfig(), top_k, scales, progress, context)
+    base = _model_extract_config(str(model) if model else None, ExtractConfig())
+    if context and base.context_scale is None:
+        base = replace(base, context_scale=ExtractConfig().context_scale)
+    cfg = _extract_overrides(base, top_k, scales, progress, context is not False)
     feats = extract_file(
         image,
         output,

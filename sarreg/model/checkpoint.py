@@ -6,17 +6,23 @@ A sarreg checkpoint is a ``torch.save`` of a plain dict, readable with
     {
         "format": "sarreg-checkpoint",
         "format_version": 1,
-        "config": {"arch", "in_channels", "mchan", "dim", "relu22", "input_offset"},
+        "config": {"arch", "in_channels", "mchan", "dim", "relu22", "input_offset",
+                   "pool"},        # R2D2Net arguments; files without "pool" average-pool
         "state_dict": {name: tensor},      # float32, CPU
         "preprocess": dict | None,         # PreprocessConfig fields the model was trained with
+        "extract": dict | None,            # ExtractConfig fields the model runs with by default
         "meta": dict,                      # provenance: sarreg_version, created, source, ...
         "training": dict | None,           # optional resume state (optimizer, epoch, ...)
     }
 
 Checkpoints published with the R2D2 paper (RGB input normalized with ImageNet statistics) are
 converted by :func:`import_naver`: the layer order is recovered from the state dict's op
-indices and the RGB normalization is folded into the first convolution, so the converted net
-takes the raw ``[0, 1]`` grey image (or RGB with ``channels=3``) and gives the same outputs.
+indices, the Fast variant max-pools as the published network does, and the RGB normalization
+is folded into the first convolution, so the converted net takes the ``[0, 1]`` grey image
+(or RGB with ``channels=3``) and gives the same outputs. The import also records the input
+convention of those networks: the 8-bit display image (``PreprocessConfig.scaling = '8bit'``,
+:data:`NAVER_PREPROCESS`) and the authors' multi-scale extraction settings
+(:data:`NAVER_EXTRACT`), which ``sarreg extract`` uses unless told otherwise.
 """
 
 from __future__ import annotations
@@ -48,10 +54,30 @@ MODEL_ENV = "SARREG_MODEL"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_CONFIG_KEYS = ("arch", "in_channels", "mchan", "dim", "relu22", "input_offset")
+_CONFIG_KEYS = ("arch", "in_channels", "mchan", "dim", "relu22", "input_offset", "pool")
 #: state-dict entries a checkpoint may lack (kept at their defaults): descriptor whitening
 _OPTIONAL_PREFIX = "whitening."
 _NAVER_NETS = {"Fast_Quad_L2Net_ConfCFS": "fast_r2d2", "Quad_L2Net_ConfCFS": "r2d2"}
+#: 2x2 pooling of the published Fast network after its third convolution
+NAVER_POOL = "max"
+#: preprocessing of an imported naver checkpoint (``PreprocessConfig`` fields): the networks
+#: were trained on 8-bit RGB photographs, read as ``value / 255``; the grey image is
+#: replicated to RGB and ImageNet-normalized inside the converted first convolution
+NAVER_PREPROCESS = {"scaling": "8bit"}
+#: the authors' multi-scale extraction (``ExtractConfig`` fields): levels ``2^(-i/4)`` of the
+#: image whose larger side is within 256..1024 px, keypoints = local maxima of the
+#: repeatability ranked by reliability x repeatability, descriptors of the network alone
+NAVER_EXTRACT = {
+    "scale_factor": 2**0.25,
+    "min_scale": 2.0**-6,
+    "max_scale": 1.0,
+    "min_size": 256,
+    "max_size": 1024,
+    "peaks": "repeatability",
+    "rank": "score",
+    "context_scale": None,
+    "border": 0,
+}
 
 
 def _defaultdict_as_dict(default_factory: Any = None, *args: Any) -> dict:
@@ -82,6 +108,8 @@ class Checkpoint:
         config: constructor arguments, ``R2D2Net(**config)``.
         meta: provenance (free-form, JSON-like).
         preprocess: the preprocessing settings the model was trained with, or None.
+        extract: extraction settings (``ExtractConfig`` fields) the model runs with unless
+            told otherwise, or None (sarreg's defaults); see :meth:`extract_config`.
         path: where it was read from.
         source_format: 'sarreg' or 'naver' (converted on load by :func:`import_naver`).
         training: resume state saved with the checkpoint, or None.
@@ -96,6 +124,7 @@ class Checkpoint:
     source_format: str = "sarreg"
     training: dict[str, Any] | None = None
     sha256: str | None = None
+    extract: dict[str, Any] | None = None
 
     @property
     def arch(self) -> str:
@@ -106,6 +135,26 @@ class Checkpoint:
     def kwargs(self) -> dict[str, Any]:
         """Constructor arguments other than ``arch``: ``build_model(arch, **kwargs)``."""
         return {k: v for k, v in self.config.items() if k != "arch"}
+
+    def extract_config(self, base: Any = None) -> Any:
+        """``base`` (a :class:`sarreg.features.ExtractConfig`; default ``ExtractConfig()``)
+        with the checkpoint's recorded extraction settings applied (:attr:`extract`).
+
+        Raises :class:`CheckpointError` for recorded settings ``ExtractConfig`` does not have
+        or accept.
+        """
+        from sarreg.features import ExtractConfig
+
+        base = ExtractConfig() if base is None else base
+        if not self.extract:
+            return base
+        try:
+            return dataclasses.replace(base, **self.extract)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{self.path} records invalid extraction settings ({err})",
+                "re-convert the model with `sarreg models convert`",
+            ) from err
 
     def summary(self) -> str:
         """One line describing the model (architecture, size, provenance)."""
@@ -146,6 +195,7 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     preprocess: Any = None,
     training: dict[str, Any] | None = None,
+    extract: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``net`` as a sarreg checkpoint, atomically (temporary file + rename).
 
@@ -156,6 +206,8 @@ def save_checkpoint(
             ``sarreg_version`` and ``created`` (UTC ISO time) are added unless given.
         preprocess: a ``PreprocessConfig`` (dataclass) or dict of its fields, or None.
         training: optional resume state (may hold tensors, e.g. an optimizer ``state_dict()``).
+        extract: ``ExtractConfig`` fields the model runs with unless told otherwise (e.g.
+            :data:`NAVER_EXTRACT`), or None.
 
     Returns the path written. Raises :class:`OutputError` when it cannot be written.
     """
@@ -171,6 +223,7 @@ def save_checkpoint(
     _check_plain(info, "meta", allow_tensors=False)
     _check_plain(preprocess, "preprocess", allow_tensors=False)
     _check_plain(training, "training", allow_tensors=True)
+    _check_plain(extract, "extract", allow_tensors=False)
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -180,6 +233,7 @@ def save_checkpoint(
             for k, v in net.state_dict().items()
         },
         "preprocess": preprocess,
+        "extract": extract,
         "meta": info,
         "training": training,
     }
@@ -235,6 +289,7 @@ def import_naver(
     *,
     channels: int = 1,
     trusted: bool = False,
+    authors_extract: bool = True,
 ) -> Checkpoint:
     """Convert a checkpoint published with the R2D2 paper into a sarreg checkpoint.
 
@@ -243,7 +298,13 @@ def import_naver(
     divided by the std (and summed over RGB for ``channels=1``), and the mean becomes the
     per-tap offset kernel of ``R2D2Net(input_offset=True)``, which is exact at the borders too.
     The converted net takes unnormalized images in [0, 1]: grey (``channels=1``, the RGB
-    net applied to a grey image repeated 3 times) or RGB (``channels=3``).
+    net applied to a grey image repeated 3 times) or RGB (``channels=3``). The Fast variant
+    max-pools (``pool='max'``) like the published network.
+
+    The checkpoint records the networks' input convention: ``preprocess`` =
+    :data:`NAVER_PREPROCESS` (the 8-bit display image as ``value / 255``, what the networks
+    were trained on) and ``extract`` = :data:`NAVER_EXTRACT` (the authors' pyramid: scale
+    factor ``2^0.25``, levels of 256..1024 px), which :meth:`Checkpoint.extract_config` applies.
 
     Args:
         src: naver ``.pt`` file (plain or ``module.``-prefixed keys; CUDA tensors are fine).
@@ -251,6 +312,8 @@ def import_naver(
         channels: 1 or 3 input channels of the converted net.
         trusted: allow arbitrary pickled objects in ``src`` (only for files you trust); by
             default only tensors, containers and training-loss defaultdicts are accepted.
+        authors_extract: record the authors' extraction settings; False = none recorded
+            (sarreg's own pyramid and context descriptors).
 
     Returns the converted :class:`Checkpoint` (net in eval mode on CPU).
     """
@@ -264,8 +327,12 @@ def import_naver(
             "pass one of the published r2d2_*.pt / faster2d2_*.pt files",
         )
     ckpt = _ready(_from_naver(obj, src, channels=channels), "cpu")
+    if not authors_extract:
+        ckpt.extract = None
     if dst is not None:
-        save_checkpoint(dst, ckpt.net, meta=ckpt.meta)
+        save_checkpoint(
+            dst, ckpt.net, meta=ckpt.meta, preprocess=ckpt.preprocess, extract=ckpt.extract
+        )
         ckpt.path = str(dst)
     return ckpt
 
@@ -309,6 +376,7 @@ def _from_sarreg(obj: dict, path: Path) -> Checkpoint:
         path=str(path),
         source_format="sarreg",
         training=obj.get("training"),
+        extract=obj.get("extract"),
     )
 
 
@@ -485,7 +553,13 @@ def _from_naver(obj: Any, path: Path, channels: int) -> Checkpoint:
                 "the file is inconsistent; re-download it",
             )
     net = R2D2Net(
-        arch, in_channels=channels, mchan=mchan, dim=dim, relu22=relu22, input_offset=True
+        arch,
+        in_channels=channels,
+        mchan=mchan,
+        dim=dim,
+        relu22=relu22,
+        input_offset=True,
+        pool=NAVER_POOL,
     )
     ours: dict[str, torch.Tensor] = {}
     for k, (ci, block) in enumerate(zip(conv_idx, net.blocks, strict=True)):
@@ -518,15 +592,23 @@ def _from_naver(obj: Any, path: Path, channels: int) -> Checkpoint:
         "source": f"naver R2D2 checkpoint {path.name} ({net_str or 'no net entry'})",
         "license": "CC BY-NC-SA 3.0 (naver R2D2 weights; non-commercial use only)",
         "converted": "ImageNet RGB normalization folded into the first convolution; "
-        f"{channels}-channel input in [0, 1]",
+        f"{channels}-channel input in [0, 1] (the 8-bit display image / 255)"
+        + ("" if arch != "fast_r2d2" else "; 2x2 max pooling as published"),
+        "input_normalization": {
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "folded": True,
+            "grey_as_rgb": channels == 1,
+        },
     }
     return Checkpoint(
         net=net,
         config=dict(net.config),
         meta=meta,
-        preprocess=None,
+        preprocess=dict(NAVER_PREPROCESS),
         path=str(path),
         source_format="naver",
+        extract=dict(NAVER_EXTRACT),
     )
 
 

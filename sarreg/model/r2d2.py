@@ -6,9 +6,12 @@ pixel gets a 128-d L2-normalized descriptor. Two 1x1 convolutions over the squar
 (un-normalized) features give the repeatability map (where keypoints are) and the reliability
 map (where descriptors can be trusted).
 
-The Fast variant average-pools by 2 after the third convolution, runs the remaining layers at a
+The Fast variant pools by 2 after the third convolution, runs the remaining layers at a
 quarter of the pixels with halved dilations (same receptive field in input pixels) and
-upsamples the outputs back to the input size.
+upsamples the outputs back to the input size. The pooling is part of the architecture config
+(``pool``): sarreg's own Fast-R2D2 models average-pool (``'avg'``, the default); the networks
+published with the paper max-pool (``'max'``, set by
+:func:`sarreg.model.checkpoint.import_naver`).
 
 Shapes: input ``(B, C, H, W)`` float32; outputs at ``(H, W)``:
 ``descriptors (B, D, H, W)`` unit-norm along D, ``repeatability`` and ``reliability``
@@ -26,11 +29,14 @@ from torch import nn
 from sarreg.model.whitening import DescriptorWhitening
 
 ARCHITECTURES = ("fast_r2d2", "r2d2")
+#: 2x2 pooling of the Fast variant after its third convolution: 'avg' (sarreg's models) or
+#: 'max' (the networks published with the paper); no effect for 'r2d2', which does not pool
+POOLINGS = ("avg", "max")
 
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """One convolution block: conv -> (batch norm) -> (ReLU) -> (2x2 average pool)."""
+    """One convolution block: conv -> (batch norm) -> (ReLU) -> (2x2 pool of kind ``pool``)."""
 
     out_channels: int
     kernel: int
@@ -38,26 +44,32 @@ class ConvSpec:
     bn: bool = True
     relu: bool = True
     pool_after: bool = False
+    pool: str = "avg"
 
 
-def layer_specs(arch: str, mchan: int = 4, dim: int = 128, relu22: bool = False) -> list[ConvSpec]:
+def layer_specs(
+    arch: str, mchan: int = 4, dim: int = 128, relu22: bool = False, pool: str = "avg"
+) -> list[ConvSpec]:
     """The convolution stack of ``arch`` ('fast_r2d2' or 'r2d2') at width ``mchan``.
 
     Channel widths are 8, 8, 16, 16, 32, 32, 32, 32 times ``mchan``, then ``dim``.
     Dilations double where the original L2-Net had a stride of 2; the Fast variant starts the
-    doubling one step later because its pooling already halves the resolution.
+    doubling one step later because its pooling (``pool``: 'avg' or 'max', 2x2) already
+    halves the resolution.
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
+    if pool not in POOLINGS:
+        raise ValueError(f"unknown pooling {pool!r}; expected one of {POOLINGS}")
     if mchan < 1 or dim < 1:
         raise ValueError("mchan and dim must be positive")
     c1, c2, c3 = 8 * mchan, 16 * mchan, 32 * mchan
     if arch == "fast_r2d2":
         d = [1, 1, 1, 1, 1, 2, 2, 4, 8]
-        pool = [False, False, True] + [False] * 6
+        pools = [False, False, True] + [False] * 6
     else:
         d = [1, 1, 1, 2, 2, 4, 4, 8, 16]
-        pool = [False] * 9
+        pools = [False] * 9
     outs = [c1, c1, c2, c2, c3, c3, c3, c3, dim]
     kernels = [3] * 6 + [2] * 3
     specs = []
@@ -65,7 +77,9 @@ def layer_specs(arch: str, mchan: int = 4, dim: int = 128, relu22: bool = False)
         last = i == 8
         relu = not last and (i < 6 or relu22)
         specs.append(
-            ConvSpec(outs[i], kernels[i], d[i], bn=not last, relu=relu, pool_after=pool[i])
+            ConvSpec(
+                outs[i], kernels[i], d[i], bn=not last, relu=relu, pool_after=pools[i], pool=pool
+            )
         )
     return specs
 
@@ -82,6 +96,7 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(spec.out_channels, affine=False) if spec.bn else None
         self.relu = spec.relu
         self.pool_after = spec.pool_after
+        self.pool = spec.pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post(self.conv(x))
@@ -123,8 +138,12 @@ class ConvBlock(nn.Module):
         if self.relu:
             x = F.relu(x, inplace=True)
         if self.pool_after:
-            x = F.avg_pool2d(x, 2)
+            x = self._pool(x)
         return x
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """2x2 pooling with stride 2 (floor: an odd last row/column is dropped)."""
+        return F.max_pool2d(x, 2) if self.pool == "max" else F.avg_pool2d(x, 2)
 
     def post(self, x: torch.Tensor) -> torch.Tensor:
         """Everything after the convolution: batch norm, ReLU (in place) and pooling."""
@@ -133,7 +152,7 @@ class ConvBlock(nn.Module):
         if self.relu:
             x = F.relu(x, inplace=True)
         if self.pool_after:
-            x = F.avg_pool2d(x, 2)
+            x = self._pool(x)
         return x
 
 
@@ -149,6 +168,8 @@ class R2D2Net(nn.Module):
         input_offset: keep a per-tap offset kernel for the first convolution, used when an
             RGB checkpoint with input normalization is folded into one channel: the stem then
             computes ``conv(x) - conv(ones, offset)``, exact also at the zero-padded border.
+        pool: the Fast variant's 2x2 pooling, 'avg' (sarreg's models) or 'max' (the
+            networks published with the paper); ignored by 'r2d2'.
     """
 
     def __init__(
@@ -159,6 +180,7 @@ class R2D2Net(nn.Module):
         dim: int = 128,
         relu22: bool = False,
         input_offset: bool = False,
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -172,8 +194,9 @@ class R2D2Net(nn.Module):
             "dim": dim,
             "relu22": relu22,
             "input_offset": input_offset,
+            "pool": pool,
         }
-        specs = layer_specs(arch, mchan=mchan, dim=dim, relu22=relu22)
+        specs = layer_specs(arch, mchan=mchan, dim=dim, relu22=relu22, pool=pool)
         blocks = []
         cin = in_channels
         for spec in specs:
