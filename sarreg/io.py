@@ -186,6 +186,18 @@ def _metadata_kind(tags: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+#: GDAL complex integer types (Sentinel-1 SLC is CInt16) that numpy has no dtype for, and the
+#: numpy dtype rasterio reads them as
+_COMPLEX_INT = {"complex_int16": "complex64", "complex_int32": "complex128"}
+
+
+def numpy_dtype(name: str | np.dtype) -> np.dtype:
+    """numpy dtype of a rasterio band dtype name; CInt16/CInt32 (``'complex_int16'``,
+    ``'complex_int32'``) map to the complex floats they are read as."""
+    text = str(name)
+    return np.dtype(_COMPLEX_INT.get(text, text))
+
+
 def detect_kind(
     values: np.ndarray, dtype: str | np.dtype, tags: Mapping[str, Any] | None = None
 ) -> str:
@@ -204,7 +216,7 @@ def detect_kind(
     float with many negatives -> display (linear scaling only); non-negative float with median
     < 2 -> power; larger -> amplitude.
     """
-    dt = np.dtype(dtype)
+    dt = numpy_dtype(dtype)
     if dt.kind == "c":
         return "amplitude"
     from_meta = _metadata_kind(tags)
@@ -441,7 +453,8 @@ def _complex_amplitude_decimated(
         y0, y1 = r0 + i0 * d, r0 + i1 * d
         row_lo, row_hi = int(math.floor(y0)), min(ds.height, int(math.ceil(y1)))
         win = Window(col_lo, row_lo, col_hi - col_lo, row_hi - row_lo)
-        amp = np.abs(ds.read(band, window=win)).astype(np.float64)
+        amp = np.abs(ds.read(band, window=win, out_dtype=numpy_dtype(ds.dtypes[band - 1])))
+        amp = amp.astype(np.float64)
         valid = np.isfinite(amp) & (amp > 0)
         amp[~valid] = 0.0
         sums = _area_mean_1d(amp, y0 - row_lo, d, i1 - i0, axis=0)
@@ -461,10 +474,11 @@ def _read_values(
     decimated: bool,
 ) -> np.ndarray:
     """Read one band as float32 ``(h, w)``; complex -> amplitude; decimation = area average."""
-    is_complex = np.dtype(ds.dtypes[band - 1]).kind == "c"
+    src_dtype = numpy_dtype(ds.dtypes[band - 1])
+    is_complex = src_dtype.kind == "c"
     full = not decimated
     if is_complex and full:
-        return np.abs(ds.read(band, window=read_win)).astype(np.float32)
+        return np.abs(ds.read(band, window=read_win, out_dtype=src_dtype)).astype(np.float32)
     if is_complex:
         return _complex_amplitude_decimated(ds, band, read_win, out_shape)
     if full:
@@ -488,7 +502,7 @@ def _valid_mask(
     """True where a value is finite, not nodata and not masked by a GDAL mask/alpha band."""
     mask = np.isfinite(values)
     nodata = ds.nodatavals[band - 1]
-    src_dtype = np.dtype(ds.dtypes[band - 1])
+    src_dtype = numpy_dtype(ds.dtypes[band - 1])
     if src_dtype.kind == "c":
         # SLC products fill outside the swath with 0 + 0j; a zero amplitude is never signal.
         mask &= values != 0

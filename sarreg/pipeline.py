@@ -274,7 +274,7 @@ def register(
     validate_config(config)
     timer = _Timer()
     ref_path, mov_path = str(ref_path), str(mov_path)
-    report_path = _check_outputs(out_path, config)
+    report_path = _check_outputs(out_path, config, (ref_path, mov_path))
     out_path = None if out_path is None else str(out_path)
 
     with timer.stage("read"):
@@ -387,16 +387,22 @@ def _remove_quietly(paths: list[str]) -> None:
             pass
 
 
-def _check_outputs(out_path, config: RegisterConfig) -> str | None:
-    """Check every output path before any work; returns the report path (or None)."""
+def _check_outputs(out_path, config: RegisterConfig, inputs=()) -> str | None:
+    """Check every output path before any work; returns the report path (or None).
+
+    ``inputs``: ``(reference, moving)`` paths; no output may be one of them or another output
+    (:func:`sarreg.outputs.register_guard`)."""
     from sarreg.atomic import check_output_path
+    from sarreg.outputs import register_guard
 
     report_path = None
     if out_path is not None:
-        check_output_path(str(out_path), overwrite=config.overwrite)
         report_path = config.report or str(Path(str(out_path)).with_suffix(".json"))
     elif config.report:
         report_path = config.report
+    register_guard(out_path, report_path, config, inputs)
+    if out_path is not None:
+        check_output_path(str(out_path), overwrite=config.overwrite)
     if report_path is not None:
         check_output_path(report_path, overwrite=config.overwrite)
     for extra in (config.plot, config.gcps):
@@ -1135,7 +1141,9 @@ def extract_file(
     from sarreg import io, preprocess
     from sarreg.atomic import atomic_write, check_output_path
     from sarreg.features import extract
+    from sarreg.outputs import guard_outputs
 
+    guard_outputs([("output", out_path)], [("image", image_path), ("model", model)])
     check_output_path(str(out_path), overwrite=overwrite)
     loaded = load_model(model)
     pre_cfg = preprocess.PreprocessConfig.from_dict(loaded.preprocess or {})
