@@ -168,3 +168,112 @@ def register_guard(out_path, report_path, config, inputs: Iterable = ()) -> None
         ],
         [*zip(names, inputs, strict=False), ("model (--model)", getattr(config, "model", None))],
     )
+
+
+#: files ``sarreg train`` writes into its ``--out`` folder
+TRAIN_OUTPUTS = ("last.pt", "best.pt", "log.csv", "val.csv", "train.log", "config.yaml")
+
+
+def train_guard(cfg, resume=None, init=None) -> None:
+    """:func:`guard_outputs` for ``sarreg train``: ``--out`` is a folder (or absent) and its
+    files are not ``--init`` or a data file. ``--resume out/last.pt`` is the run continuing
+    and is allowed. ``cfg`` is a :class:`sarreg.training.config.TrainConfig`."""
+    out = Path(os.path.expanduser(str(cfg.out))).absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputError(
+            f"the training output {out} exists and is not a folder",
+            "give --out a folder (created if missing)",
+        )
+    inputs: list[Named] = [("--init checkpoint", init)]
+    for section in (cfg.data, cfg.val):
+        for src in getattr(section, "sources", ()):
+            path = getattr(src, "path", src)
+            if path is not None and Path(str(path)).is_file():
+                inputs.append(("data file", path))
+    if resume is not None and Path(os.path.realpath(resume)) != Path(
+        os.path.realpath(out / "last.pt")
+    ):
+        inputs.append(("--resume checkpoint", resume))
+    guard_outputs([(f"training output {name}", out / name) for name in TRAIN_OUTPUTS], inputs)
+
+
+@dataclass
+class RunFolder:
+    """What a training run found in its output folder, so that a run that fails before its
+    first checkpoint removes the files (and the folder) it created and nothing else."""
+
+    path: Path
+    created: bool
+    before: frozenset[str]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RunFolder:
+        """Create ``path`` (and parents) if needed; remember what was there."""
+        p = Path(path)
+        created = not p.exists()
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(
+                f"cannot create the output folder {p} ({err.strerror or err})",
+                "choose a writable --out folder",
+            ) from err
+        return cls(p, created, frozenset(os.listdir(p)))
+
+    def discard_if_untrained(self) -> None:
+        """If no checkpoint was written by this run, remove the files it added (logs, config)
+        and, when this run created the folder and it is empty again, the folder."""
+        new = set(os.listdir(self.path)) - self.before if self.path.is_dir() else set()
+        if any(name.endswith(".pt") for name in new):
+            return  # a checkpoint exists: keep its logs
+        for name in new:
+            target = self.path / name
+            try:
+                if target.is_dir() and not target.is_symlink():
+                    import shutil
+
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+            except OSError:
+                pass
+        if self.created:
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+
+
+#: files ``sarreg evaluate run`` writes into its results folder (and results_by_<tag>.md)
+EVALUATE_OUTPUTS = ("results.md", "results.csv", "pairs.json", "mma.png")
+
+
+def evaluate_guard(bench, folder, methods) -> None:
+    """:func:`guard_outputs` for ``sarreg evaluate run``: the results files are not the
+    benchmark's index, images or displacement fields, nor a ``sarreg:PATH`` checkpoint.
+    An unreadable benchmark is left to the run to report."""
+    from sarreg.errors import SarregError
+
+    inputs: list[Named] = []
+    bench = Path(bench)
+    if bench.is_file():
+        inputs.append(("benchmark index", bench))
+    for spec in methods or ():
+        if str(spec).lower().startswith("sarreg:"):
+            inputs.append(("checkpoint", str(spec)[len("sarreg:") :]))
+    try:
+        from sarreg.evaluation.bench import read_benchmark
+
+        pairs = read_benchmark(bench)
+    except SarregError:
+        pairs = []
+    for pair in pairs:
+        for role in ("reference", "moving", "displacement"):
+            path = getattr(pair, role, None)
+            if path is not None:
+                inputs.append((f"{role} of {pair.name}", path))
+    folder = Path(folder)
+    outputs = [("results file", folder / name) for name in EVALUATE_OUTPUTS]
+    if folder.is_dir():
+        outputs += [("results file", p) for p in sorted(folder.glob("results_by_*.md"))]
+    guard_outputs(outputs, inputs)
