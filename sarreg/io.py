@@ -67,6 +67,8 @@ class Raster:
         window_offset: ``(col_off, row_off)`` of the read window in full-res pixels.
         nodata: the file's nodata value (None if not set; NaN possible).
         dtype: the source dtype name (e.g. ``'float32'``, ``'uint8'``, ``'complex64'``).
+        nonfinite: pixels of the read that are NaN or +-inf without being the declared nodata
+            (masked like nodata; scattered ones do not shrink the keypoint area).
         georef_source: ``'geotransform'``, ``'gcps'`` (affine fitted to ground control points)
             or ``'none'``.
     """
@@ -84,6 +86,7 @@ class Raster:
     nodata: float | None
     dtype: str
     georef_source: str = "none"
+    nonfinite: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -520,6 +523,33 @@ def _valid_mask(
 # --------------------------------------------------------------------------------------------
 
 
+def _count_nonfinite(values: np.ndarray, nodata: float | None) -> int:
+    """NaN/inf pixels that are not the declared nodata (NaN nodata: only the infinities)."""
+    if nodata is not None and math.isnan(nodata):
+        return int(np.isinf(values).sum())
+    return int((~np.isfinite(values)).sum())
+
+
+#: share of negative valid values above which ``--kind power``/``amplitude`` is doubted
+_NEGATIVE_WARN = 0.01
+
+
+def _warn_negative(values: np.ndarray, mask: np.ndarray, kind: str, path: str, band: int) -> None:
+    """Warn when a band read as linear ``kind`` holds negative values (dB data, most likely):
+    they are floored before the log and the registration degrades."""
+    sample = values[mask][:: max(1, int(mask.sum()) // 200_000)]
+    frac = float(np.mean(sample < 0)) if sample.size else 0.0
+    if frac > _NEGATIVE_WARN:
+        logger.warning(
+            "%s band %d: %.1f %% of the valid values are negative, which linear %s cannot be "
+            "(dB data?); they are floored before the log: pass --kind db (or auto) if so",
+            path,
+            band,
+            100.0 * frac,
+            kind,
+        )
+
+
 def read_raster(
     path: str | Path,
     band: int = 1,
@@ -572,6 +602,7 @@ def read_raster(
         nodata = ds.nodatavals[b - 1]
         tags = _band_tags(ds, b)
 
+    nonfinite = _count_nonfinite(values, nodata)
     n_valid = int(mask.sum())
     if n_valid == 0:
         raise EmptyImageError(
@@ -583,6 +614,8 @@ def read_raster(
     if kind == "auto":
         kind = detect_kind(values[mask], src_dtype, tags)
         logger.info("%s band %d: detected kind %r", p, b, kind)
+    elif kind in ("power", "amplitude"):
+        _warn_negative(values, mask, kind, p, b)
 
     transform = None
     if transform_full is not None:
@@ -615,4 +648,5 @@ def read_raster(
         nodata=nodata,
         dtype=src_dtype,
         georef_source=source,
+        nonfinite=nonfinite,
     )
