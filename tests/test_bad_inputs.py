@@ -538,7 +538,8 @@ def test_crafted_checkpoint_refused_within_300_mb(inputs: Path, tmp_path: Path) 
         import torch
         from sarreg.cli import main
         # warm up: every library extract maps (GDAL, OpenCV, torch) and the bundled model
-        assert main(["extract", {str(inputs / "mov.tif")!r}, "-o", {str(tmp_path / "w.npz")!r}]) == 0
+        warm = ["extract", {str(inputs / "mov.tif")!r}, "-o", {str(tmp_path / "w.npz")!r}]
+        assert main(warm) == 0
         with open("/proc/self/status") as f:
             vm = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmSize"))
         limit = vm + 300 * 2**20
@@ -618,7 +619,8 @@ def test_sigterm_leaves_the_complete_group_or_nothing(inputs: Path, tmp_path: Pa
 def test_sigterm_in_batch_leaves_scene_not_done(inputs: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
     args = ["batch", "-r", str(inputs / "ref.tif"), str(inputs / "mov.tif"),
-            str(inputs / "noise.tif"), "-o", str(out), "--workers", "0", "--no-progress"]  # fmt: skip
+            str(inputs / "noise.tif"), "-o", str(out), "--workers", "0",
+            "--no-progress"]  # fmt: skip
     proc = _sarreg(args, tmp_path)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "mov.batch.json").exists():
