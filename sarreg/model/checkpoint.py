@@ -346,10 +346,23 @@ def _check_config_bounds(config: dict, path: Path) -> None:
             )
 
 
+class _NoEyeOnMeta(torch.overrides.TorchFunctionMode):
+    """``torch.eye`` as an uninitialized tensor: on the meta device only shapes matter, and
+    the meta ``eye`` imports PyTorch's reference ops on first use (seconds)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.eye:
+            n = args[0]
+            m = args[1] if len(args) > 1 else kwargs.get("m", n)
+            return torch.empty(n, m, dtype=kwargs.get("dtype"), device="meta")
+        return func(*args, **kwargs)
+
+
 def _expected_shapes(config: dict, path: Path) -> dict[str, tuple[int, ...]]:
     """State-dict shapes of ``R2D2Net(**config)``, built on the ``meta`` device (no memory)."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _NoEyeOnMeta():
             net = R2D2Net(**config)
     except (TypeError, ValueError) as err:
         raise CheckpointError(
