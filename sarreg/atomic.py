@@ -12,6 +12,7 @@ GDAL/matplotlib pick the right driver/format from the name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -114,10 +115,41 @@ def atomic_write(path: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     try:
         yield tmp
         _commit(tmp, final, overwrite)
-    except BaseException:
+    except BaseException as err:
         _remove_quietly(tmp)
+        if _is_write_failure(err):
+            raise OutputError(
+                f"cannot write {final} ({_first_line(err)})",
+                "free disk space (or fix the folder's permissions) and run again",
+            ) from err
         raise
     log.debug("wrote %s", final)
+
+
+#: errno values of a failed write: full disk, quota, file too large, I/O error, read-only
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)
+#: words of GDAL's messages for a failed write (it reports errno only on stderr)
+_WRITE_WORDS = ("write failed", "no space left", "disk space", "io error writing")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _is_write_failure(err: BaseException) -> bool:
+    """True for an OSError of a failed write (ENOSPC, EDQUOT, ...) or GDAL's write errors."""
+    from sarreg.errors import SarregError
+
+    if isinstance(err, SarregError) or not isinstance(err, Exception):
+        return False
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        return True
+    module = type(err).__module__ or ""
+    if module.startswith("rasterio"):
+        text = str(err).lower()
+        return any(w in text for w in _WRITE_WORDS)
+    return False
 
 
 def _commit(tmp: Path, final: Path, overwrite: bool) -> None:

@@ -383,6 +383,8 @@ def plan_jobs(
 
 def _check_inputs_not_overwritten(jobs: Sequence[BatchJob]) -> None:
     """Raise ConfigError when a scene's output, report or record is one of the inputs."""
+    from sarreg.outputs import guard_outputs
+
     inputs = {os.path.realpath(p) for j in jobs for p in (j.reference, j.moving)}
     for job in jobs:
         for path in (job.output, job.report, job.record):
@@ -391,6 +393,12 @@ def _check_inputs_not_overwritten(jobs: Sequence[BatchJob]) -> None:
                     f"the batch would overwrite its input {path} with the output of {job.moving}",
                     "choose an output folder (-o) other than the inputs' folder",
                 )
+    # hard links, devices, links out of the folder (same guard as sarreg register)
+    guard_outputs(
+        [(f"{kind} of {j.moving}", p) for j in jobs
+         for kind, p in (("output", j.output), ("report", j.report), ("record", j.record))],
+        [(f"input of scene {j.name}", p) for j in jobs for p in (j.reference, j.moving)],
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

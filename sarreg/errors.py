@@ -115,3 +115,19 @@ class SceneFailuresError(SarregError):
     """Some scenes of a batch failed (the others were registered; see the batch summary)."""
 
     exit_code = 18
+
+
+def crs_mismatch_error(xy, src_crs, dst_crs, cause: BaseException | None) -> NotGeoreferencedError:
+    """The error for map coordinates that their CRS cannot hold (e.g. UTM metres labelled
+    EPSG:4326): PROJ fails or returns inf. ``xy`` ``(N, 2)`` are the coordinates in ``src_crs``."""
+    import numpy as np
+
+    pts = np.asarray(xy, dtype=float)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    why = f" ({str(cause).splitlines()[0]})" if cause is not None and str(cause) else ""
+    return NotGeoreferencedError(
+        f"coordinates x {lo[0]:.6g}..{hi[0]:.6g}, y {lo[1]:.6g}..{hi[1]:.6g} do not fit their "
+        f"CRS {src_crs} and cannot be converted to {dst_crs}{why}",
+        "the file's CRS label is wrong for its geotransform; fix it (e.g. gdal_edit.py -a_srs) "
+        "or register without georeferencing",
+    )

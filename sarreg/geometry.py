@@ -589,8 +589,16 @@ def reproject_xy(xy_map, src_crs, dst_crs) -> np.ndarray:
             "one image has a coordinate reference system and the other has none",
             "give both images a CRS, or register without georeferencing",
         )
-    xs, ys = warp_transform(src_crs, dst_crs, pts[:, 0].tolist(), pts[:, 1].tolist())
-    return np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1)
+    from sarreg.errors import crs_mismatch_error
+
+    try:
+        xs, ys = warp_transform(src_crs, dst_crs, pts[:, 0].tolist(), pts[:, 1].tolist())
+    except Exception as err:  # rasterio/PROJ errors (CPLE_AppDefinedError, ...)
+        raise crs_mismatch_error(pts, src_crs, dst_crs, err) from err
+    out = np.stack([np.asarray(xs, float), np.asarray(ys, float)], axis=1)
+    if not np.isfinite(out).all():
+        raise crs_mismatch_error(pts, src_crs, dst_crs, None)
+    return out
 
 
 def pixel_outline(shape: tuple[int, int], densify: int = 2) -> np.ndarray:
@@ -665,7 +673,12 @@ def check_overlap(
     mov_name: str = "the moving image",
 ) -> float:
     """:func:`overlap_fraction`, raising NoOverlapError when the footprints do not intersect."""
-    frac = overlap_fraction(ref_transform, ref_crs, ref_shape, mov_transform, mov_crs, mov_shape)
+    try:
+        frac = overlap_fraction(
+            ref_transform, ref_crs, ref_shape, mov_transform, mov_crs, mov_shape
+        )
+    except NotGeoreferencedError as err:
+        raise NotGeoreferencedError(f"{ref_name} or {mov_name}: {err.message}", err.hint) from err
     if frac <= 0.0:
         ref = footprint(ref_transform, ref_shape).bounds
         mov = footprint_in_crs(mov_transform, mov_crs, mov_shape, ref_crs).bounds

@@ -67,6 +67,8 @@ class Raster:
         window_offset: ``(col_off, row_off)`` of the read window in full-res pixels.
         nodata: the file's nodata value (None if not set; NaN possible).
         dtype: the source dtype name (e.g. ``'float32'``, ``'uint8'``, ``'complex64'``).
+        nonfinite: pixels of the read that are NaN or +-inf without being the declared nodata
+            (masked like nodata; scattered ones do not shrink the keypoint area).
         georef_source: ``'geotransform'``, ``'gcps'`` (affine fitted to ground control points)
             or ``'none'``.
     """
@@ -84,6 +86,7 @@ class Raster:
     nodata: float | None
     dtype: str
     georef_source: str = "none"
+    nonfinite: int = 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -186,6 +189,18 @@ def _metadata_kind(tags: Mapping[str, Any] | None) -> str | None:
     return None
 
 
+#: GDAL complex integer types (Sentinel-1 SLC is CInt16) that numpy has no dtype for, and the
+#: numpy dtype rasterio reads them as
+_COMPLEX_INT = {"complex_int16": "complex64", "complex_int32": "complex128"}
+
+
+def numpy_dtype(name: str | np.dtype) -> np.dtype:
+    """numpy dtype of a rasterio band dtype name; CInt16/CInt32 (``'complex_int16'``,
+    ``'complex_int32'``) map to the complex floats they are read as."""
+    text = str(name)
+    return np.dtype(_COMPLEX_INT.get(text, text))
+
+
 def detect_kind(
     values: np.ndarray, dtype: str | np.dtype, tags: Mapping[str, Any] | None = None
 ) -> str:
@@ -204,7 +219,7 @@ def detect_kind(
     float with many negatives -> display (linear scaling only); non-negative float with median
     < 2 -> power; larger -> amplitude.
     """
-    dt = np.dtype(dtype)
+    dt = numpy_dtype(dtype)
     if dt.kind == "c":
         return "amplitude"
     from_meta = _metadata_kind(tags)
@@ -441,7 +456,8 @@ def _complex_amplitude_decimated(
         y0, y1 = r0 + i0 * d, r0 + i1 * d
         row_lo, row_hi = int(math.floor(y0)), min(ds.height, int(math.ceil(y1)))
         win = Window(col_lo, row_lo, col_hi - col_lo, row_hi - row_lo)
-        amp = np.abs(ds.read(band, window=win)).astype(np.float64)
+        amp = np.abs(ds.read(band, window=win, out_dtype=numpy_dtype(ds.dtypes[band - 1])))
+        amp = amp.astype(np.float64)
         valid = np.isfinite(amp) & (amp > 0)
         amp[~valid] = 0.0
         sums = _area_mean_1d(amp, y0 - row_lo, d, i1 - i0, axis=0)
@@ -461,10 +477,11 @@ def _read_values(
     decimated: bool,
 ) -> np.ndarray:
     """Read one band as float32 ``(h, w)``; complex -> amplitude; decimation = area average."""
-    is_complex = np.dtype(ds.dtypes[band - 1]).kind == "c"
+    src_dtype = numpy_dtype(ds.dtypes[band - 1])
+    is_complex = src_dtype.kind == "c"
     full = not decimated
     if is_complex and full:
-        return np.abs(ds.read(band, window=read_win)).astype(np.float32)
+        return np.abs(ds.read(band, window=read_win, out_dtype=src_dtype)).astype(np.float32)
     if is_complex:
         return _complex_amplitude_decimated(ds, band, read_win, out_shape)
     if full:
@@ -488,7 +505,7 @@ def _valid_mask(
     """True where a value is finite, not nodata and not masked by a GDAL mask/alpha band."""
     mask = np.isfinite(values)
     nodata = ds.nodatavals[band - 1]
-    src_dtype = np.dtype(ds.dtypes[band - 1])
+    src_dtype = numpy_dtype(ds.dtypes[band - 1])
     if src_dtype.kind == "c":
         # SLC products fill outside the swath with 0 + 0j; a zero amplitude is never signal.
         mask &= values != 0
@@ -504,6 +521,33 @@ def _valid_mask(
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
+
+
+def _count_nonfinite(values: np.ndarray, nodata: float | None) -> int:
+    """NaN/inf pixels that are not the declared nodata (NaN nodata: only the infinities)."""
+    if nodata is not None and math.isnan(nodata):
+        return int(np.isinf(values).sum())
+    return int((~np.isfinite(values)).sum())
+
+
+#: share of negative valid values above which ``--kind power``/``amplitude`` is doubted
+_NEGATIVE_WARN = 0.01
+
+
+def _warn_negative(values: np.ndarray, mask: np.ndarray, kind: str, path: str, band: int) -> None:
+    """Warn when a band read as linear ``kind`` holds negative values (dB data, most likely):
+    they are floored before the log and the registration degrades."""
+    sample = values[mask][:: max(1, int(mask.sum()) // 200_000)]
+    frac = float(np.mean(sample < 0)) if sample.size else 0.0
+    if frac > _NEGATIVE_WARN:
+        logger.warning(
+            "%s band %d: %.1f %% of the valid values are negative, which linear %s cannot be "
+            "(dB data?); they are floored before the log: pass --kind db (or auto) if so",
+            path,
+            band,
+            100.0 * frac,
+            kind,
+        )
 
 
 def read_raster(
@@ -558,6 +602,7 @@ def read_raster(
         nodata = ds.nodatavals[b - 1]
         tags = _band_tags(ds, b)
 
+    nonfinite = _count_nonfinite(values, nodata)
     n_valid = int(mask.sum())
     if n_valid == 0:
         raise EmptyImageError(
@@ -569,6 +614,8 @@ def read_raster(
     if kind == "auto":
         kind = detect_kind(values[mask], src_dtype, tags)
         logger.info("%s band %d: detected kind %r", p, b, kind)
+    elif kind in ("power", "amplitude"):
+        _warn_negative(values, mask, kind, p, b)
 
     transform = None
     if transform_full is not None:
@@ -601,4 +648,5 @@ def read_raster(
         nodata=nodata,
         dtype=src_dtype,
         georef_source=source,
+        nonfinite=nonfinite,
     )

@@ -274,7 +274,7 @@ def register(
     validate_config(config)
     timer = _Timer()
     ref_path, mov_path = str(ref_path), str(mov_path)
-    report_path = _check_outputs(out_path, config)
+    report_path = _check_outputs(out_path, config, (ref_path, mov_path))
     out_path = None if out_path is None else str(out_path)
 
     with timer.stage("read"):
@@ -387,16 +387,22 @@ def _remove_quietly(paths: list[str]) -> None:
             pass
 
 
-def _check_outputs(out_path, config: RegisterConfig) -> str | None:
-    """Check every output path before any work; returns the report path (or None)."""
+def _check_outputs(out_path, config: RegisterConfig, inputs=()) -> str | None:
+    """Check every output path before any work; returns the report path (or None).
+
+    ``inputs``: ``(reference, moving)`` paths; no output may be one of them or another output
+    (:func:`sarreg.outputs.register_guard`)."""
     from sarreg.atomic import check_output_path
+    from sarreg.outputs import register_guard
 
     report_path = None
     if out_path is not None:
-        check_output_path(str(out_path), overwrite=config.overwrite)
         report_path = config.report or str(Path(str(out_path)).with_suffix(".json"))
     elif config.report:
         report_path = config.report
+    register_guard(out_path, report_path, config, inputs)
+    if out_path is not None:
+        check_output_path(str(out_path), overwrite=config.overwrite)
     if report_path is not None:
         check_output_path(report_path, overwrite=config.overwrite)
     for extra in (config.plot, config.gcps):
@@ -497,8 +503,12 @@ def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _
         )
 
     with timer.stage("preprocess"):
-        img_ref, kp_mask_ref = preprocess.preprocess(ref.data, ref.mask, ref.kind, ctx.pre_cfg)
-        img_mov, kp_mask_mov = preprocess.preprocess(mov.data, mov.mask, mov.kind, ctx.pre_cfg)
+        img_ref, kp_mask_ref = preprocess.preprocess(
+            ref.data, ref.mask, ref.kind, ctx.pre_cfg, name=f"the reference image {ctx.ref_path}"
+        )
+        img_mov, kp_mask_mov = preprocess.preprocess(
+            mov.data, mov.mask, mov.kind, ctx.pre_cfg, name=f"the moving image {ctx.mov_path}"
+        )
 
     with timer.stage("extract"):
         xcfg = config.extract
@@ -507,13 +517,14 @@ def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _
         # only the moving keypoints are refined: the reference keeps no local descriptors
         feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, replace(xcfg, refine_radius=0))
         feat_mov = extract(ctx.loaded.net, img_mov, kp_mask_mov, xcfg)
-    for name, path, feat in (
-        ("reference", ctx.ref_path, feat_ref),
-        ("moving", ctx.mov_path, feat_mov),
+    for name, path, feat, raster, kpm in (
+        ("reference", ctx.ref_path, feat_ref, ref, kp_mask_ref),
+        ("moving", ctx.mov_path, feat_mov, mov, kp_mask_mov),
     ):
         if len(feat) < 8:
+            found = preprocess.describe_image(raster.data, raster.mask, kpm)
             raise EmptyImageError(
-                f"the {name} image {path} gave only {len(feat)} keypoints (featureless?)",
+                f"the {name} image {path} gave only {len(feat)} keypoints (featureless: {found})",
                 "check --band and that the image holds radar backscatter with structure",
             )
 
@@ -1075,6 +1086,7 @@ def _image_entry(item: _Input) -> dict:
         "kind": item.raster.kind,
         "work_decimation": float(item.raster.decimation),
         "keypoints": int(len(item.features)),
+        "nonfinite_pixels": int(getattr(item.raster, "nonfinite", 0)),
         "crs": _crs_text(info.crs),
         "geotransform": list(info.transform)[:6] if info.transform is not None else None,
     }
@@ -1135,14 +1147,18 @@ def extract_file(
     from sarreg import io, preprocess
     from sarreg.atomic import atomic_write, check_output_path
     from sarreg.features import extract
+    from sarreg.outputs import guard_outputs
 
+    guard_outputs([("output", out_path)], [("image", image_path), ("model", model)])
     check_output_path(str(out_path), overwrite=overwrite)
     loaded = load_model(model)
     pre_cfg = preprocess.PreprocessConfig.from_dict(loaded.preprocess or {})
     info = io.raster_info(str(image_path), band=band)
     size = max_size if max(info.shape) > max_size else None
     raster = io.read_raster(str(image_path), band=band, kind=kind, max_size=size)
-    img, kp_mask = preprocess.preprocess(raster.data, raster.mask, raster.kind, pre_cfg)
+    img, kp_mask = preprocess.preprocess(
+        raster.data, raster.mask, raster.kind, pre_cfg, name=f"the image {image_path}"
+    )
     # local descriptors are not saved: don't compute them
     feats = extract(loaded.net, img, kp_mask, replace(config or ExtractConfig(), refine_radius=0))
     feats = replace(

@@ -8,7 +8,8 @@ input: ``float32 (H, W)`` in ``[0, 1]``, computed as
 2. robust scaling ``(x - p_low) / (p_high - p_low)`` with percentiles of the valid pixels
    (deterministic grid subsample of at most ``max_samples`` pixels), clipped to ``[0, 1]``,
 3. invalid pixels filled with the mean of the valid scaled values, so nodata borders make no
-   strong edges,
+   strong edges; small holes (scattered NaN/inf or nodata pixels, connected groups of at most
+   ``(2 mask_margin + 1)^2`` pixels) with the mean of their valid neighbours instead,
 
 With ``PreprocessConfig.scaling = '8bit'`` (networks trained on 8-bit photographs, such as the
 checkpoints published with the R2D2 paper) the result is instead the 8-bit display image the
@@ -16,8 +17,10 @@ network expects, as ``value / 255``: an 8-bit display product ('display' data wi
 values in 0..255) as it is, any other data through steps 1-2 and then rounded to 256 levels.
 
 plus a keypoint mask: the valid mask eroded so that every keypoint is at least ``mask_margin``
-pixels (Chebyshev distance) from any invalid pixel. The image border itself is not treated as
-nodata. Arrays are ``(H, W)`` with pixel centres ``(x, y)`` = (column, row).
+pixels (Chebyshev distance) from any nodata region. Small holes are not eroded around (a few
+scattered invalid pixels must not empty the mask), only left out themselves. The image border
+itself is not treated as nodata. Arrays are ``(H, W)`` with pixel centres ``(x, y)`` =
+(column, row).
 """
 
 from __future__ import annotations
@@ -212,24 +215,31 @@ def to_db(
 
 
 def robust_range(
-    values: np.ndarray, mask: np.ndarray, config: PreprocessConfig = PreprocessConfig()
+    values: np.ndarray,
+    mask: np.ndarray,
+    config: PreprocessConfig = PreprocessConfig(),
+    name: str | None = None,
 ) -> tuple[float, float]:
     """``(p_low, p_high)`` percentiles of the valid pixels (deterministic subsample).
 
+    ``name`` (e.g. ``'the moving image a.tif'``) is used in the messages.
     Raises EmptyImageError when there is no valid pixel or no contrast (``p_high <= p_low``).
     """
+    what = name or "image"
     sample = sample_valid(values, mask, config.max_samples)
     if sample.size == 0:
         raise EmptyImageError(
-            "image has no valid pixels (all nodata)", "check --band/nodata or choose another file"
+            f"{what} has no valid pixels (all nodata)",
+            "check --band/nodata or choose another file",
         )
     lo, hi = (
         float(v) for v in np.percentile(sample, [config.low_percentile, config.high_percentile])
     )
     if not hi > lo + 1e-6 * max(1.0, abs(lo), abs(hi)):
         raise EmptyImageError(
-            f"image has no contrast (constant values: the {config.low_percentile:g}-"
-            f"{config.high_percentile:g} % percentiles of its valid pixels are both {lo:.6g})",
+            f"{what} has no contrast (constant values: the {config.low_percentile:g}-"
+            f"{config.high_percentile:g} % percentiles of its {sample.size} sampled valid "
+            f"pixels ({100.0 * np.asarray(mask).mean():.1f} % of the image) are both {lo:.6g})",
             "check --band/nodata (a constant or almost empty band cannot be registered) or "
             "choose another image",
         )
@@ -243,6 +253,50 @@ def is_8bit_display(values: np.ndarray, valid: np.ndarray, kind: str) -> bool:
         return False
     v = values[valid]
     return bool(v.size) and bool(np.all((v >= 0) & (v <= 255) & (v == np.round(v))))
+
+
+def small_holes(valid: np.ndarray, margin: int) -> np.ndarray:
+    """Invalid pixels in 8-connected groups of at most ``(2 margin + 1)^2`` pixels (scattered
+    NaN/inf or nodata pixels inside the data, not nodata borders). ``(H, W)`` bool -> bool."""
+    invalid = ~np.asarray(valid, dtype=bool)
+    if not invalid.any():
+        return invalid
+    max_area = (2 * max(int(margin), 1) + 1) ** 2
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        invalid.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    small = stats[:, cv2.CC_STAT_AREA] <= max_area
+    small[0] = False  # label 0 = the valid pixels
+    return small[labels]
+
+
+def _fill_holes(image: np.ndarray, valid: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """``image`` with ``holes`` set to the mean of the valid pixels in a 7 x 7 window (where
+    there is one)."""
+    w = valid.astype(np.float32)
+    num = cv2.boxFilter(np.where(valid, image, 0).astype(np.float32), -1, (7, 7), normalize=False)
+    den = cv2.boxFilter(w, -1, (7, 7), normalize=False)
+    local = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    use = holes & (den > 0)
+    return np.where(use, local, image).astype(np.float32, copy=False)
+
+
+def describe_image(data: np.ndarray, mask: np.ndarray, kp_mask: np.ndarray | None = None) -> str:
+    """What an image holds, for error messages: valid fraction, non-finite pixels, the share
+    of the keypoint mask and the value range (1st..99th percentile of the valid pixels)."""
+    m = np.asarray(mask, dtype=bool)
+    x = np.asarray(data)
+    parts = [f"{100.0 * m.mean():.1f} % valid pixels"]
+    n_bad = int((~np.isfinite(x)).sum())
+    if n_bad:
+        parts.append(f"{n_bad} NaN/inf")
+    if kp_mask is not None:
+        parts.append(f"{100.0 * np.asarray(kp_mask, bool).mean():.1f} % usable for keypoints")
+    sample = sample_valid(x, m & np.isfinite(x), 100_000)
+    if sample.size:
+        lo, hi = np.percentile(sample, [1, 99])
+        parts.append(f"values {lo:.4g}..{hi:.4g}")
+    return ", ".join(parts)
 
 
 def keypoint_mask(mask: np.ndarray, margin: int) -> np.ndarray:
@@ -274,6 +328,7 @@ def preprocess(
     mask: np.ndarray,
     kind: str,
     config: PreprocessConfig = PreprocessConfig(),
+    name: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalize one band for the network.
 
@@ -282,6 +337,7 @@ def preprocess(
         mask: ``(H, W)`` bool, True = valid.
         kind: 'power' | 'amplitude' | 'db' | 'display'.
         config: normalization parameters.
+        name: what the image is, for messages (e.g. ``'the moving image a.tif'``).
 
     Returns:
         ``image`` float32 ``(H, W)`` in ``[0, 1]`` with invalid pixels set to the mean of the
@@ -303,13 +359,14 @@ def preprocess(
     valid = m & np.isfinite(x)
     if not valid.any():
         raise EmptyImageError(
-            "image has no valid pixels (all nodata)", "check --band/nodata or choose another file"
+            f"{name or 'image'} has no valid pixels (all nodata or NaN/inf)",
+            "check --band/nodata or choose another file",
         )
     if config.log and kind in LOG_KINDS:
         x = to_db(x, kind, valid)
     else:
         x = x.astype(np.float32, copy=False)
-    lo, hi = robust_range(x, valid, config)
+    lo, hi = robust_range(x, valid, config, name=name)
     if config.scaling == "8bit" and is_8bit_display(x, valid, kind):
         lo, hi = 0.0, 255.0  # the display image as it is: value / 255
         image = (x / np.float32(255.0)).astype(np.float32, copy=False)
@@ -321,7 +378,10 @@ def preprocess(
             image = (np.round(image * np.float32(255.0)) / np.float32(255.0)).astype(np.float32)
     fill = np.float32(image[valid].mean(dtype=np.float64))
     image = np.where(valid, image, fill).astype(np.float32, copy=False)
-    kp_mask = keypoint_mask(valid, int(config.mask_margin))
+    holes = small_holes(valid, int(config.mask_margin))
+    if holes.any():
+        image = _fill_holes(image, valid, holes)
+    kp_mask = keypoint_mask(valid | holes, int(config.mask_margin)) & valid
     logger.debug(
         "preprocess %s %s: range [%.4g, %.4g]%s, fill %.3f, %.1f %% valid, %.1f %% keypoint mask",
         kind,

@@ -172,6 +172,13 @@ def _inverse(m: np.ndarray) -> np.ndarray:
     return inv
 
 
+def _numpy_dtype(name: str) -> np.dtype:
+    """numpy dtype of a band (GDAL's complex integers as complex floats)."""
+    from sarreg.io import numpy_dtype
+
+    return numpy_dtype(name)
+
+
 def _output_dtype_nodata(dtype: str, nodata: float | None) -> tuple[np.dtype, float | None]:
     """Output dtype and nodata for a moving band of ``dtype`` with nodata value ``nodata``.
 
@@ -180,7 +187,9 @@ def _output_dtype_nodata(dtype: str, nodata: float | None) -> tuple[np.dtype, fl
     validity goes into an internal GDAL mask band instead, so that real zeros (common in
     display-scaled uint8 products) stay valid data.
     """
-    dt = np.dtype(dtype)
+    from sarreg.io import numpy_dtype
+
+    dt = numpy_dtype(dtype)
     if dt.kind == "c":
         return np.dtype(np.float32), math.nan
     if nodata is not None:
@@ -573,7 +582,7 @@ def resample_to_grid(
 
     with _open(src_path) as src:
         _check_band(src, band)
-        src_dtype = np.dtype(src.dtypes[band - 1])
+        src_dtype = _numpy_dtype(src.dtypes[band - 1])
         src_nodata = src.nodatavals[band - 1]
         out_dtype, out_nodata = _output_dtype_nodata(src_dtype.name, src_nodata)
         if nodata is not None:
@@ -700,7 +709,7 @@ def write_georeferenced(
                 f"no CRS for the georeferenced output of {src_path}",
                 "georeference the reference image or use --mode resample",
             )
-        dtype = np.dtype(src.dtypes[band - 1])
+        dtype = _numpy_dtype(src.dtypes[band - 1])  # CInt16 is written as CFloat32
         nodata = src.nodatavals[band - 1]
         profile = _gtiff_profile(dtype, src.width, src.height, nodata)
         info: dict[str, Any] = {

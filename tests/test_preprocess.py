@@ -16,6 +16,7 @@ from sarreg.preprocess import (
     preprocess,
     preprocess_raster,
     robust_range,
+    small_holes,
     to_db,
 )
 
@@ -41,7 +42,8 @@ def test_output_range_dtype_and_fill(opera) -> None:
     valid = image[opera.mask]
     assert 0.005 < np.mean(valid == 0.0) < 0.02 and 0.005 < np.mean(valid == 1.0) < 0.02
     # nodata filled with the mean of the valid scaled values: no strong edge at the border
-    fill = image[~opera.mask]
+    # (small holes inside the data get the mean of their neighbours instead)
+    fill = image[~opera.mask & ~small_holes(opera.mask, PreprocessConfig().mask_margin)]
     assert np.ptp(fill) == 0.0
     assert fill[0] == pytest.approx(valid.mean(), abs=1e-6)
 
@@ -90,9 +92,11 @@ def test_keypoint_mask_keeps_away_from_nodata(opera) -> None:
     for margin in (0, 1, 4, 7):
         _, kp = preprocess_raster(opera, PreprocessConfig(mask_margin=margin))
         assert not kp[~opera.mask].any()
-        # chessboard distance of each valid pixel to the nearest nodata pixel
-        dist = ndimage.distance_transform_cdt(opera.mask, metric="chessboard")
-        np.testing.assert_array_equal(kp, dist > margin)
+        # chessboard distance of each valid pixel to the nearest nodata region; small holes
+        # (scattered invalid pixels) are only left out themselves
+        base = opera.mask | small_holes(opera.mask, margin)
+        dist = ndimage.distance_transform_cdt(base, metric="chessboard")
+        np.testing.assert_array_equal(kp, (dist > margin) & opera.mask)
     assert 0.5 * opera.mask.sum() < kp.sum() < opera.mask.sum()
 
 
@@ -170,3 +174,26 @@ def test_config_round_trip_and_errors() -> None:
         PreprocessConfig.from_dict({"log": "maybe"})
     with pytest.raises(AttributeError):
         cfg.log = True  # frozen
+
+
+def test_scattered_invalid_pixels_do_not_empty_the_keypoint_mask(opera) -> None:
+    """12 % of scattered NaN/inf pixels: masked themselves, but the keypoint area stays."""
+    rng = np.random.default_rng(3)
+    data = opera.data.copy()
+    bad = (rng.random(data.shape) < 0.12) & opera.mask
+    data[bad] = np.where(rng.random(int(bad.sum())) < 0.5, np.inf, np.nan)
+    image, kp = preprocess(data, opera.mask, opera.kind)
+    _, kp_clean = preprocess(opera.data, opera.mask, opera.kind)
+    assert not kp[bad].any()
+    assert kp.sum() > 0.8 * (kp_clean & ~bad).sum()
+    assert np.isfinite(image).all()
+    # a hole takes its neighbours' level, not the global mean
+    clean, _ = preprocess(opera.data, opera.mask, opera.kind)
+    err = np.abs(image[bad] - clean[bad]).mean()
+    assert err < np.abs(clean[bad] - clean[opera.mask].mean()).mean()
+
+
+def test_no_contrast_message_names_the_image() -> None:
+    with pytest.raises(EmptyImageError, match="the moving image a.tif has no contrast"):
+        preprocess(np.ones((20, 20), np.float32), np.ones((20, 20), bool), "db",
+                   name="the moving image a.tif")  # fmt: skip

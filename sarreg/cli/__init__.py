@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_state = {"verbose": False}
+_state: dict = {"verbose": False, "signal": None}
 
 
 def _version(value: bool) -> None:
@@ -74,8 +74,77 @@ def _is_usage_error(err: Exception) -> bool:
     return isinstance(err, kinds) and hasattr(err, "show") and hasattr(err, "exit_code")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that
+    every clean-up path of an interrupt runs for them too (temporary files removed, a group of
+    outputs complete or absent, a batch scene left not done). Exit code 128 + ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame) -> None:  # noqa: ARG001 (signal handler signature)
+    """Turn the first SIGTERM/SIGHUP into :class:`Terminated`; ignore repeats while the
+    clean-up runs."""
+    import signal
+
+    _state["signal"] = signum
+    for sig in _TERM_SIGNALS():
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def _TERM_SIGNALS() -> list:  # noqa: N802
+    import signal
+
+    return [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+
+
+def _install_signal_handlers() -> dict:
+    """Install :func:`_on_signal` for SIGTERM and SIGHUP (main thread only); returns the old
+    handlers, for :func:`_restore_signal_handlers`."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for sig in _TERM_SIGNALS():
+        old[sig] = signal.getsignal(sig)
+        if old[sig] is signal.SIG_IGN:  # e.g. started under nohup: keep ignoring SIGHUP
+            continue
+        signal.signal(sig, _on_signal)
+    return old
+
+
+def _restore_signal_handlers(old: dict) -> None:
+    import signal
+
+    for sig, handler in old.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupt_code() -> int:
+    """Exit code of an interrupt: 128 + the signal (143 SIGTERM, 129 SIGHUP, 130 Ctrl-C)."""
+    signum = _state.get("signal")
+    return 128 + int(signum) if signum else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sarreg`` console script. Returns the process exit code."""
+    _state["signal"] = None
+    old = _install_signal_handlers()
+    try:
+        return _main_guarded(argv)
+    except KeyboardInterrupt:  # a signal during the clean-up of another exception
+        typer.echo("sarreg: interrupted", err=True)
+        return _interrupt_code()
+    finally:
+        _restore_signal_handlers(old)
+
+
+def _main_guarded(argv: list[str] | None) -> int:
     _register_commands()
     verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
     try:
@@ -89,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         typer.echo("sarreg: interrupted", err=True)
-        return 130
+        return _interrupt_code()
     except typer.Exit as ex:
         return ex.exit_code
     except typer.Abort:
+        if _state.get("signal"):  # click turned Terminated into Abort
+            typer.echo("sarreg: interrupted", err=True)
+            return _interrupt_code()
         typer.echo("sarreg: aborted", err=True)
         return 1
     except Exception as err:  # click usage errors and the unexpected

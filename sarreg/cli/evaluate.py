@@ -140,9 +140,12 @@ def run_cmd(
         seed=seed,
         skip_invalid=skip_invalid,
     )
+    from sarreg.outputs import evaluate_guard
+
+    folder = out if out is not None else (bench if bench.is_dir() else bench.parent) / "results"
+    evaluate_guard(bench, folder, cfg.methods)
     echo = (lambda s: typer.echo(s, err=True)) if progress else None
     result = run_benchmark(bench, cfg, progress=echo)
-    folder = out if out is not None else (bench if bench.is_dir() else bench.parent) / "results"
     n_pairs = len({r["pair"] for r in result.records})
     paths = write_outputs(result, folder, title=f"{bench.name}: {n_pairs} pairs", plot=plot)
     typer.echo(markdown_table(result.summary))

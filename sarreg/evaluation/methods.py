@@ -185,6 +185,8 @@ class SarregMethod(Method):
                 "give an existing sarreg or naver R2D2 checkpoint after 'sarreg:'",
             )
         self._net = None
+        if checkpoint is not None:
+            self._load()  # a checkpoint that cannot load stops the run (exit 13), before any pair
 
     def _load(self):
         if self._net is None:

@@ -363,10 +363,12 @@ def _from_sarreg(obj: dict, path: Path) -> Checkpoint:
             f"{path} is of unknown architecture {arch!r}",
             f"use a checkpoint of one of {', '.join(ARCHITECTURES)}",
         )
-    net = _build(config, path)
     state = obj.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} has no state_dict", "re-save it with save_checkpoint()")
+    _check_config_bounds(config, path)
+    _check_state_shapes(config, state, path)  # before anything of the stored size is built
+    net = _build(config, path)
     _load_state(net, state, path)
     return Checkpoint(
         net=net,
@@ -378,6 +380,87 @@ def _from_sarreg(obj: dict, path: Path) -> Checkpoint:
         training=obj.get("training"),
         extract=obj.get("extract"),
     )
+
+
+#: bounds of the stored architecture settings: the shipped and published models use
+#: mchan 4 (R2D2) or 1..4 (Fast-R2D2) and dim 128; wider ones are refused before anything of
+#: their size is allocated (a crafted ``mchan`` would otherwise allocate gigabytes)
+CONFIG_BOUNDS: dict[str, tuple[int, int]] = {"mchan": (1, 16), "dim": (1, 512)}
+_IN_CHANNELS = (1, 3)
+
+
+def _check_config_bounds(config: dict, path: Path) -> None:
+    """Raise CheckpointError unless the stored config is of a whitelisted architecture with
+    widths in :data:`CONFIG_BOUNDS`, 1 or 3 input channels and boolean switches."""
+    for key, (lo, hi) in CONFIG_BOUNDS.items():
+        value = config.get(key, 4 if key == "mchan" else 128)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise CheckpointError(
+                f"{path} asks for a network with {key}={value!r}, outside the {lo}..{hi} "
+                "sarreg builds",
+                "the file is damaged or was not written by sarreg; refused without loading it",
+            )
+    channels = config.get("in_channels", 1)
+    if isinstance(channels, bool) or channels not in _IN_CHANNELS:
+        raise CheckpointError(
+            f"{path} asks for a network with in_channels={channels!r} (sarreg builds 1 or 3)",
+            "the file is damaged or was not written by sarreg; refused without loading it",
+        )
+    for key in ("relu22", "input_offset"):
+        if not isinstance(config.get(key, False), bool):
+            raise CheckpointError(
+                f"{path} has a non-boolean {key}={config.get(key)!r}",
+                "the file is damaged or was not written by sarreg; refused without loading it",
+            )
+
+
+class _NoEyeOnMeta(torch.overrides.TorchFunctionMode):
+    """``torch.eye`` as an uninitialized tensor: on the meta device only shapes matter, and
+    the meta ``eye`` imports PyTorch's reference ops on first use (seconds)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.eye:
+            n = args[0]
+            m = args[1] if len(args) > 1 else kwargs.get("m", n)
+            return torch.empty(n, m, dtype=kwargs.get("dtype"), device="meta")
+        return func(*args, **kwargs)
+
+
+def _expected_shapes(config: dict, path: Path) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of ``R2D2Net(**config)``, built on the ``meta`` device (no memory)."""
+    try:
+        with torch.device("meta"), _NoEyeOnMeta():
+            net = R2D2Net(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} has an invalid model config ({err})", "re-save it with save_checkpoint()"
+        ) from err
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def _check_state_shapes(config: dict, state: dict, path: Path) -> None:
+    """Raise CheckpointError unless every stored tensor has the shape the config implies."""
+    expected = _expected_shapes(config, path)
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{path} holds a {type(value).__name__} at {key!r} in its state_dict",
+                "the file is damaged or was not written by sarreg",
+            )
+        if key in expected and tuple(value.shape) != expected[key]:
+            raise CheckpointError(
+                f"{path} does not fit its own config ({key}: {tuple(value.shape)}, the config "
+                f"{config.get('arch')} mchan={config.get('mchan')} dim={config.get('dim')} "
+                f"implies {expected[key]})",
+                "the file is damaged or was written for another architecture",
+            )
+    missing = [k for k in expected if k not in state and not k.startswith(_OPTIONAL_PREFIX)]
+    if missing:
+        raise CheckpointError(
+            f"{path} does not fit a {config.get('arch')} network (missing {missing[:3]} weights)",
+            "the file was written for another architecture or width",
+        )
 
 
 def _build(config: dict, path: Path) -> R2D2Net:
@@ -644,16 +727,46 @@ def _torch_load(path: Path, *, trusted: bool, extra_globals: list) -> Any:
         with torch.serialization.safe_globals(extra_globals):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or unsafe files
-        if "Unsupported global" in str(err):
+        if _is_unsafe_pickle(err):
             raise CheckpointError(
-                f"{path} contains pickled objects other than weights",
-                "import it with import_naver(..., trusted=True) only if you trust its source",
+                f"{path} holds pickled objects that are not plain tensors or containers "
+                "(code or classes); refused for safety",
+                "load only checkpoints written by sarreg or the published R2D2 files; import "
+                "it with import_naver(..., trusted=True) only if you trust its source",
             ) from err
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = _torch_error_line(err)
         raise CheckpointError(
             f"cannot read model checkpoint {path} ({first[:120]})",
             "the file is not a PyTorch checkpoint or is damaged; re-download or re-train it",
         ) from err
+
+
+#: how ``torch.load(weights_only=True)`` names a refused pickled class or function, over
+#: PyTorch versions ("Unsupported global: GLOBAL x", "unsupported GLOBAL x whose module x is
+#: blocked", "GLOBAL x was not an allowed global")
+_UNSAFE_PATTERN = re.compile(r"\bGLOBAL\b|unsupported global|allowed global", re.I)
+
+
+def _is_unsafe_pickle(err: BaseException) -> bool:
+    """True when ``err`` is the weights-only unpickler refusing an object that is not a
+    tensor/container (a class or function reference), as opposed to a damaged file."""
+    import pickle
+
+    text = str(err)
+    return isinstance(err, pickle.UnpicklingError) and bool(_UNSAFE_PATTERN.search(text))
+
+
+def _torch_error_line(err: BaseException) -> str:
+    """The informative line of a ``torch.load`` error (its weights-only preamble and links to
+    the documentation left out), or the exception's type."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    keep = [
+        ln
+        for ln in lines
+        if not ln.startswith(("Weights only load failed", "Please file an issue", "Check the"))
+        and not ln.endswith("error:")
+    ]
+    return (keep or lines or [type(err).__name__])[0]
 
 
 def file_sha256(path: Path) -> str:

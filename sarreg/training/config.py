@@ -14,6 +14,7 @@ Overrides use dotted keys, e.g. ``{"optim.lr": 3e-4, "steps": 100}``
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -176,7 +177,8 @@ class OptimConfig:
             raise ConfigError(
                 f"unknown optim.schedule {self.schedule!r}", f"use one of {', '.join(SCHEDULES)}"
             )
-        if self.lr <= 0 or self.weight_decay < 0 or self.step_size < 1:
+        finite = math.isfinite(self.lr) and math.isfinite(self.weight_decay)
+        if not finite or self.lr <= 0 or self.weight_decay < 0 or self.step_size < 1:
             raise ConfigError(
                 "optim.lr must be > 0, weight_decay >= 0 and step_size >= 1",
                 "use e.g. lr: 1.0e-4, weight_decay: 5.0e-4",

@@ -281,8 +281,11 @@ def train(
 
     Raises ConfigError, DataError, CheckpointError, TrainingError (non-finite loss).
     """
+    from sarreg.outputs import RunFolder, train_guard
+
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    train_guard(cfg, resume, init)
+    run_folder = RunFolder.open(out)  # an early failure removes what this run created
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pkg_logger = logging.getLogger("sarreg")  # file: training progress + everyone's warnings
@@ -293,6 +296,10 @@ def train(
         train_logger.setLevel(logging.INFO)
     try:
         return _train(cfg, out, resume, init, progress)
+    except BaseException:
+        handler.close()
+        run_folder.discard_if_untrained()
+        raise
     finally:
         pkg_logger.removeHandler(handler)
         train_logger.setLevel(old_level)
@@ -486,7 +493,13 @@ def _train(
             if cfg.optim.grad_clip > 0:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
-            scaler.step(opt)
+            try:
+                scaler.step(opt)
+            except RuntimeError as err:  # e.g. --lr 1e38: the update overflows float32
+                raise TrainingError(
+                    f"the optimizer step failed at step {step + 1} ({err}) with lr {lr:g}",
+                    "lower --lr (e.g. 1e-4)",
+                ) from err
             scaler.update()
             step += 1
             step_times.append(time.perf_counter() - t0)
