@@ -254,11 +254,11 @@ def test_overlap_uses_both_footprints():
 
 def test_gcps_export_bad_inputs(large_pair, tmp_path, capsys):
     ref, mov, _, _ = large_pair
-    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"),
+    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"), "--no-progress",
                  "--gcps", str(tmp_path / "t.shp")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 12 and "--gcps" in err and len(err.strip().splitlines()) == 1
-    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"),
+    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"), "--no-progress",
                  "--gcps", str(tmp_path / "no" / "dir" / "t.geojson")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 9 and len(err.strip().splitlines()) == 1
