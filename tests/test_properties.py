@@ -247,3 +247,52 @@ def test_extraction_does_not_depend_on_the_tiling(seeded_net, tile, overlap):
     i, j = np.array(pairs).T
     np.testing.assert_allclose(tiled.scores[j], whole.scores[i], atol=1e-5)
     np.testing.assert_allclose(tiled.descriptors[j], whole.descriptors[i], atol=1e-4)
+
+
+# ----------------------------------------------------------------- decomposition and outline
+
+
+@FEW
+@given(
+    angle=st.floats(-179.0, 179.0, **finite),
+    sx=st.floats(0.2, 5.0, **finite),
+    sy=st.floats(0.2, 5.0, **finite),
+    tx=st.floats(-1e3, 1e3, **finite),
+    ty=st.floats(-1e3, 1e3, **finite),
+)
+def test_decompose_recovers_rotation_axis_scales_and_shift(angle, sx, sy, tx, ty):
+    """M = [R(angle) diag(sx, sy) | t]: the decomposition gives back each parameter."""
+    from sarreg.geometry import decompose_matrix, matrix_scale_rotation
+
+    a = np.deg2rad(angle)
+    r = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    m = np.eye(3)
+    m[:2, :2] = r @ np.diag([sx, sy])
+    m[:2, 2] = tx, ty
+    d = decompose_matrix(m)
+    assert d.scale_x == pytest.approx(sx, rel=1e-9) and d.scale_y == pytest.approx(sy, rel=1e-9)
+    assert d.scale == pytest.approx(np.sqrt(sx * sy), rel=1e-9)
+    assert d.rotation_deg == pytest.approx(angle, abs=1e-7)
+    assert d.shear == pytest.approx(0.0, abs=1e-9)
+    assert (d.tx, d.ty) == pytest.approx((tx, ty), abs=1e-9)
+    assert matrix_scale_rotation(m) == pytest.approx((d.scale, d.rotation_deg))
+
+
+@FEW
+@given(h=st.integers(1, 5000), w=st.integers(1, 5000), densify=st.integers(2, 30))
+def test_pixel_outline_is_the_grid_boundary(h, w, densify):
+    """The outline runs along the outer pixel corners: its polygon is the W x H rectangle
+    from (-0.5, -0.5), every point on its boundary, evenly spaced along each edge."""
+    from shapely.geometry import Polygon
+
+    from sarreg.geometry import pixel_outline
+
+    ring = pixel_outline((h, w), densify)
+    assert ring.shape == (4 * (densify - 1), 2)
+    poly = Polygon(ring)
+    assert poly.is_valid and poly.area == pytest.approx(w * h, rel=1e-9)
+    assert poly.bounds == pytest.approx((-0.5, -0.5, w - 0.5, h - 0.5))
+    steps = np.diff(np.vstack([ring, ring[:1]]), axis=0)
+    n = densify - 1
+    for k, side in enumerate((w, h, w, h)):
+        np.testing.assert_allclose(np.hypot(*steps[k * n : (k + 1) * n].T), side / n)
