@@ -296,3 +296,34 @@ def test_pixel_outline_is_the_grid_boundary(h, w, densify):
     n = densify - 1
     for k, side in enumerate((w, h, w, h)):
         np.testing.assert_allclose(np.hypot(*steps[k * n : (k + 1) * n].T), side / n)
+
+
+@FEW
+@given(k=st.floats(-0.8, 0.8, **finite), sx=st.floats(0.3, 3.0, **finite))
+def test_decompose_measures_shear_as_the_cosine_between_the_axes(k, sx):
+    """Columns (sx, 0) and (k, sqrt(1 - k^2)): the shear is the cosine between them, k."""
+    from sarreg.geometry import decompose_matrix
+
+    m = np.eye(3)
+    m[:2, :2] = [[sx, k], [0.0, np.sqrt(1 - k * k)]]
+    d = decompose_matrix(m)
+    assert d.shear == pytest.approx(k, abs=1e-9) and d.scale_y == pytest.approx(1.0)
+
+
+@FEW
+@given(
+    min_similarity=st.floats(-1.0, 1.0, **finite),
+    chunk=st.integers(1, 10_000),
+    bad_similarity=st.one_of(st.floats(-10, -1.0001, **finite), st.floats(1.0001, 10, **finite)),
+    bad_chunk=st.integers(-100, 0),
+)
+def test_match_config_accepts_its_whole_range_and_nothing_else(
+    min_similarity, chunk, bad_similarity, bad_chunk
+):
+    from sarreg.matching import MatchConfig
+
+    MatchConfig(min_similarity=min_similarity, chunk=chunk)
+    with pytest.raises(ValueError, match="min_similarity"):
+        MatchConfig(min_similarity=bad_similarity)
+    with pytest.raises(ValueError, match="chunk"):
+        MatchConfig(chunk=bad_chunk)
