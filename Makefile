@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --cov=sarreg --cov-report=term:skip-covered
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_register.py

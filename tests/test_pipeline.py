@@ -95,7 +95,7 @@ def test_umbra_known_affine_subpixel_and_output_grid(umbra_pair, tmp_path):
     out = tmp_path / "aligned.tif"
     res = register(ref_path, mov_path, out, RegisterConfig(plot=str(tmp_path / "m.png")))
     err = grid_error(res.matrix, m_true, shape)
-    assert err < 0.5, f"registration error {err:.3f} px"
+    assert err < 0.3, f"registration error {err:.3f} px"  # measured 0.174
     assert res.n_inliers >= 50
     # output lies on the reference grid: CRS, rotated transform, size, dtype
     with rasterio.open(ref_path) as r, rasterio.open(out) as o:
@@ -122,9 +122,10 @@ def test_umbra_known_affine_subpixel_and_output_grid(umbra_pair, tmp_path):
 
 def test_opera_multidate_pair_recovered(opera_pair, tmp_path):
     ref_path, mov_path, m_true, shape = opera_pair
-    res = register(ref_path, mov_path, tmp_path / "out.tif")
+    # the pair differs by a similarity (rotation, scale, shift): fitted as one
+    res = register(ref_path, mov_path, tmp_path / "out.tif", RegisterConfig(transform="similarity"))
     err = grid_error(res.matrix, m_true, shape)
-    assert err < 1.0, f"registration error {err:.3f} px"
+    assert err < 0.4, f"registration error {err:.3f} px"  # measured 0.266 (affine: 0.971)
     with rasterio.open(tmp_path / "out.tif") as o:
         assert o.dtypes[0] == "float32"
         assert np.isnan(o.nodata)
@@ -155,7 +156,7 @@ def test_georef_mode_maps_tie_points(umbra_pair, tmp_path):
     with rasterio.open(ref_path) as r:
         truth_map = pixel_to_map(r.transform, (m_true @ np.c_[corners, np.ones(3)].T)[:2].T)
     err = np.hypot(*(pixel_to_map(new_t, corners) - truth_map).T) / pix
-    assert err.max() < 1.0
+    assert err.max() < 0.6  # measured 0.420
 
 
 def test_georef_homography_writes_gcps(umbra_pair, tmp_path):
@@ -340,7 +341,7 @@ def test_plain_png_pair_registers(data_dir, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), a)
     cv2.imwrite(str(tmp_path / "b.png"), b)
     res = register(tmp_path / "a.png", tmp_path / "b.png", tmp_path / "o.tif")
-    assert grid_error(res.matrix, np.linalg.inv(w), a.shape) < 1.0
+    assert grid_error(res.matrix, np.linalg.inv(w), a.shape) < 0.15  # measured 0.059
     with rasterio.open(tmp_path / "o.tif") as o:
         assert o.crs is None and (o.width, o.height) == (384, 384)
 
@@ -353,7 +354,7 @@ def test_extract_cli_writes_npz(umbra_pair, tmp_path, capsys):
     with np.load(out) as z:
         assert z["keypoints"].shape[1] == 3 and z["descriptors"].shape[1] == 256
         n = len(z["scores"])
-        assert 0 < n <= 300
+        assert n == 300  # top-k of far more candidates
         assert z["keypoints"].shape[0] == z["descriptors"].shape[0] == n
         np.testing.assert_allclose(np.linalg.norm(z["descriptors"], axis=1), 1.0, atol=1e-4)
         xy = z["keypoints"][:, :2]

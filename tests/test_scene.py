@@ -93,9 +93,10 @@ def test_windowed_registration_matches_in_memory(large_pair, tmp_path):
     assert not mem.windowed and win.windowed
     # each estimate is ~0.05-0.15 px from the truth; a bookkeeping error (a half-pixel
     # shift, a wrong window offset or decimation) would put them >= 0.5 px apart
+    # measured: 0.147, 0.067, 0.161
     assert mapping_rmse(win.matrix, mem.matrix, shape) < 0.2
-    assert mapping_rmse(win.matrix, m_true, shape) < 0.2
-    assert mapping_rmse(mem.matrix, m_true, shape) < 0.2
+    assert mapping_rmse(win.matrix, m_true, shape) < 0.12
+    assert mapping_rmse(mem.matrix, m_true, shape) < 0.25
     rep = win.report
     assert rep["windowed"] and rep["coarse"]["decimation_ref"] == 2
     used = [t for t in rep["tiles"] if t["status"] == "used"]
@@ -136,7 +137,7 @@ def test_poly2_recovers_known_quadratic_warp(quadratic_pair, tmp_path):
     pts = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
     err = np.sqrt(np.mean(np.sum((res.mapping.forward(pts) - g(pts)) ** 2, axis=1)))
     err_affine = np.sqrt(np.mean(np.sum((apply_matrix(res.matrix, pts) - g(pts)) ** 2, axis=1)))
-    assert err < 0.4, f"poly2 error {err:.3f} px"
+    assert err < 0.2, f"poly2 error {err:.3f} px"  # measured 0.131
     assert err_affine > 3 * err  # the warp is really not affine
     # the inverse used for resampling inverts the forward mapping
     back = res.mapping.inverse(res.mapping.forward(pts))
@@ -254,11 +255,11 @@ def test_overlap_uses_both_footprints():
 
 def test_gcps_export_bad_inputs(large_pair, tmp_path, capsys):
     ref, mov, _, _ = large_pair
-    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"),
+    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"), "--no-progress",
                  "--gcps", str(tmp_path / "t.shp")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 12 and "--gcps" in err and len(err.strip().splitlines()) == 1
-    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"),
+    code = main(["register", str(ref), str(mov), "-o", str(tmp_path / "o.tif"), "--no-progress",
                  "--gcps", str(tmp_path / "no" / "dir" / "t.geojson")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 9 and len(err.strip().splitlines()) == 1
@@ -290,7 +291,7 @@ def test_windowed_reference_finer_than_moving(large_pair, tmp_path):
     cfg = RegisterConfig(window_size=500, tiles=2, tile_size=192, coarse_size=400)
     res = register(ref, low, None, cfg)
     assert res.windowed
-    assert mapping_rmse(res.matrix, m_true @ s, half.shape) < 0.3
+    assert mapping_rmse(res.matrix, m_true @ s, half.shape) < 0.3  # measured 0.155
     used = [t for t in res.tiles if t["status"] == "used"]
     assert len(used) == 4 and all(t["ref_window"][2] == 384 for t in used)
 
@@ -310,5 +311,5 @@ def test_windowed_skips_nodata_tiles(large_pair, tmp_path):
     status = [(t["status"], t.get("reason")) for t in res.tiles]
     assert status.count(("used", None)) == 2
     assert sum(s == "skipped" and "nodata" in r for s, r in status) == 2
-    assert mapping_rmse(res.matrix, m_true, shape) < 0.5
+    assert mapping_rmse(res.matrix, m_true, shape) < 0.6  # measured 0.414
     assert sorted(p.name for p in out_dir.iterdir()) == ["o.json", "o.tif"]

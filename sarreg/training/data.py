@@ -366,8 +366,11 @@ def collate_pairs(pairs: Sequence[SynthPair]) -> Batch:
 class PairStream(IterableDataset):
     """Endless stream of batches (a torch ``IterableDataset``; use ``batch_size=None``).
 
-    Each DataLoader worker draws from its own generator seeded by ``(seed, start_step,
-    worker id)``, so a resumed run does not replay the batches of the first run.
+    The batch of training step ``k`` is drawn from a generator seeded by ``(seed, k)``: a run
+    resumed at step ``k`` draws exactly the batches the uninterrupted run draws from step ``k``
+    on, and does not replay those before. With ``n`` DataLoader workers, worker ``i`` makes the
+    batches of steps ``start_step + i + j * n`` (the DataLoader takes them round-robin, so in
+    step order).
     """
 
     def __init__(
@@ -381,10 +384,11 @@ class PairStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
-        wid = 0 if info is None else info.id
-        rng = np.random.default_rng([self.seed, self.start_step, wid])
+        wid, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        step = self.start_step + wid
         while True:
-            yield self.generator.batch(self.batch_size, rng)
+            yield self.generator.batch(self.batch_size, np.random.default_rng([self.seed, step]))
+            step += n_workers
 
 
 def validation_pairs(

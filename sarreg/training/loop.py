@@ -469,6 +469,9 @@ def _train(
             for g in opt.param_groups:
                 g["lr"] = lr
             batch = next(batches).to(device)
+            # the sampling of step k depends on k alone, so that a resumed run equals the
+            # uninterrupted one
+            sampler_gen.manual_seed(cfg.seed * 1_000_003 + step)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                 outputs = train_forward(net, batch.image1, batch.image2)
             total, parts = compute_losses(
