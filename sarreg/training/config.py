@@ -198,7 +198,9 @@ class TrainConfig:
     Attributes:
         name: model name stored in the checkpoints.
         batch_size: pairs per step.
-        steps: total optimizer steps.
+        steps: total optimizer steps (the learning-rate schedule runs to this step).
+        stop_at: stop the run after this step, with the schedule still that of ``steps``
+            (0 = at ``steps``); how a run stopped by hand is reproduced.
         seed: global seed (weights, data, sampler).
         device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
         threads: torch CPU threads (0 = torch's default).
@@ -211,6 +213,7 @@ class TrainConfig:
     name: str = "fast_r2d2_sar"
     batch_size: int = 4
     steps: int = 5000
+    stop_at: int = 0
     seed: int = 0
     device: str = "auto"
     threads: int = 2
@@ -235,6 +238,11 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}", f"set {key} to e.g. 100")
+        if not 0 <= self.stop_at <= self.steps:
+            raise ConfigError(
+                f"stop_at must be between 0 and steps ({self.steps}), got {self.stop_at}",
+                "set stop_at: 0 to train all steps",
+            )
         if self.loss.whitened and self.whiten.pairs < 1:
             raise ConfigError(
                 "loss.whitened needs a descriptor whitening fitted during training",
