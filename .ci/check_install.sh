@@ -15,8 +15,11 @@ trap 'rm -rf "$WORK"' EXIT
 unset PYTHONPATH
 step() { echo "check_install: $*"; }
 
-step "building the wheel"
-"$BUILD_PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$REPO"
+step "building the wheel (from a copy of the sources: no build/ left in the checkout)"
+mkdir "$WORK/src"
+tar -C "$REPO" --exclude=./.venv --exclude=./runs --exclude=./out --exclude=./build \
+    --exclude='*.egg-info' --exclude=__pycache__ -cf - . | tar -C "$WORK/src" -xf -
+"$BUILD_PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
 WHEEL="$(ls "$WORK"/dist/sarreg-*.whl)"
 "$BUILD_PYTHON" - "$WHEEL" <<'PY'
 import sys, zipfile
