@@ -37,7 +37,7 @@ from sarreg.matching import MatchConfig, Matches, refine_keypoints
 log = logging.getLogger(__name__)
 
 MODES = ("resample", "georef")
-GCP_SUFFIXES = (".geojson", ".json", ".csv")
+GCP_SUFFIXES = (".geojson", ".json", ".gpkg", ".csv")
 #: reference tiles whose normalized ([0, 1]) values vary less than this (std) are skipped
 TILE_MIN_CONTRAST = 0.01
 RESAMPLING = ("bilinear", "nearest", "cubic")
@@ -94,11 +94,15 @@ class RegisterConfig:
         tile_max_points: at most this many RANSAC inliers kept per tile (spread over it) for
             the global fit.
         tile_top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
-        gcps: path of a tie-point export, ``.geojson`` (points in the reference CRS) or
-            ``.csv``; ``None`` = none.
+        gcps: path of a tie-point export, ``.geojson`` or ``.gpkg`` (points in the reference
+            CRS) or ``.csv``; ``None`` = none.
         max_gcps: at most this many inlier tie points (spread over the image) are written as
             GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
             output gets all its inliers).
+        cog: write the output image as a Cloud-Optimized GeoTIFF (internal overviews).
+        shifts: path of a GeoTIFF of the (dx, dy) the model applies on a coarse grid of the
+            reference (:mod:`sarreg.gis`); ``None`` = none. With ``plot``, a tie-point quality
+            map is written next to it as ``<plot>_quality.png``.
     """
 
     model: str | None = None
@@ -134,6 +138,8 @@ class RegisterConfig:
     tile_top_k: int = 2000
     gcps: str | None = None
     max_gcps: int = 2000
+    cog: bool = False
+    shifts: str | None = None
 
 
 @dataclass
@@ -225,6 +231,9 @@ def validate_config(config: RegisterConfig) -> None:
             f"unknown tie-point export format {Path(config.gcps).suffix or config.gcps!r}",
             f"name the --gcps file {' or '.join('*' + x for x in GCP_SUFFIXES)}",
         )
+    from sarreg import gis
+
+    gis.validate(config)
     if config.mode not in MODES:
         raise ConfigError(f"unknown mode {config.mode!r}", f"choose one of {', '.join(MODES)}")
     if config.resampling not in RESAMPLING:
@@ -355,6 +364,13 @@ def register(
 
             write_tie_points(report, config.gcps, overwrite=config.overwrite)
             written.append(config.gcps)
+        from sarreg import gis
+
+        threshold = config.ransac_threshold * float(est.ref.decimation)
+        gis.write_outputs(
+            config, ref_info, fit, est.img_ref, _work_to_full(est.ref), tie.xy_ref, threshold,
+            written,
+        )  # fmt: skip
         if config.plot:
             _plot(config.plot, est, fit, out_written)
     except BaseException:
@@ -405,7 +421,9 @@ def _check_outputs(out_path, config: RegisterConfig, inputs=()) -> str | None:
         check_output_path(str(out_path), overwrite=config.overwrite)
     if report_path is not None:
         check_output_path(report_path, overwrite=config.overwrite)
-    for extra in (config.plot, config.gcps):
+    from sarreg.gis import extra_outputs
+
+    for extra in (config.plot, config.gcps, *extra_outputs(config)):
         if extra:
             check_output_path(extra, overwrite=config.overwrite)
     return report_path
@@ -914,6 +932,7 @@ def _write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, co
             resampling=config.resampling,
             overwrite=config.overwrite,
             progress=config.progress,
+            cog=config.cog,
         )
         return out_path
     # georef mode
@@ -930,6 +949,7 @@ def _write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, co
             crs=ref_info.crs,
             gcps=gcps,
             overwrite=config.overwrite,
+            cog=config.cog,
         )
     else:
         new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
@@ -940,6 +960,7 @@ def _write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, co
             transform=new_t,
             crs=ref_info.crs,
             overwrite=config.overwrite,
+            cog=config.cog,
         )
     return out_path
 

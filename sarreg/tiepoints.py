@@ -1,4 +1,4 @@
-"""Tie-point export for QGIS, gdalwarp or any GIS: GeoJSON points or CSV.
+"""Tie-point export for QGIS, gdalwarp or any GIS: GeoJSON points, a GeoPackage layer or CSV.
 
 One record per tie point of a registration (from the JSON report's ``tie_points``):
 
@@ -16,11 +16,14 @@ score_ref/_mov     keypoint ranking scores (reliability by default, see ExtractC
 inlier             whether the fit counted the point as an inlier
 tile               tile of the large-scene path the point came from (-1: in-memory path)
 gcp                whether the point was written as a GCP into the output GeoTIFF
+verification       the point's verification result, where the report has one (else absent)
 =================  ===========================================================================
 
 GeoJSON: a FeatureCollection of Points at ``ref_map`` in the reference CRS, which is named in the
 (GeoJSON 2008) ``crs`` member that GDAL/OGR and QGIS read, and in ``properties.crs`` of the
-collection. Files are written atomically (:mod:`sarreg.atomic`).
+collection. GeoPackage (``.gpkg``, written with fiona/GDAL): one point layer
+``sarreg_tie_points`` at ``ref_map`` in the reference CRS with the fields above. Files are
+written atomically (:mod:`sarreg.atomic`).
 """
 
 from __future__ import annotations
@@ -31,12 +34,18 @@ import json
 import os
 from pathlib import Path
 
-from sarreg.atomic import write_text_atomic
+from sarreg.atomic import atomic_write, write_text_atomic
 
 FIELDS = (
     "id", "ref_x", "ref_y", "ref_map_x", "ref_map_y", "mov_x", "mov_y", "mov_col", "mov_row",
     "residual_px", "similarity", "score_ref", "score_mov", "inlier", "tile", "gcp",
 )  # fmt: skip
+#: Tie-point keys of a report carried into the export when present (verification result).
+OPTIONAL_FIELDS = ("verification",)
+LAYER = "sarreg_tie_points"
+_GPKG_TYPES = {
+    "id": "int", "tile": "int", "inlier": "bool", "gcp": "bool",
+}  # fmt: skip
 
 
 def tie_point_records(report: dict) -> list[dict]:
@@ -64,7 +73,17 @@ def tie_point_records(report: dict) -> list[dict]:
                 "gcp": tp.get("gcp", False),
             }
         )
+        for key in OPTIONAL_FIELDS:
+            if key in tp:
+                value = tp[key]
+                out[-1][key] = json.dumps(value) if isinstance(value, (dict, list)) else value
     return out
+
+
+def _fields(records: list[dict]) -> list[str]:
+    """:data:`FIELDS` plus the optional fields present in any record."""
+    extra = [k for k in OPTIONAL_FIELDS if any(k in r for r in records)]
+    return list(FIELDS) + extra
 
 
 def _crs_member(crs: str | None) -> dict | None:
@@ -108,15 +127,58 @@ def to_geojson(report: dict) -> dict:
 def to_csv(report: dict) -> str:
     """CSV text of the tie points (header: :data:`FIELDS`)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
+    records = tie_point_records(report)
+    writer = csv.DictWriter(buf, fieldnames=_fields(records), lineterminator="\n")
     writer.writeheader()
-    for rec in tie_point_records(report):
+    for rec in records:
         writer.writerow({k: "" if v is None else v for k, v in rec.items()})
     return buf.getvalue()
 
 
+def _gpkg_type(key: str, records: list[dict]) -> str:
+    if key in _GPKG_TYPES:
+        return _GPKG_TYPES[key]
+    values = [r.get(key) for r in records if r.get(key) is not None]
+    if values and all(isinstance(v, bool) for v in values):
+        return "bool"
+    if values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "float"
+    return "str"
+
+
+def write_geopackage(report: dict, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write the tie points as the GeoPackage point layer :data:`LAYER` (reference CRS). Atomic.
+
+    Needs georeferenced images (points at ``ref_map``); fields as in the module docstring.
+    """
+    import fiona
+    from fiona.crs import CRS as FionaCRS
+
+    records = [r for r in tie_point_records(report) if r["ref_map_x"] is not None]
+    keys = _fields(records)
+    schema = {
+        "geometry": "Point",
+        "properties": {k: _gpkg_type(k, records) for k in keys},
+    }
+    crs = FionaCRS.from_user_input(report["crs"]) if report.get("crs") else None
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        tmp.unlink()  # GDAL creates the GeoPackage itself
+        with fiona.open(tmp, "w", driver="GPKG", layer=LAYER, schema=schema, crs=crs) as dst:
+            dst.writerecords(
+                {
+                    "geometry": {"type": "Point", "coordinates": (r["ref_map_x"], r["ref_map_y"])},
+                    "properties": {k: r.get(k) for k in keys},
+                }
+                for r in records
+            )
+    return Path(path).resolve()
+
+
 def write_tie_points(report: dict, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write the report's tie points to ``path``: ``.csv`` as CSV, else GeoJSON. Atomic."""
+    """Write the report's tie points to ``path``: ``.csv`` as CSV, ``.gpkg`` as a GeoPackage
+    layer, else GeoJSON. Atomic."""
+    if Path(path).suffix.lower() == ".gpkg":
+        return write_geopackage(report, path, overwrite=overwrite)
     if Path(path).suffix.lower() == ".csv":
         text = to_csv(report)
     else:

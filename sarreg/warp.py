@@ -19,6 +19,7 @@ All outputs are tiled (256x256), deflate-compressed GeoTIFFs written through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -282,6 +283,34 @@ def _copy_metadata(src: rasterio.DatasetReader, band: int, dst: Any, extra: dict
         dst.set_band_unit(1, unit)
 
 
+@contextlib.contextmanager
+def _gtiff_or_cog(tmp: Path, cog: bool, resampling: str) -> Iterator[Path]:
+    """Path to write the tiled GeoTIFF to; with ``cog``, converted into ``tmp`` on exit.
+
+    A Cloud-Optimized GeoTIFF (GDAL's COG driver: 256 x 256 tiles, deflate, internal
+    overviews down to one tile, nearest-neighbour overviews for ``resampling='nearest'``,
+    averages otherwise) is made from a plain GeoTIFF written next to ``tmp``, which is removed
+    again whatever happens. Metadata, GCPs and the mask band are copied by GDAL.
+    """
+    if not cog:
+        yield tmp
+        return
+    plain = tmp.with_name(tmp.name + ".plain.tif")
+    try:
+        yield plain
+        from rasterio.shutil import copy as gdal_copy
+
+        gdal_copy(
+            str(plain), str(tmp), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
+            OVERVIEWS="IGNORE_EXISTING", BIGTIFF="IF_SAFER", PREDICTOR="YES",
+            RESAMPLING="NEAREST" if resampling == "nearest" else "AVERAGE",
+        )  # fmt: skip
+    finally:
+        for path in (plain, plain.with_name(plain.name + ".aux.xml")):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
 def _blocks(height: int, width: int, rows: int, cols: int) -> Iterator[Window]:
     """Row-major windows of at most ``rows`` x ``cols`` covering a ``height`` x ``width`` grid."""
     for r in range(0, height, rows):
@@ -539,6 +568,7 @@ def resample_to_grid(
     progress: bool = False,
     block_cols: int | None = None,
     nodata: float | None = None,
+    cog: bool = False,
 ) -> WarpResult:
     """Resample band ``band`` of the moving image onto the reference ``grid`` and write it.
 
@@ -559,6 +589,7 @@ def resample_to_grid(
         progress: show a tqdm progress bar over blocks.
         nodata: output nodata value; default: the moving band's, else NaN (floats) / a mask
             band (integers). Valid pixels equal to it are counted and logged as a warning.
+        cog: write a Cloud-Optimized GeoTIFF (tiled, internal overviews; GDAL's COG driver).
 
     The moving dtype and nodata are kept (complex -> float32 amplitude with NaN nodata; a band
     without nodata gets NaN for floats; integers get an internal mask band instead). Output pixels
@@ -623,10 +654,13 @@ def resample_to_grid(
         windows = list(_blocks(height, width, rows, cols))
         n_valid = n_clash = 0
         use_mask = out_nodata is None
-        with atomic_write(final, overwrite=overwrite) as tmp:
+        with (
+            atomic_write(final, overwrite=overwrite) as tmp,
+            _gtiff_or_cog(tmp, cog, resampling) as target,
+        ):
             with (
                 rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
-                rasterio.open(tmp, "w", **profile) as dst,
+                rasterio.open(target, "w", **profile) as dst,
             ):
                 _copy_metadata(src, band, dst, info)
                 for win in tqdm(windows, desc="warp", unit="block", disable=not progress):
@@ -681,6 +715,7 @@ def write_georeferenced(
     crs: CRS | str | None = None,
     gcps: Sequence[Sequence[float]] | np.ndarray | None = None,
     overwrite: bool = False,
+    cog: bool = False,
 ) -> WarpResult:
     """Copy band ``band`` of the moving image unchanged with new georeferencing (``--mode georef``).
 
@@ -692,7 +727,7 @@ def write_georeferenced(
 
     ``crs`` defaults to the moving image's CRS; one of the two is required. Dtype, nodata,
     tags and band description are kept; the output is tiled, deflate-compressed and written
-    atomically.
+    atomically; with ``cog`` a Cloud-Optimized GeoTIFF (internal overviews).
     """
     if (transform is None) == (gcps is None):
         raise ConfigError(
@@ -725,11 +760,14 @@ def write_georeferenced(
             info["gcps"] = len(gcp_list)
             info["gcp_convention"] = "GCP col/row = moving pixel centre + 0.5 (corner grid)"
         n_valid = 0
-        with atomic_write(final, overwrite=overwrite) as tmp:
+        with (
+            atomic_write(final, overwrite=overwrite) as tmp,
+            _gtiff_or_cog(tmp, cog, "bilinear") as target,
+        ):
             with warnings.catch_warnings():
                 # GCP outputs have no geotransform on purpose
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                dst = rasterio.open(tmp, "w", **profile)
+                dst = rasterio.open(target, "w", **profile)
             with dst:
                 if gcp_list is not None:
                     dst.gcps = (gcp_list, out_crs)

@@ -7,7 +7,7 @@ results.md / results.csv / pairs.json / mma.png and prints the Markdown table. T
 
 Note: the bundled samples are part of the training data of the bundled model (different
 seeds, but the same scenes). `--heldout` uses the held-out Sentinel-1 tiles of
-configs/fast_r2d2_sar.yaml (`val.sources`, never trained on) instead, where they exist.
+the fast_r2d2_sar preset (`val.sources`, never trained on) instead, where they exist.
 
     python scripts/benchmark.py
     python scripts/benchmark.py --n 50 --difficulty hard --seed 1
@@ -29,11 +29,10 @@ BUNDLED = ["data/umbra_mount_yasur.tif", "data/s1_vv_grd_db.tif", "data/opera_rt
 
 
 def heldout_images() -> list[Path]:
-    """The held-out validation tiles of configs/fast_r2d2_sar.yaml that exist here."""
-    import yaml
+    """The held-out validation tiles of the fast_r2d2_sar preset that exist here."""
+    from sarreg.training.config import load_config
 
-    cfg = yaml.safe_load((REPO / "configs" / "fast_r2d2_sar.yaml").read_text())
-    paths = [(REPO / p).resolve() for p in cfg["val"]["sources"]]
+    paths = [Path(s.path) for s in load_config("fast_r2d2_sar").val.sources]
     return [p for p in paths if p.exists()]
 
 
@@ -58,7 +57,7 @@ def main() -> int:
     if opts.heldout:
         images = heldout_images()
         if not images:
-            print("no held-out tiles found (configs/fast_r2d2_sar.yaml val.sources)")
+            print("no held-out tiles found (the fast_r2d2_sar preset val.sources)")
             return 1
         display_as = "intensity"  # the S1 tiles: intensity / 99 % quantile as uint8
     else:

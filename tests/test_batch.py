@@ -291,6 +291,6 @@ def test_batch_takes_every_registration_option():
     from sarreg.cli.batch import batch_cmd
     from sarreg.cli.register import register_cmd
 
-    per_scene = {"reference", "moving", "output", "report", "plot", "overwrite", "gcps"}
+    per_scene = {"reference", "moving", "output", "report", "plot", "overwrite", "gcps", "shifts"}
     shared = set(inspect.signature(register_cmd).parameters) - per_scene
     assert shared <= set(inspect.signature(batch_cmd).parameters)

@@ -95,6 +95,7 @@ def batch_cmd(
     window_size: int = _REGISTER_OPTIONS["window_size"],
     tiles: int = _REGISTER_OPTIONS["tiles"],
     tile_size: int = _REGISTER_OPTIONS["tile_size"],
+    cog: bool = _REGISTER_OPTIONS["cog"],
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar over scenes."
     ),
@@ -110,6 +111,7 @@ def batch_cmd(
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
         tile_size=tile_size,
     )  # fmt: skip
+    config.cog = cog
     jobs = plan_jobs(
         output, reference=reference, moving=moving or (), moving_list=moving_list, pairs_csv=pairs
     )

@@ -117,7 +117,16 @@ def register_cmd(
     tiles: int = typer.Option(4, "--tiles", help="Tile grid per side for large scenes."),
     tile_size: int = typer.Option(512, "--tile-size", help="Tile side (pixels) for large scenes."),
     gcps: Path | None = typer.Option(
-        None, "--gcps", help="Export the tie points: PATH.geojson (reference CRS) or PATH.csv."
+        None,
+        "--gcps",
+        help="Export the tie points: PATH.geojson or PATH.gpkg (GeoPackage layer; reference "
+        "CRS) or PATH.csv.",
+    ),
+    cog: bool = typer.Option(
+        False, "--cog", help="Write the output as a Cloud-Optimized GeoTIFF (overviews)."
+    ),
+    shifts: Path | None = typer.Option(
+        None, "--shifts", help="GeoTIFF of the (dx, dy) the model applies, on a coarse grid."
     ),
 ) -> None:
     from sarreg.pipeline import register
@@ -131,6 +140,7 @@ def register_cmd(
         tile_size=tile_size, progress=progress, overwrite=overwrite, report=report, plot=plot,
         gcps=gcps,
     )  # fmt: skip
+    config.cog, config.shifts = cog, str(shifts) if shifts else None
     result = register(reference, moving, output, config)
     typer.echo(
         f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "

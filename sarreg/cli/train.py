@@ -12,12 +12,15 @@ TRAIN_HELP = (
     "folders of same-grid dates give real multi-date pairs (--pairs). Writes last.pt "
     "(resumable), best.pt (best validation MMA@3), log.csv, val.csv, train.log and config.yaml "
     "to --out.\n\n"
-    "A --config NAME is read from <repo>/configs/NAME.yaml (fast_r2d2_sar: the shipped "
-    "model's recipe; smoke: a few steps on the bundled samples). Command-line options "
-    "override it; --set KEY=VALUE overrides any setting (dotted keys, e.g. --set "
-    "optim.schedule=step).\n\n"
+    "A --config NAME is a preset shipped with sarreg (--list-configs prints them; "
+    "fast_r2d2_sar: the shipped model's recipe; smoke: a few steps on the bundled samples); "
+    "a path to a YAML file works too, its relative paths taken against its folder. "
+    "Command-line options override it; --set KEY=VALUE overrides any setting (dotted keys, "
+    "e.g. --set optim.schedule=step). Without --out a run writes to runs/NAME under the "
+    "working directory.\n\n"
     "Examples:\n\n"
     "  sarreg train --config smoke\n\n"
+    "  sarreg train --config smoke --data my_sar_tiles/ --steps 2\n\n"
     "  sarreg train --data /data/s1_tiles --out runs/mine --steps 3000 --device cuda\n\n"
     "  sarreg train --config fast_r2d2_sar --resume runs/fast_r2d2_sar/last.pt --steps 8000\n"
 )
@@ -36,7 +39,10 @@ def train_cmd(
         "data sources.",
     ),
     config: str | None = typer.Option(
-        None, "--config", "-c", help="Config NAME (configs/NAME.yaml) or path to a YAML file."
+        None, "--config", "-c", help="Preset NAME (see --list-configs) or path to a YAML file."
+    ),
+    list_configs: bool = typer.Option(
+        False, "--list-configs", help="Print the shipped presets and exit."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder."),
     steps: int | None = typer.Option(None, "--steps", help="Total training steps."),
@@ -69,7 +75,17 @@ def train_cmd(
         None, "--progress/--no-progress", help="Progress bar (default: on a terminal)."
     ),
 ) -> None:
-    from sarreg.training.config import load_config, parse_override
+    from sarreg.training.config import (
+        check_data_paths,
+        describe_presets,
+        load_config,
+        parse_override,
+    )
+
+    if list_configs:
+        for name, what in describe_presets():
+            typer.echo(f"{name:16s} {what}")
+        return
     from sarreg.training.loop import train
 
     values: dict[str, object] = {}
@@ -101,7 +117,7 @@ def train_cmd(
             "no training data: give --data DIR or a --config with data sources",
             "e.g. sarreg train --data /path/to/sar_tiles, or sarreg train --config smoke",
         )
-    cfg = load_config(config, values)
+    cfg = check_data_paths(load_config(config, values), bool(data), bool(val_data))
     result = train(cfg, resume=resume, init=init, progress=progress)
     best = ""
     if result.best is not None and result.best_mma is not None:

@@ -4,8 +4,14 @@ A config file is a YAML mapping with the sections of :class:`TrainConfig` (``mod
 ``data``, ``synth``, ``loss``, ``sampler``, ``optim``, ``val``, ``whiten``, ``preprocess``) and
 a few top-level settings. Missing keys take the defaults below; an unknown or misspelt key is a
 :class:`~sarreg.errors.ConfigError` that lists the valid keys of its section. Relative paths in
-a config file are resolved against the repository root (the folder holding ``configs/`` and
-``sarreg/``); paths given on the command line are resolved against the working directory.
+a config file are resolved against that file's folder; paths given on the command line are
+resolved against the working directory. Without an ``out`` setting a run writes to
+``runs/NAME`` under the working directory.
+
+Presets (``--config NAME``) are the YAML files shipped in the package (``sarreg/configs/``,
+found with :mod:`importlib.resources`, so also after a non-editable install):
+:func:`preset_names`, :func:`config_path`. Their data paths point into a source checkout; where
+they do not exist, :func:`check_data_paths` asks for ``--data``.
 
 Overrides use dotted keys, e.g. ``{"optim.lr": 3e-4, "steps": 100}``
 (:func:`apply_overrides`).
@@ -14,6 +20,7 @@ Overrides use dotted keys, e.g. ``{"optim.lr": 3e-4, "steps": 100}``
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import typing
 from collections.abc import Mapping
@@ -30,8 +37,9 @@ from sarreg.training.losses import LossConfig
 from sarreg.training.sampler import SamplerConfig
 from sarreg.training.synth import SynthConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+logger = logging.getLogger(__name__)
+
+PRESET_PACKAGE = "sarreg.configs"
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("cosine", "step", "constant")
 
@@ -187,29 +195,33 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs (see ``configs/fast_r2d2_sar.yaml``).
+    """Everything a training run needs (see the preset ``sarreg/configs/fast_r2d2_sar.yaml``).
 
     Attributes:
         name: model name stored in the checkpoints.
         batch_size: pairs per step.
-        steps: total optimizer steps.
+        steps: total optimizer steps (the learning-rate schedule runs to this step).
+        stop_at: stop the run after this step, with the schedule still that of ``steps``
+            (0 = at ``steps``); how a run stopped by hand is reproduced.
         seed: global seed (weights, data, sampler).
         device: 'auto' (CUDA when available), 'cpu' or 'cuda'.
         threads: torch CPU threads (0 = torch's default).
         checkpoint_every: write ``last.pt`` every this many steps.
         log_every: CSV/log line every this many steps.
-        out: output folder (checkpoints, logs).
+        out: output folder (checkpoints, logs); empty = ``runs/NAME`` under the working
+            directory.
     """
 
     name: str = "fast_r2d2_sar"
     batch_size: int = 4
     steps: int = 5000
+    stop_at: int = 0
     seed: int = 0
     device: str = "auto"
     threads: int = 2
     checkpoint_every: int = 250
     log_every: int = 25
-    out: str = "runs/fast_r2d2_sar"
+    out: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -228,6 +240,11 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}", f"set {key} to e.g. 100")
+        if not 0 <= self.stop_at <= self.steps:
+            raise ConfigError(
+                f"stop_at must be between 0 and steps ({self.steps}), got {self.stop_at}",
+                "set stop_at: 0 to train all steps",
+            )
         if self.loss.whitened and self.whiten.pairs < 1:
             raise ConfigError(
                 "loss.whitened needs a descriptor whitening fitted during training",
@@ -366,51 +383,94 @@ def _build(cls: type, values: Any, where: str) -> Any:
         ) from err
 
 
-def config_from_dict(values: Mapping[str, Any] | None, base: Path = REPO_ROOT) -> TrainConfig:
-    """Build and validate a :class:`TrainConfig`; relative paths are resolved against ``base``."""
+def config_from_dict(values: Mapping[str, Any] | None, base: Path | None = None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig`.
+
+    Relative data and validation paths are resolved against ``base`` (the working directory
+    when None), a relative ``out`` too; an empty ``out`` becomes ``runs/NAME`` under the working
+    directory.
+    """
     cfg = _build(TrainConfig, dict(values or {}), "")
-    return resolve_paths(cfg, base)
+    return resolve_paths(cfg, Path.cwd() if base is None else base)
 
 
 def resolve_paths(cfg: TrainConfig, base: Path) -> TrainConfig:
-    """Make the data, validation and output paths absolute (relative ones against ``base``)."""
+    """Make the data, validation and output paths absolute (relative ones against ``base``).
 
-    def fix(p: str) -> str:
+    An empty ``out`` is ``<working directory>/runs/<name>``.
+    """
+
+    def fix(p: str, root: Path) -> str:
         path = Path(p).expanduser()
-        return str(path if path.is_absolute() else (base / path).resolve())
+        return str(path if path.is_absolute() else (root / path).resolve())
 
     def fix_sources(sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
-        return tuple(dataclasses.replace(s, path=fix(s.path)) for s in sources)
+        return tuple(dataclasses.replace(s, path=fix(s.path, base)) for s in sources)
 
     data = dataclasses.replace(cfg.data, sources=fix_sources(cfg.data.sources))
     val = dataclasses.replace(cfg.val, sources=fix_sources(cfg.val.sources))
-    return dataclasses.replace(cfg, data=data, val=val, out=fix(cfg.out))
+    out = fix(cfg.out, base) if cfg.out else fix(str(Path("runs") / cfg.name), Path.cwd())
+    return dataclasses.replace(cfg, data=data, val=val, out=out)
+
+
+def _preset_dir() -> Path:
+    """Folder of the packaged presets (``sarreg/configs``), via importlib.resources."""
+    from importlib import resources
+
+    return Path(str(resources.files(PRESET_PACKAGE)))
+
+
+def preset_names() -> list[str]:
+    """Names of the packaged presets (``sarreg train --list-configs``), sorted."""
+    return sorted(p.stem for p in _preset_dir().glob("*.yaml"))
+
+
+def describe_presets() -> list[tuple[str, str]]:
+    """``(name, first comment line)`` of each packaged preset."""
+    rows = []
+    for name in preset_names():
+        first = ""
+        for line in (_preset_dir() / f"{name}.yaml").read_text().splitlines():
+            if line.startswith("#") and line.strip("# "):
+                first = line.strip("# ").rstrip(":")
+                break
+        rows.append((name, first))
+    return rows
 
 
 def config_path(name_or_path: str | Path) -> Path:
-    """A config NAME resolves to ``<repo>/configs/NAME.yaml``; anything else is a path."""
+    """A preset NAME resolves to the packaged ``sarreg/configs/NAME.yaml``; else a file path.
+
+    Returned resolved (symbolic links followed), so that relative paths inside the file are
+    taken against the folder of the file itself.
+    """
     p = Path(name_or_path).expanduser()
     if p.suffix.lower() in (".yaml", ".yml") or p.exists() or len(p.parts) > 1:
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}", "pass an existing YAML file")
-        return p
-    candidate = CONFIG_DIR / f"{p.name}.yaml"
+        return p.resolve()
+    candidate = _preset_dir() / f"{p.name}.yaml"
     if not candidate.is_file():
-        names = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
         raise ConfigError(
             f"no config named {str(name_or_path)!r}",
-            f"use one of {', '.join(names) or '(none)'} or a path to a YAML file",
+            f"use one of {', '.join(preset_names()) or '(none)'} or a path to a YAML file",
         )
-    return candidate
+    return candidate.resolve()
 
 
 def load_config(
     name_or_path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> TrainConfig:
-    """Read a YAML config (or the defaults when None) and apply dotted-key ``overrides``."""
+    """Read a YAML config (or the defaults when None) and apply dotted-key ``overrides``.
+
+    Relative paths of the file are resolved against its folder; those of ``overrides`` and of
+    the defaults against the working directory (pass absolute paths in overrides).
+    """
     values: dict[str, Any] = {}
+    base = Path.cwd()
     if name_or_path is not None:
         path = config_path(name_or_path)
+        base = path.parent
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
@@ -419,8 +479,44 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path} is not a YAML mapping", "write key: value lines")
         values = loaded or {}
+    out = (overrides or {}).get("out")
     values = merge_overrides(values, overrides or {})
-    return config_from_dict(values, REPO_ROOT)
+    cfg = config_from_dict(values, base)
+    if isinstance(out, str) and out and not Path(out).is_absolute():
+        cfg = dataclasses.replace(cfg, out=str((Path.cwd() / out).resolve()))
+    return cfg
+
+
+def check_data_paths(cfg: TrainConfig, data_given: bool, val_given: bool) -> TrainConfig:
+    """Refuse a config whose training data is missing; drop a missing validation set.
+
+    A preset's data paths point into a source checkout of sarreg; after a package install
+    they do not exist and the user passes ``--data``. When ``--data`` was given (``data_given``)
+    but the config's validation files are missing, the run trains without validation (logged);
+    when the validation files came from the command line (``val_given``) they must exist.
+
+    Raises:
+        ConfigError: a training source does not exist (asks for ``--data``), or given
+            validation data does not exist.
+    """
+    missing = [s.path for s in cfg.data.sources if not Path(s.path).exists()]
+    if missing and not data_given:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"training data of config {cfg.name!r} not found: {missing[0]}{more}",
+            "pass your training images with --data DIR (the presets' data ship with the "
+            "source repository, not the package)",
+        )
+    val_missing = [s.path for s in cfg.val.sources if not Path(s.path).exists()]
+    if val_missing and not val_given and (data_given or not cfg.data.sources):
+        logger.warning(
+            "validation data of config %r not found (%s): training without validation; "
+            "pass --val-data DIR for it",
+            cfg.name,
+            val_missing[0],
+        )
+        return dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, sources=()))
+    return cfg
 
 
 def merge_overrides(values: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -324,9 +324,10 @@ def _train(
     seed_everything(cfg.seed)
     net, state = start_state(cfg, resume, init)
     start = int(state["step"]) if state else 0
-    if start >= cfg.steps:
+    end = cfg.stop_at or cfg.steps  # the schedule runs to cfg.steps; the run stops at end
+    if start >= end:
         raise ConfigError(
-            f"the checkpoint is already at step {start} of {cfg.steps}",
+            f"the checkpoint is already at step {start} of {end}",
             "raise --steps to train longer",
         )
     train_sources, val_pairs, val_files = load_data(cfg)
@@ -385,7 +386,7 @@ def _train(
     step = start
     interactive = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(
-        total=cfg.steps,
+        total=end,
         initial=start,
         disable=not interactive,
         dynamic_ncols=True,
@@ -397,7 +398,7 @@ def _train(
         _arch_text(net.config),
         device,
         start,
-        cfg.steps,
+        end,
         cfg.batch_size,
         cfg.data.crop,
         torch.get_num_threads(),
@@ -463,7 +464,7 @@ def _train(
     if cfg.loss.whitened and whiten_pairs and not net.whitening.active:
         refit_whitening()
     try:
-        while step < cfg.steps:
+        while step < end:
             t0 = time.perf_counter()
             lr = cfg.optim.lr * lr_factor(step, cfg.steps, cfg.optim)
             for g in opt.param_groups:
@@ -512,7 +513,7 @@ def _train(
                 run[k] += float(parts[k].detach())
             n_run += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == end:
                 avg = {k: v / n_run for k, v in run.items()}
                 sec = float(np.mean(step_times[-cfg.log_every :]))
                 loss_log.write({"step": step, "lr": lr, **avg, "sec_per_step": sec})
@@ -536,15 +537,15 @@ def _train(
                 run = dict.fromkeys(run, 0.0)
                 n_run = 0
             validating = bool(val_pairs) and (
-                (cfg.val.every > 0 and step % cfg.val.every == 0) or step == cfg.steps
+                (cfg.val.every > 0 and step % cfg.val.every == 0) or step == end
             )
             # the whitening is refitted for each validation (and at the end without one),
             # so that validation, best.pt and last.pt use descriptors as inference will
-            if whiten_pairs and (validating or (not val_pairs and step == cfg.steps)):
+            if whiten_pairs and (validating or (not val_pairs and step == end)):
                 refit_whitening()
             if validating:
                 validate()
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == end:
                 save_last()
     except KeyboardInterrupt:
         if step > start:

@@ -3,7 +3,10 @@
 Drops the optimizer state, records the licence and the training data's attribution in the
 checkpoint metadata, and writes ``sarreg/weights/fast_r2d2_sar.pt`` (atomically).
 
-    python scripts/package_model.py runs/ship/best.pt
+    python training/package_model.py runs/ship/best.pt
+
+Step 6 of the shipped model's recipe (``training/reproduce.py``, which writes to its own
+output folder instead of replacing the shipped weights).
 """
 
 from __future__ import annotations
@@ -24,6 +27,25 @@ DATA_ATTRIBUTION = [
 ]
 
 
+def package(checkpoint, out, note: str = "") -> Path:
+    """Write ``checkpoint`` without its training state and with the licence and data
+    attribution in its metadata, as ``out`` (atomically). Returns ``out``."""
+    from sarreg.model.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    meta = dict(ck.meta or {})
+    meta.update(
+        name="fast_r2d2_sar",
+        license="Apache-2.0 (weights trained by sarreg from scratch; no third-party weights)",
+        training_data_attribution=DATA_ATTRIBUTION,
+        model_card="sarreg/weights/README.md",
+    )
+    if note:
+        meta["training_history"] = note
+    save_checkpoint(out, ck.net, meta=meta, preprocess=ck.preprocess)
+    return Path(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="run checkpoint (best.pt or last.pt)")
@@ -32,21 +54,8 @@ def main() -> int:
     )
     parser.add_argument("--note", default="", help="free-text training history for the card")
     opts = parser.parse_args()
-
-    from sarreg.model.checkpoint import load_checkpoint, save_checkpoint
-
-    ck = load_checkpoint(opts.checkpoint)
-    meta = dict(ck.meta or {})
-    meta.update(
-        name="fast_r2d2_sar",
-        license="Apache-2.0 (weights trained by sarreg from scratch; no third-party weights)",
-        training_data_attribution=DATA_ATTRIBUTION,
-        model_card="sarreg/weights/README.md",
-    )
-    if opts.note:
-        meta["training_history"] = opts.note
-    save_checkpoint(opts.out, ck.net, meta=meta, preprocess=ck.preprocess)
-    print(f"wrote {opts.out} from {opts.checkpoint} (step {meta.get('step')})")
+    package(opts.checkpoint, opts.out, opts.note)
+    print(f"wrote {opts.out} from {opts.checkpoint}")
     return 0
 
 

@@ -6,8 +6,10 @@ independent L = 1..4 speckle on each side). Both methods keep 2000 keypoints per
 match by mutual nearest neighbours; a match is correct at t px when the ground truth puts it
 within t px.
 
-    python scripts/eval_heldout.py runs/ship/best.pt --pairs 16   # the first 16 of them
-    python scripts/eval_heldout.py --pairs 48 --seed 2027      # a fresh draw, same conditions
+    python training/eval_heldout.py runs/ship/best.pt --pairs 16   # the first 16 of them
+    python training/eval_heldout.py --pairs 48 --seed 2027      # a fresh draw, same conditions
+
+The validation step of the shipped model's recipe (``training/reproduce.py``).
 """
 
 from __future__ import annotations
@@ -81,6 +83,75 @@ def sarreg_mma(
     return {t: float(np.mean(v)) for t, v in accs.items()}, float(np.mean(n_matches))
 
 
+THRESHOLDS = (1.0, 3.0, 5.0, 10.0)
+VALIDATION_ROW = (
+    "sarreg: rank by reliability, local-descriptor mutual NN + refinement, 1 scale "
+    "(training's validation)"
+)
+
+
+def heldout_pairs(config="fast_r2d2_sar", pairs=None, seed=None, overrides=None):
+    """The config's held-out validation pairs (``pairs``/``seed`` replace its own)."""
+    from sarreg.training.config import load_config
+    from sarreg.training.loop import load_data
+
+    cfg = load_config(config, overrides)
+    seed = cfg.val.seed if seed is None else seed
+    n_pairs = cfg.val.pairs if pairs is None else pairs
+    cfg = dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, pairs=n_pairs, seed=seed))
+    return load_data(cfg)[1], seed
+
+
+def heldout_rows(net, pairs, keypoints: int = 2000, full: bool = True) -> list[tuple]:
+    """``(label, {threshold: MMA}, matches per pair)`` rows of the model card's table.
+
+    ``full``: every variant and SIFT; else the training's validation path only (with and
+    without context descriptors).
+    """
+    thresholds = THRESHOLDS
+    rows = []
+    plain = {"local_radius": 0}
+    variants = [  # (label, ExtractConfig options, MatchConfig options)
+        ("R2D2 selection (rank by reliability x repeatability), plain mutual NN, 1 scale",
+         {"rank": "score", "refine_radius": 0, "scales": (1.0,)}, plain),
+        ("rank by reliability, plain mutual NN, 1 scale",
+         {"refine_radius": 0, "scales": (1.0,)}, plain),
+        ("rank by reliability, plain mutual NN + refinement, 1 scale", {"scales": (1.0,)}, plain),
+        ("rank by reliability, local-descriptor mutual NN + refinement, 1 scale "
+         "(training's validation)", {"scales": (1.0,)}, {}),
+        ("rank by reliability, local-descriptor mutual NN + refinement, default pyramid "
+         "1..0.5 (register's defaults)", {}, {}),
+    ]  # fmt: skip
+    if not full:
+        variants = variants[3:4]
+    mma, n = sarreg_mma(net, pairs, keypoints, thresholds, {}, scales=(1.0,), context_scale=None)
+    rows.append(("sarreg: training's validation path WITHOUT context descriptors", mma, n))
+    if full and net.whitening.active:  # the shipped path without the descriptor whitening
+        saved = {k: v.clone() for k, v in net.whitening.state_dict().items()}
+        net.whitening.reset()
+        mma, n = sarreg_mma(net, pairs, keypoints, thresholds, {}, scales=(1.0,))
+        rows.append(("sarreg: training's validation path WITHOUT descriptor whitening", mma, n))
+        net.whitening.load_state_dict(saved)
+    for label, xkw, mkw in variants:
+        mma, n = sarreg_mma(net, pairs, keypoints, thresholds, mkw, **xkw)
+        rows.append((f"sarreg: {label}", mma, n))
+    if full:
+        sift, sift_matches = sift_mma(pairs, keypoints, thresholds)
+        rows.append(("SIFT (OpenCV) + mutual NN", sift, sift_matches))
+    return rows
+
+
+def markdown_table(rows, thresholds=THRESHOLDS) -> str:
+    """The rows as the model card's markdown table."""
+    head = "| method | " + " | ".join(f"MMA@{t:g}" for t in thresholds) + " | matches/pair |"
+    lines = [head, "|---" * (len(thresholds) + 2) + "|"]
+    for name, mma, n in rows:
+        lines.append(
+            f"| {name} | " + " | ".join(f"{mma[t]:.3f}" for t in thresholds) + f" | {n:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", default=None, help="default: bundled model")
@@ -95,53 +166,16 @@ def main() -> int:
     opts = parser.parse_args()
 
     from sarreg.model.checkpoint import load_checkpoint, load_default_model
-    from sarreg.training.config import load_config
-    from sarreg.training.loop import load_data
 
-    cfg = load_config(opts.config)
-    seed = cfg.val.seed if opts.seed is None else opts.seed
-    n_pairs = cfg.val.pairs if opts.pairs is None else opts.pairs
-    cfg = dataclasses.replace(cfg, val=dataclasses.replace(cfg.val, pairs=n_pairs, seed=seed))
-    _, pairs, _ = load_data(cfg)
+    pairs, seed = heldout_pairs(opts.config, opts.pairs, opts.seed)
     ck = load_default_model() if opts.checkpoint is None else load_checkpoint(opts.checkpoint)
-    thresholds = (1.0, 3.0, 5.0, 10.0)
-    rows = []
-    plain = {"local_radius": 0}
-    variants = [  # (label, ExtractConfig options, MatchConfig options)
-        ("R2D2 selection (rank by reliability x repeatability), plain mutual NN, 1 scale",
-         {"rank": "score", "refine_radius": 0, "scales": (1.0,)}, plain),
-        ("rank by reliability, plain mutual NN, 1 scale",
-         {"refine_radius": 0, "scales": (1.0,)}, plain),
-        ("rank by reliability, plain mutual NN + refinement, 1 scale", {"scales": (1.0,)}, plain),
-        ("rank by reliability, local-descriptor mutual NN + refinement, 1 scale "
-         "(training's validation)", {"scales": (1.0,)}, {}),
-        ("rank by reliability, local-descriptor mutual NN + refinement, default pyramid "
-         "1..0.5 (register's defaults)", {}, {}),
-    ]  # fmt: skip
-    mma, n = sarreg_mma(
-        ck.net, pairs, opts.keypoints, thresholds, {}, scales=(1.0,), context_scale=None
-    )
-    rows.append(("sarreg: training's validation path WITHOUT context descriptors", mma, n))
-    if ck.net.whitening.active:  # the shipped path without the model's descriptor whitening
-        saved = {k: v.clone() for k, v in ck.net.whitening.state_dict().items()}
-        ck.net.whitening.reset()
-        mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, {}, scales=(1.0,))
-        rows.append(("sarreg: training's validation path WITHOUT descriptor whitening", mma, n))
-        ck.net.whitening.load_state_dict(saved)
-    for label, xkw, mkw in variants:
-        mma, n = sarreg_mma(ck.net, pairs, opts.keypoints, thresholds, mkw, **xkw)
-        rows.append((f"sarreg: {label}", mma, n))
-    sift, sift_matches = sift_mma(pairs, opts.keypoints, thresholds)
-    rows.append(("SIFT (OpenCV) + mutual NN", sift, sift_matches))
+    rows = heldout_rows(ck.net, pairs, opts.keypoints)
     print(
         f"\n{len(pairs)} held-out pairs ({opts.config} validation conditions, seed {seed}), "
         f"{opts.keypoints} keypoints per image, mutual nearest neighbours\n"
     )
     print(f"model: {opts.checkpoint or 'bundled model'}\n")
-    print("| method | MMA@1 | MMA@3 | MMA@5 | MMA@10 | matches/pair |")
-    print("|---|---|---|---|---|---|")
-    for name, mma, n in rows:
-        print(f"| {name} | " + " | ".join(f"{mma[t]:.3f}" for t in thresholds) + f" | {n:.0f} |")
+    print(markdown_table(rows))
     return 0
 
 

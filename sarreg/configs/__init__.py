@@ -1,0 +1,1 @@
+"""Training presets shipped with the package (``sarreg train --config NAME``)."""
