@@ -200,37 +200,11 @@ def load_model(path: str | None):
 
 
 def validate_config(config: RegisterConfig) -> None:
-    """Raise :class:`~sarreg.errors.ConfigError` for an unknown transform, mode or resampling."""
-    from sarreg.errors import ConfigError
-    from sarreg.geometry import MODELS
-    from sarreg.mapping import NONLINEAR_MODELS
+    """Raise :class:`~sarreg.errors.ConfigError` for any setting out of its valid range (every
+    option of the config and its extract / match settings, see :data:`sarreg.config.RULES`)."""
+    from sarreg.config import validate_config as _validate
 
-    models = MODELS + NONLINEAR_MODELS
-    if config.transform not in models:
-        raise ConfigError(
-            f"unknown transform {config.transform!r}", f"choose one of {', '.join(models)}"
-        )
-    if config.tiles < 1 or config.tile_size < 128 or config.coarse_size < 256:
-        raise ConfigError(
-            f"bad tiling: tiles={config.tiles}, tile size={config.tile_size}, coarse size="
-            f"{config.coarse_size}",
-            "use --tiles >= 1, --tile-size >= 128 and a coarse size >= 256",
-        )
-    if config.window_size is not None and config.window_size < 0:
-        raise ConfigError(
-            f"--window-size must be >= 0, got {config.window_size}", "use 0 to disable"
-        )
-    if config.gcps is not None and Path(config.gcps).suffix.lower() not in GCP_SUFFIXES:
-        raise ConfigError(
-            f"unknown tie-point export format {Path(config.gcps).suffix or config.gcps!r}",
-            f"name the --gcps file {' or '.join('*' + x for x in GCP_SUFFIXES)}",
-        )
-    if config.mode not in MODES:
-        raise ConfigError(f"unknown mode {config.mode!r}", f"choose one of {', '.join(MODES)}")
-    if config.resampling not in RESAMPLING:
-        raise ConfigError(
-            f"unknown resampling {config.resampling!r}", f"choose one of {', '.join(RESAMPLING)}"
-        )
+    _validate(config)
 
 
 def _work_sizes(ref_info, mov_info, config: RegisterConfig, prior_scale: float | None):

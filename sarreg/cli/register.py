@@ -170,8 +170,18 @@ def config_from_options(
     with ``sarreg batch``, which passes the same registration options)."""
     from dataclasses import replace
 
+    from sarreg.config import check_values
     from sarreg.pipeline import RegisterConfig
 
+    # every value given is checked before any config object is built (ConfigError, exit 12)
+    check_values({k: v for k, v in {
+        "transform": transform, "mode": mode, "resampling": resampling, "band_ref": band_ref,
+        "band_mov": band_mov, "kind_ref": kind_ref, "kind_mov": kind_mov, "max_size": max_size,
+        "extract.top_k": top_k, "match.min_similarity": min_similarity, "match.ratio": ratio,
+        "search_radius": search_radius, "ransac_threshold": ransac_threshold,
+        "min_inliers": min_inliers, "seed": seed, "window_size": window_size, "tiles": tiles,
+        "tile_size": tile_size, "gcps": gcps,
+    }.items() if v is not None})  # fmt: skip
     config = RegisterConfig(
         model=str(model) if model else None,
         transform=transform,
@@ -209,10 +219,12 @@ def config_from_options(
 def _extract_overrides(cfg, top_k, scales, progress, context=True):
     from dataclasses import replace
 
+    from sarreg.config import check_value
     from sarreg.errors import ConfigError
 
     changes = {}
     if top_k is not None:
+        check_value("extract.top_k", top_k)
         changes["top_k"] = top_k
     if scales:
         try:
@@ -221,8 +233,7 @@ def _extract_overrides(cfg, top_k, scales, progress, context=True):
             raise ConfigError(
                 f"--scales {scales!r} is not a list of numbers", "use e.g. --scales 1,0.71,0.5"
             ) from err
-        if not values or any(v <= 0 or v > 4 for v in values):
-            raise ConfigError(f"--scales {scales!r} out of range", "use scales in (0, 4]")
+        check_value("extract.scales", values)
         changes["scales"] = values
     if hasattr(cfg, "progress"):
         changes["progress"] = progress
@@ -249,9 +260,11 @@ def extract_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
+    from sarreg.config import check_value
     from sarreg.features import ExtractConfig
     from sarreg.pipeline import extract_file
 
+    check_value("max_size", max_size)
     cfg = _extract_overrides(ExtractConfig(), top_k, scales, progress, context)
     feats = extract_file(
         image,
