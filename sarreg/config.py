@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sarreg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sarreg.features import ExtractConfig
+    from sarreg.matching import MatchConfig
 
 
 class Choice(str, Enum):
@@ -64,6 +68,155 @@ class Kind(Choice):
 
 
 GCP_SUFFIXES = (".geojson", ".json", ".csv")
+
+
+def _default_extract():
+    from sarreg.features import ExtractConfig
+
+    return ExtractConfig()
+
+
+def _default_match():
+    from sarreg.matching import MatchConfig
+
+    return MatchConfig()
+
+
+@dataclass
+class RegisterConfig:
+    """Settings of one registration. Defaults are what ``sarreg register`` uses.
+
+    Every registration runs the same stages (see :mod:`sarreg.pipeline`): a **coarse pass**
+    on both images read decimated to at most ``min(coarse_size, max_size)`` pixels (smaller
+    images as they are) and, when an image is larger than that read, **full-resolution tiles**
+    over the overlap, matched with the coarse transform as prior, and one global fit on all
+    tiles' tie points. Small images are the case with no tiles.
+
+    Attributes:
+        model: checkpoint path; ``None`` = the model bundled with sarreg.
+        transform: one of :class:`Transform` (see :data:`TRANSFORM_MODELS`).
+        mode: 'resample' (moving image resampled onto the reference grid) or 'georef'
+            (moving pixels unchanged, corrected geotransform, or GCPs for a homography).
+        resampling: 'bilinear' | 'nearest' | 'cubic' (mode 'resample').
+        band_ref, band_mov: 1-based bands.
+        kind_ref, kind_mov: 'auto' | 'power' | 'amplitude' | 'db' | 'display'.
+        max_size: largest side of the coarse pass's reads, together with ``coarse_size`` (the
+            smaller of the two applies).
+        use_prior: use the georeferencing of both images to restrict matches to
+            ``search_radius`` reference pixels (at coarse resolution) of the predicted position.
+        search_radius: see ``use_prior``.
+        ransac_threshold: inlier threshold in reference pixels at work resolution.
+        scale_range: plausible scale of the transform (reference px per moving px).
+        georef_scales: pyramid of the coarse pass when both images are georeferenced (they
+            are then read at about the same pixel size, so little scale search is needed)
+            and ``extract.scales`` is not set (see :func:`pyramid_plan`).
+        min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
+            fewer means the images could not be registered reliably.
+        extract, match: feature extraction and matching settings.
+        overwrite: replace existing outputs.
+        report: path of the JSON report; ``None`` = next to the output (``OUT.json``).
+        plot: path of a PNG with the matches and a checkerboard overlay, or ``None``.
+        progress: show progress bars.
+        seed: RANSAC seed.
+        window_size: deprecated, no effect (every registration is coarse to fine); a value
+            other than ``None`` logs a warning.
+        tiles: tile grid per side; ``None`` = chosen from the overlap and the transform
+            model (:func:`sarreg.scene.tile_grid`). Also the grid of the per-region residuals
+            reported when there are no tiles (4 when ``None``).
+        tile_size: tile side in pixels at tile resolution (reference pixels, or moving pixels
+            when the reference is finer and read decimated to them); ``None`` = chosen with
+            the grid (512 at most).
+        coarse_size: larger side of the decimated reads of the coarse pass.
+        tile_search_radius: prior search radius in full-resolution reference pixels around
+            the coarse transform's prediction, in the tiles.
+        tile_scales: pyramid of the tiles (the coarse pass put both images at the same
+            pixel size) unless ``extract.scales`` is set.
+        tile_min_valid: tiles (and their moving windows) with a smaller fraction of valid
+            pixels are skipped as mostly nodata.
+        tile_max_points: at most this many RANSAC inliers kept per tile (spread over it) for
+            the global fit.
+        tile_top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
+        gcps: path of a tie-point export, ``.geojson`` (points in the reference CRS) or
+            ``.csv``; ``None`` = none.
+        max_gcps: at most this many inlier tie points (spread over the image) are written as
+            GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
+            output gets all its inliers).
+    """
+
+    model: str | None = None
+    transform: str = "affine"
+    mode: str = "resample"
+    resampling: str = "bilinear"
+    band_ref: int = 1
+    band_mov: int = 1
+    kind_ref: str = "auto"
+    kind_mov: str = "auto"
+    max_size: int = 4096
+    use_prior: bool = True
+    search_radius: float = 64.0
+    ransac_threshold: float = 3.0
+    scale_range: tuple[float, float] = (0.1, 10.0)
+    min_inliers: int = 10
+    georef_scales: tuple[float, ...] = (1.0, 2**-0.5)
+    extract: ExtractConfig = field(default_factory=_default_extract)
+    match: MatchConfig = field(default_factory=_default_match)
+    overwrite: bool = False
+    report: str | None = None
+    plot: str | None = None
+    progress: bool = False
+    seed: int = 0
+    window_size: int | None = None
+    tiles: int | None = None
+    tile_size: int | None = None
+    coarse_size: int = 1024
+    tile_search_radius: float = 24.0
+    tile_scales: tuple[float, ...] = (1.0,)
+    tile_min_valid: float = 0.5
+    tile_max_points: int = 400
+    tile_top_k: int = 2000
+    gcps: str | None = None
+    max_gcps: int = 2000
+
+    @property
+    def coarse_read_size(self) -> int:
+        """Larger side of the coarse pass's reads."""
+        return int(min(self.coarse_size, self.max_size))
+
+
+@dataclass(frozen=True)
+class PyramidPlan:
+    """The pyramid scales of each pass, decided once per registration (and reported).
+
+    ``None`` for a pass = the pyramid of :class:`~sarreg.features.ExtractConfig`
+    (``max_scale`` down to ``min_scale`` by ``scale_factor``, within its size limits).
+    """
+
+    coarse: tuple[float, ...] | None
+    tiles: tuple[float, ...] | None
+    rule: str
+
+    def to_dict(self) -> dict:
+        return {
+            "coarse": None if self.coarse is None else list(self.coarse),
+            "tiles": None if self.tiles is None else list(self.tiles),
+            "rule": self.rule,
+        }
+
+
+def pyramid_plan(config: RegisterConfig, georef: bool) -> PyramidPlan:
+    """The one pyramid rule: explicit ``extract.scales`` everywhere; otherwise the coarse pass
+    runs ``georef_scales`` when both images are georeferenced (read at about the same pixel
+    size) and the extractor's own pyramid when not (unknown scale), and the tiles run
+    ``tile_scales`` (the coarse transform has put both at the same pixel size)."""
+    if config.extract.scales is not None:
+        s = tuple(config.extract.scales)
+        return PyramidPlan(s, s, "extract.scales (explicit)")
+    tiles = tuple(config.tile_scales) if config.tile_scales else None
+    if georef and config.georef_scales:
+        return PyramidPlan(
+            tuple(config.georef_scales), tiles, "georeferenced: georef_scales, tiles tile_scales"
+        )
+    return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tile_scales")
 
 
 # --------------------------------------------------------------------------- transform models
@@ -143,7 +296,7 @@ def transform_model(name: str) -> TransformModel:
 class Rule:
     """The valid values of one setting.
 
-    ``key``: dotted path in :class:`~sarreg.pipeline.RegisterConfig` (``extract.top_k``);
+    ``key``: dotted path in :class:`RegisterConfig` (``extract.top_k``);
     ``flag``: the command-line option, or ``None`` for settings without one; ``ok``: predicate
     on a value (``None`` values are checked only when ``optional`` is False); ``valid``: the
     valid range in words, as shown to the user.

@@ -1,9 +1,9 @@
 """Large-scene geometry: the overlap of two footprints and the grid of tiles spread over it.
 
-Used by :func:`sarreg.pipeline.register` for images larger than ``RegisterConfig.window_size``:
-after a coarse registration on decimated reads, full-resolution reference windows (tiles) are
-placed over the overlap of the two footprints, and each is paired with the moving-image window
-that the coarse transform maps onto it.
+Used by :mod:`sarreg.tiles` for images larger than the coarse pass's read: after the coarse
+registration on decimated reads, full-resolution reference windows (tiles) are placed over the
+overlap of the two footprints (how many and how large: :func:`tile_grid`), and each is paired
+with the moving-image window that the coarse transform maps onto it.
 
 Conventions (docs/architecture.md): pixel centres ``(x, y)``, top-left centre at ``(0, 0)``; a
 pixel's area spans ``x - 0.5 .. x + 0.5``; the 3x3 ``M`` maps moving to reference pixel centres.
@@ -51,6 +51,40 @@ def overlap_in_reference_pixels(
         return inter
     hull = inter.convex_hull if inter.geom_type != "Polygon" else inter
     return Polygon(geometry.map_to_pixel(ref_transform, np.asarray(hull.exterior.coords)))
+
+
+#: largest automatic tile side (tile-resolution pixels) and smallest
+TILE_SIZE = 512
+MIN_TILE_SIZE = 256
+#: automatic tiles cover at most this fraction of the overlap (never a dense pass)
+MAX_TILE_COVER = 0.5
+
+
+def tile_grid(
+    overlap_area: float, linear: bool, tiles: int | None = None, tile_size: int | None = None
+) -> tuple[int, int]:
+    """Tiles per side and tile side (tile-resolution pixels) for an overlap of
+    ``overlap_area`` square tile-resolution pixels; ``tiles`` / ``tile_size`` override.
+
+    The rule: enough tie points spread over the whole overlap for the model, a cost that does
+    not grow with the image. Linear models get a 2 x 2 grid (3 x 3 above a 6000-pixel
+    overlap side, for leverage), the non-linear ones (poly2, poly3, tps) 3 x 3 (4 x 4 above),
+    tiles of at most :data:`TILE_SIZE` pixels; automatic tiles are shrunk (not below
+    :data:`MIN_TILE_SIZE`) to cover at most :data:`MAX_TILE_COVER` of the overlap, and the grid
+    never has more tiles per side than fit side by side.
+    """
+    side = math.sqrt(max(float(overlap_area), 1.0))
+    if tiles is None:
+        n = (2 if linear else 3) + (1 if side > 6000 else 0)
+        n = max(1, min(n, int(side // MIN_TILE_SIZE)))
+    else:
+        n = int(tiles)
+    if tile_size is None:
+        size = min(TILE_SIZE, int(math.sqrt(MAX_TILE_COVER * side * side) / n))
+        size = max(size, min(MIN_TILE_SIZE, int(side)))
+    else:
+        size = int(tile_size)
+    return n, _even_down(size)
 
 
 def plan_tiles(

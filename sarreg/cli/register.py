@@ -22,8 +22,9 @@ Examples:
 
   sarreg register big_ref.tif big_scene.tif -o out.tif --tiles 6 --transform poly2 --gcps tp.csv
 
-Images larger than --window-size are registered window by window: a coarse pass on decimated
-reads, then --tiles x --tiles full-resolution tiles of --tile-size pixels over the overlap.
+Every registration is coarse to fine: a coarse pass on reads decimated to --coarse-size
+pixels; images larger than that are then refined on full-resolution tiles over the overlap
+(how many and how large is chosen from the overlap; --tiles and --tile-size override).
 """
 
 EXTRACT_HELP = """Extract keypoints and descriptors from IMAGE into an .npz file.
@@ -104,14 +105,24 @@ def register_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     seed: int = typer.Option(0, "--seed", help="RANSAC seed."),
-    window_size: int = typer.Option(
-        4096,
+    window_size: int | None = typer.Option(
+        None,
         "--window-size",
-        help="Images larger than this (pixels, larger side) are registered window by window: "
-        "coarse pass, then full-resolution tiles over the overlap. 0: never.",
+        help="Deprecated, no effect: every registration is coarse to fine (coarse pass, then "
+        "full-resolution tiles over the overlap when an image is larger than --coarse-size).",
     ),
-    tiles: int = typer.Option(4, "--tiles", help="Tile grid per side for large scenes."),
-    tile_size: int = typer.Option(512, "--tile-size", help="Tile side (pixels) for large scenes."),
+    coarse_size: int = typer.Option(
+        1024,
+        "--coarse-size",
+        help="Largest side (pixels) of the coarse pass's reads; larger images are then refined "
+        "on full-resolution tiles.",
+    ),
+    tiles: int | None = typer.Option(
+        None, "--tiles", help="Tile grid per side (default: chosen from the overlap)."
+    ),
+    tile_size: int | None = typer.Option(
+        None, "--tile-size", help="Tile side in pixels (default: chosen from the overlap, <= 512)."
+    ),
     gcps: Path | None = typer.Option(
         None, "--gcps", help="Export the tie points: PATH.geojson (reference CRS) or PATH.csv."
     ),
@@ -124,8 +135,8 @@ def register_cmd(
         scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
-        tile_size=tile_size, progress=progress, overwrite=overwrite, report=report, plot=plot,
-        gcps=gcps,
+        tile_size=tile_size, coarse_size=coarse_size, progress=progress, overwrite=overwrite,
+        report=report, plot=plot, gcps=gcps,
     )  # fmt: skip
     result = register(reference, moving, output, config)
     typer.echo(
@@ -157,9 +168,10 @@ def config_from_options(
     ransac_threshold: float,
     min_inliers: int,
     seed: int,
-    window_size: int,
-    tiles: int,
-    tile_size: int,
+    window_size: int | None,
+    tiles: int | None,
+    tile_size: int | None,
+    coarse_size: int = 1024,
     progress: bool = False,
     overwrite: bool = False,
     report: Path | None = None,
@@ -180,7 +192,7 @@ def config_from_options(
         "extract.top_k": top_k, "match.min_similarity": min_similarity, "match.ratio": ratio,
         "search_radius": search_radius, "ransac_threshold": ransac_threshold,
         "min_inliers": min_inliers, "seed": seed, "window_size": window_size, "tiles": tiles,
-        "tile_size": tile_size, "gcps": gcps,
+        "tile_size": tile_size, "coarse_size": coarse_size, "gcps": gcps,
     }.items() if v is not None})  # fmt: skip
     config = RegisterConfig(
         model=str(model) if model else None,
@@ -201,9 +213,10 @@ def config_from_options(
         plot=str(plot) if plot else None,
         progress=progress,
         seed=seed,
-        window_size=window_size or None,
+        window_size=window_size,
         tiles=tiles,
         tile_size=tile_size,
+        coarse_size=coarse_size,
         gcps=str(gcps) if gcps else None,
     )
     config.extract = _extract_overrides(config.extract, top_k, scales, progress, context)
