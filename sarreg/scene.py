@@ -94,28 +94,44 @@ def plan_tiles(
     size: int,
     min_fraction: float = 0.5,
 ) -> list[Window]:
-    """Up to ``n x n`` reference windows of ``size x size`` spread evenly over ``overlap``
-    (offsets and size rounded down to even numbers, see :func:`_even_down`).
+    """Up to ``n x n`` reference windows of ``size x size`` spread over ``overlap`` out to its
+    edges (offsets and size rounded down to even numbers, see :func:`_even_down`).
 
-    Tile centres sit at the centres of an ``n x n`` division of the overlap's bounding box;
-    each tile is shifted inside the image and kept when at least ``min_fraction`` of its area
-    lies in the overlap. Duplicate windows (tiles larger than the cells) are merged.
+    Tile centres form an even ``n x n`` grid from one side of the overlap's bounding box to the
+    other (the outer tiles touch it: the widest spread of tie points, the best leverage for a
+    global fit); a single tile sits at the centre. Each tile is kept inside the image, and
+    when less than ``min_fraction`` of its area lies in the overlap (a corner of a rotated
+    footprint) it is moved towards the overlap's centroid until it does, or dropped.
+    Duplicate windows (tiles larger than the cells) are merged.
     """
     h, w = ref_shape
     size = _even_down(int(min(size, h, w)))
     if overlap.is_empty:
         return []
     x0, y0, x1, y1 = overlap.bounds
+    centroid = overlap.centroid
+    gx, gy = float(centroid.x), float(centroid.y)
+
+    def centres(lo: float, hi: float) -> list[float]:
+        if n == 1 or hi - lo <= size:
+            return [0.5 * (lo + hi)] if n == 1 else list(np.linspace(lo, hi, 2 * n + 1)[1::2])
+        return list(np.linspace(lo + size / 2.0, hi - size / 2.0, n))
+
+    def window_at(cx: float, cy: float) -> tuple[int, int]:
+        c = _even_down(int(min(max(round(cx - size / 2.0 + 0.5), 0), w - size)))
+        r = _even_down(int(min(max(round(cy - size / 2.0 + 0.5), 0), h - size)))
+        return c, r
+
     wins: list[Window] = []
     seen = set()
-    for i in range(n):
-        for j in range(n):
-            cx = x0 + (j + 0.5) * (x1 - x0) / n
-            cy = y0 + (i + 0.5) * (y1 - y0) / n
-            c = _even_down(int(min(max(round(cx - size / 2.0 + 0.5), 0), w - size)))
-            r = _even_down(int(min(max(round(cy - size / 2.0 + 0.5), 0), h - size)))
-            tile = box(c - 0.5, r - 0.5, c + size - 0.5, r + size - 0.5)
-            if overlap.intersection(tile).area < min_fraction * tile.area:
+    for cy in centres(y0, y1):
+        for cx in centres(x0, x1):
+            for f in (0.0, 0.25, 0.5, 0.75):
+                c, r = window_at(cx + f * (gx - cx), cy + f * (gy - cy))
+                tile = box(c - 0.5, r - 0.5, c + size - 0.5, r + size - 0.5)
+                if overlap.intersection(tile).area >= min_fraction * tile.area:
+                    break
+            else:
                 continue
             if (c, r) not in seen:
                 seen.add((c, r))

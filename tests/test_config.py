@@ -3,6 +3,7 @@ extraction or model loading; the transform model table."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -131,3 +132,21 @@ def test_transform_table_agrees_with_geometry_and_mapping():
         assert m.min_points == (MIN_INLIERS[name] if m.linear else MIN_POINTS[name])
         assert m.linear == (name in MODELS)
         assert m.geotransform == (name in ("translation", "similarity", "affine"))
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--top-k", "0"], 12), (["--band-ref", "9"], 4)],
+)
+def test_bad_option_or_input_fails_without_importing_torch(args, code, tmp_path):
+    import subprocess
+
+    prog = (
+        "import sys\nfrom sarreg.cli import main\n"
+        f"rc = main(['register', {DEMO_REF!r}, {DEMO_MOV!r}, '-o', {str(tmp_path / 'o.tif')!r}]"
+        f" + {args!r})\n"
+        f"assert rc == {code}, rc\nassert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -127,8 +127,6 @@ def register_cmd(
         None, "--gcps", help="Export the tie points: PATH.geojson (reference CRS) or PATH.csv."
     ),
 ) -> None:
-    from sarreg.pipeline import register
-
     config = config_from_options(
         model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
         band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
@@ -136,8 +134,10 @@ def register_cmd(
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
         tile_size=tile_size, coarse_size=coarse_size, progress=progress, overwrite=overwrite,
-        report=report, plot=plot, gcps=gcps,
+        report=report, plot=plot, gcps=gcps, inputs=(reference, moving),
     )  # fmt: skip
+    from sarreg.pipeline import register
+
     result = register(reference, moving, output, config)
     typer.echo(
         f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "
@@ -145,6 +145,15 @@ def register_cmd(
         f"{result.loo_rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
         f"(report {result.report_path})"
     )
+
+
+def check_inputs(reference, moving, band_ref: int, band_mov: int) -> None:
+    """Open both inputs' metadata (missing file, not a raster, bad band: one-line error)
+    before the network library is imported."""
+    from sarreg import io
+
+    io.raster_info(str(reference), band=band_ref)
+    io.raster_info(str(moving), band=band_mov)
 
 
 def config_from_options(
@@ -177,6 +186,7 @@ def config_from_options(
     report: Path | None = None,
     plot: Path | None = None,
     gcps: Path | None = None,
+    inputs: tuple[Path, Path] | None = None,
 ):
     """The :class:`~sarreg.pipeline.RegisterConfig` of ``sarreg register``'s options (shared
     with ``sarreg batch``, which passes the same registration options)."""
@@ -194,6 +204,8 @@ def config_from_options(
         "min_inliers": min_inliers, "seed": seed, "window_size": window_size, "tiles": tiles,
         "tile_size": tile_size, "coarse_size": coarse_size, "gcps": gcps,
     }.items() if v is not None})  # fmt: skip
+    if inputs is not None:  # input errors before the network library is imported
+        check_inputs(*inputs, band_ref, band_mov)
     config = RegisterConfig(
         model=str(model) if model else None,
         transform=transform,
