@@ -399,7 +399,7 @@ def build_report(
         "rmse_px": float(fit.rmse),
         "loo_rmse_px": float(fit.loo_rmse),
         "used_georeferencing_prior": bool(prior_full is not None and config.use_prior),
-        "windowed": coarse is not None,
+        "windowed": coarse is not None and coarse.get("tiles_used", 0) > 0,
         "coarse": coarse,
         "tiles": tiles,
         "tile_grid": tile_grid,
