@@ -255,14 +255,19 @@ def detect_kind(
 # --------------------------------------------------------------------------------------------
 
 
-def _open(path: str | Path) -> rasterio.io.DatasetReader:
-    """Open ``path`` with rasterio, turning failures into :class:`InputFileError`."""
+def open_raster(path: str | Path) -> rasterio.io.DatasetReader:
+    """Open ``path`` for reading with rasterio, turning failures into :class:`InputFileError`.
+
+    The one opener of every stage (read, metadata, warp): local files, GDAL virtual file
+    systems (``/vsimem/``, ``/vsicurl/``, ``/vsizip/``...) and driver-prefixed names
+    (``NETCDF:...``) alike.
+    """
     p = str(path)
     local = Path(p)
     is_gdal_special = p.startswith(("/vsi", "<")) or ":" in p.split("/")[0]
     if not is_gdal_special and not local.exists():
         raise InputFileError(
-            f"input file not found: {p}",
+            f"input file not found: {p} (the path does not exist)",
             "check the path (relative paths start at the current folder)",
         )
     if not is_gdal_special and local.is_dir():
@@ -279,6 +284,9 @@ def _open(path: str | Path) -> rasterio.io.DatasetReader:
             f"cannot read {p} as a raster ({first})",
             "give a GDAL-readable image such as a GeoTIFF, and check the file is complete",
         ) from exc
+
+
+_open = open_raster  # the name used inside this module
 
 
 def _check_band(ds: rasterio.io.DatasetReader, band: int, path: str) -> int:

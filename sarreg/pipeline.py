@@ -1,145 +1,57 @@
 """``register()``: the one orchestrator of a registration, from two files to an output and a report.
 
-Stages: read (``io``) -> normalize (``preprocess``) -> extract (``features``, with the network of
-``model``) -> match (``matching``, guided by the georeferencing when both inputs have it) ->
-estimate (``geometry``: USAC MAGSAC++ then least squares) -> write (``warp``) -> report.
+Every registration runs the same stages, each in its own module:
 
-Coordinates: keypoints are extracted on the (possibly decimated) arrays and converted to
-full-resolution pixel centres of each file before estimation, so the fitted matrix ``M`` maps
-full-resolution moving pixel centres to full-resolution reference pixel centres.
+1. ``config``: validate every setting (:func:`sarreg.config.validate_config`, ConfigError)
+   and check every output path (:func:`sarreg.output.check_outputs`) before any work;
+2. ``inputs``: both inputs' metadata, georeferencing prior and overlap
+   (:func:`sarreg.inputs.open_inputs`), then the model;
+3. ``coarse``: both images read whole, decimated to at most ``coarse_size`` (1024) pixels
+   (smaller images as they are), normalized, extracted, matched, fitted
+   (:func:`sarreg.coarse.estimate_coarse`);
+4. ``tiles``: when an image is larger than the coarse read, full-resolution tiles over the
+   overlap matched with the coarse transform as prior, and one global fit on all tiles' tie
+   points (:func:`sarreg.tiles.refine_with_tiles`);
+5. ``output``: the output image (``warp``), the JSON report (:func:`sarreg.report.build_report`),
+   tie points and plot, written as a group.
+
+Coordinates: keypoints are extracted on the (possibly decimated or windowed) arrays and
+converted to full-resolution pixel centres of each file before estimation, so the fitted matrix
+``M`` maps full-resolution moving pixel centres to full-resolution reference pixel centres.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import resource
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sarreg import __version__
-from sarreg.errors import (
-    EmptyImageError,
-    NotGeoreferencedError,
-    SarregError,
-    TooFewMatchesError,
-)
-from sarreg.features import ExtractConfig, Features
-from sarreg.matching import MatchConfig, Matches, refine_keypoints
+from sarreg.config import RegisterConfig, pyramid_plan, transform_model
+from sarreg.errors import EmptyImageError, TooFewMatchesError
+from sarreg.inputs import RunContext, Timer, open_inputs
+from sarreg.output import check_outputs, gcp_indices, remove_quietly, write_output
+
+if TYPE_CHECKING:
+    from sarreg.features import ExtractConfig, Features
 
 log = logging.getLogger(__name__)
 
-MODES = ("resample", "georef")
-GCP_SUFFIXES = (".geojson", ".json", ".gpkg", ".csv")
-#: reference tiles whose normalized ([0, 1]) values vary less than this (std) are skipped
-TILE_MIN_CONTRAST = 0.01
-RESAMPLING = ("bilinear", "nearest", "cubic")
+__all__ = [
+    "RegisterConfig",
+    "RegistrationResult",
+    "extract_file",
+    "load_model",
+    "register",
+    "validate_config",
+]
 
-
-@dataclass
-class RegisterConfig:
-    """Settings of one registration. Defaults are what ``sarreg register`` uses.
-
-    Attributes:
-        model: checkpoint path; ``None`` = the model bundled with sarreg.
-        transform: 'translation' | 'similarity' | 'affine' | 'homography'.
-        mode: 'resample' (moving image resampled onto the reference grid) or 'georef'
-            (moving pixels unchanged, corrected geotransform, or GCPs for a homography).
-        resampling: 'bilinear' | 'nearest' | 'cubic' (mode 'resample').
-        band_ref, band_mov: 1-based bands.
-        kind_ref, kind_mov: 'auto' | 'power' | 'amplitude' | 'db' | 'display'.
-        max_size: images whose larger side exceeds this are read decimated (from overviews
-            when present) so that the work happens at about this size.
-        use_prior: use the georeferencing of both images to restrict matches to
-            ``search_radius`` reference pixels (at work resolution) of the predicted position.
-        search_radius: see ``use_prior``.
-        ransac_threshold: inlier threshold in reference pixels at work resolution.
-        scale_range: plausible scale of the transform (reference px per moving px).
-        georef_scales: pyramid used when both images are georeferenced (they are then read
-            at about the same pixel size, so little scale search is needed) and
-            ``extract.scales`` is not set.
-        min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
-            fewer means the images could not be registered reliably.
-        extract, match: feature extraction and matching settings.
-        overwrite: replace existing outputs.
-        report: path of the JSON report; ``None`` = next to the output (``OUT.json``).
-        plot: path of a PNG with the matches and a checkerboard overlay, or ``None``.
-        progress: show progress bars.
-        seed: RANSAC seed.
-        window_size: images whose larger side exceeds this are registered window by window
-            (large-scene path, bounded memory): a coarse pass on reads decimated to
-            ``coarse_size`` gives a first transform, then ``tiles x tiles`` full-resolution
-            tiles of ``tile_size`` pixels spread over the overlap of the two footprints are
-            read as windows, extracted and matched with the coarse transform as prior, and the
-            final transform is fitted on all tiles' RANSAC inliers. ``None`` or 0: always the
-            in-memory path (reads decimated to ``max_size``).
-        tiles: tile grid per side (large-scene path); also the grid of the per-region
-            residuals reported by the in-memory path.
-        tile_size: tile side in pixels at work resolution (reference pixels, or moving pixels
-            when the reference is finer and read decimated to them); large-scene path.
-        coarse_size: larger side of the decimated reads of the coarse pass.
-        tile_search_radius: prior search radius in full-resolution reference pixels around
-            the coarse transform's prediction, in the tiles.
-        tile_scales: pyramid used in the tiles (the coarse pass put both images at the same
-            pixel size) unless ``extract.scales`` is set.
-        tile_min_valid: tiles (and their moving windows) with a smaller fraction of valid
-            pixels are skipped as mostly nodata.
-        tile_max_points: at most this many RANSAC inliers kept per tile (spread over it) for
-            the global fit.
-        tile_top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
-        gcps: path of a tie-point export, ``.geojson`` or ``.gpkg`` (points in the reference
-            CRS) or ``.csv``; ``None`` = none.
-        max_gcps: at most this many inlier tie points (spread over the image) are written as
-            GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
-            output gets all its inliers).
-        cog: write the output image as a Cloud-Optimized GeoTIFF (internal overviews).
-        shifts: path of a GeoTIFF of the (dx, dy) the model applies on a coarse grid of the
-            reference (:mod:`sarreg.gis`); ``None`` = none. With ``plot``, a tie-point quality
-            map is written next to it as ``<plot>_quality.png``.
-    """
-
-    model: str | None = None
-    transform: str = "affine"
-    mode: str = "resample"
-    resampling: str = "bilinear"
-    band_ref: int = 1
-    band_mov: int = 1
-    kind_ref: str = "auto"
-    kind_mov: str = "auto"
-    max_size: int = 4096
-    use_prior: bool = True
-    search_radius: float = 64.0
-    ransac_threshold: float = 3.0
-    scale_range: tuple[float, float] = (0.1, 10.0)
-    min_inliers: int = 10
-    georef_scales: tuple[float, ...] = (1.0, 2**-0.5)
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
-    match: MatchConfig = field(default_factory=MatchConfig)
-    overwrite: bool = False
-    report: str | None = None
-    plot: str | None = None
-    progress: bool = False
-    seed: int = 0
-    window_size: int | None = 4096
-    tiles: int = 4
-    tile_size: int = 512
-    coarse_size: int = 1024
-    tile_search_radius: float = 24.0
-    tile_scales: tuple[float, ...] = (1.0,)
-    tile_min_valid: float = 0.5
-    tile_max_points: int = 400
-    tile_top_k: int = 2000
-    gcps: str | None = None
-    max_gcps: int = 2000
-    cog: bool = False
-    shifts: str | None = None
+#: kept for callers of the old names
+_check_outputs = check_outputs
 
 
 @dataclass
@@ -148,8 +60,9 @@ class RegistrationResult:
 
     ``matrix`` maps full-resolution moving pixel centres to reference pixel centres (3x3);
     for the non-linear models (poly2, poly3, tps) it is the least-squares affine approximation
-    and ``mapping`` is the fitted :class:`sarreg.mapping.Mapping`. ``tiles``: per-tile (large
-    scenes) or per-region figures, as in the report.
+    and ``mapping`` is the fitted :class:`sarreg.mapping.Mapping`. ``tiles``: per-tile (tiled
+    registrations) or per-region figures, as in the report; ``windowed``: the coarse pass was
+    refined by full-resolution tiles.
     """
 
     matrix: np.ndarray
@@ -167,31 +80,6 @@ class RegistrationResult:
     tiles: list[dict] = field(default_factory=list)
 
 
-@dataclass
-class _Input:
-    """One input image through the pipeline: its file, metadata, the array read, features."""
-
-    path: str
-    info: object  # sarreg.io.RasterInfo
-    raster: object  # sarreg.io.Raster (work resolution)
-    features: Features
-
-
-class _Timer:
-    """Wall-clock time per named stage, in seconds."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
-
-
 @lru_cache(maxsize=4)
 def _load_model_cached(path: str | None):
     """Load a checkpoint once per process (a batch worker reuses it across tasks)."""
@@ -206,61 +94,25 @@ def load_model(path: str | None):
 
 
 def validate_config(config: RegisterConfig) -> None:
-    """Raise :class:`~sarreg.errors.ConfigError` for an unknown transform, mode or resampling."""
-    from sarreg.errors import ConfigError
-    from sarreg.geometry import MODELS
-    from sarreg.mapping import NONLINEAR_MODELS
+    """Raise :class:`~sarreg.errors.ConfigError` for any setting out of its valid range (every
+    option of the config and its extract / match settings, see :data:`sarreg.config.RULES`)."""
+    from sarreg.config import validate_config as _validate
 
-    models = MODELS + NONLINEAR_MODELS
-    if config.transform not in models:
-        raise ConfigError(
-            f"unknown transform {config.transform!r}", f"choose one of {', '.join(models)}"
-        )
-    if config.tiles < 1 or config.tile_size < 128 or config.coarse_size < 256:
-        raise ConfigError(
-            f"bad tiling: tiles={config.tiles}, tile size={config.tile_size}, coarse size="
-            f"{config.coarse_size}",
-            "use --tiles >= 1, --tile-size >= 128 and a coarse size >= 256",
-        )
-    if config.window_size is not None and config.window_size < 0:
-        raise ConfigError(
-            f"--window-size must be >= 0, got {config.window_size}", "use 0 to disable"
-        )
-    if config.gcps is not None and Path(config.gcps).suffix.lower() not in GCP_SUFFIXES:
-        raise ConfigError(
-            f"unknown tie-point export format {Path(config.gcps).suffix or config.gcps!r}",
-            f"name the --gcps file {' or '.join('*' + x for x in GCP_SUFFIXES)}",
-        )
-    from sarreg import gis
-
-    gis.validate(config)
-    if config.mode not in MODES:
-        raise ConfigError(f"unknown mode {config.mode!r}", f"choose one of {', '.join(MODES)}")
-    if config.resampling not in RESAMPLING:
-        raise ConfigError(
-            f"unknown resampling {config.resampling!r}", f"choose one of {', '.join(RESAMPLING)}"
-        )
+    _validate(config)
 
 
-def _work_sizes(ref_info, mov_info, config: RegisterConfig, prior_scale: float | None):
-    """Largest side to read each image at, so that both are at about the same pixel size.
+@dataclass
+class Estimate:
+    """The estimation stages' result: the coarse pass (kept for the plot and the report), the
+    final tie points and fit, the tile records (or residual regions) and the report entries
+    of the coarse pass and the tile grid (None without tiles)."""
 
-    ``prior_scale``: reference pixels per moving pixel from the georeferencing (or ``None``).
-    Returns (max_size_ref, max_size_mov); ``None`` means full resolution.
-    """
-    ref_side = max(ref_info.shape)
-    mov_side = max(mov_info.shape)
-    dec_ref = max(1.0, ref_side / config.max_size)
-    dec_mov = max(1.0, mov_side / config.max_size)
-    if prior_scale is not None and prior_scale > 0:
-        # pixel size ratio: one moving pixel covers prior_scale reference pixels.
-        if prior_scale > 1.25:  # reference finer: decimate it to the moving pixel size
-            dec_ref = max(dec_ref, prior_scale * dec_mov)
-        elif prior_scale < 0.8:  # moving finer
-            dec_mov = max(dec_mov, dec_ref / prior_scale)
-    size_ref = None if dec_ref <= 1.0 else int(math.ceil(ref_side / dec_ref))
-    size_mov = None if dec_mov <= 1.0 else int(math.ceil(mov_side / dec_mov))
-    return size_ref, size_mov
+    coarse: object  # sarreg.coarse.CoarseEstimate
+    tie: object  # sarreg.estimate.TiePoints
+    fit: object  # sarreg.geometry.TransformFit
+    tiles: list[dict]
+    coarse_info: dict | None = None
+    tile_grid: dict | None = None
 
 
 def register(
@@ -272,91 +124,156 @@ def register(
     """Register ``mov_path`` onto ``ref_path`` and write ``out_path`` plus a JSON report.
 
     ``out_path`` may be ``None`` to only estimate the transform (no image, report only if
-    ``config.report`` is set). Images whose larger side exceeds ``config.window_size`` are
-    registered window by window (see :class:`RegisterConfig`). Raises a
-    :class:`~sarreg.errors.SarregError` subclass for every bad input; nothing is left
-    half-written.
+    ``config.report`` is set). Raises a :class:`~sarreg.errors.SarregError` subclass for every
+    bad input; nothing is left half-written. The stages are listed in the module docstring.
     """
-    from sarreg import geometry, io, preprocess
-
     config = config or RegisterConfig()
     validate_config(config)
-    timer = _Timer()
+    _warn_deprecated(config)
     ref_path, mov_path = str(ref_path), str(mov_path)
-    report_path = _check_outputs(out_path, config, (ref_path, mov_path))
+    report_path = check_outputs(out_path, config, (ref_path, mov_path))
     out_path = None if out_path is None else str(out_path)
+    timer = Timer()
 
     with timer.stage("read"):
-        ref_info = io.raster_info(ref_path, band=config.band_ref)
-        mov_info = io.raster_info(mov_path, band=config.band_mov)
-        georef = ref_info.transform is not None and mov_info.transform is not None
-        if config.mode == "georef" and ref_info.transform is None:
-            raise NotGeoreferencedError(
-                f"--mode georef needs a georeferenced reference, but {ref_path} has no "
-                "geotransform",
-                "use --mode resample, or a georeferenced reference image",
-            )
-        if config.gcps and Path(config.gcps).suffix.lower() != ".csv" and not georef:
-            raise NotGeoreferencedError(
-                f"a GeoJSON tie-point export needs georeferenced images, but {ref_path} or "
-                f"{mov_path} has no geotransform",
-                "name the --gcps file *.csv",
-            )
-        prior_full = None
-        prior_scale = None
-        if georef:
-            geometry.check_overlap(
-                ref_info.transform,
-                ref_info.crs,
-                ref_info.shape,
-                mov_info.transform,
-                mov_info.crs,
-                mov_info.shape,
-                ref_name=ref_path,
-                mov_name=mov_path,
-            )
-            prior_full = geometry.prior_from_georef(
-                ref_info.transform, ref_info.crs, mov_info.transform, mov_info.crs
-            )
-            prior_scale = _prior_scale(prior_full, mov_info.shape)
-
+        inputs = open_inputs(ref_path, mov_path, config)
     with timer.stage("model"):
-        loaded = load_model(config.model)
-        pre_cfg = preprocess.PreprocessConfig.from_dict(loaded.preprocess or {})
+        loaded, pre_cfg = _model_and_preprocessing(config)
+    ctx = RunContext(inputs, loaded, pre_cfg, config, pyramid_plan(config, inputs.georef), timer)
+    est = estimate(ctx)
+    gcp_idx = gcp_indices(est.fit, est.tie.xy_mov, config)
+    report = _write_outputs(ctx, est, out_path, report_path, gcp_idx)
 
-    ctx = _Context(
-        ref_path, mov_path, ref_info, mov_info, georef, prior_full, prior_scale, loaded, pre_cfg,
-        config, timer,
-    )  # fmt: skip
-    windowed = bool(config.window_size) and (
-        max(ref_info.shape) > config.window_size or max(mov_info.shape) > config.window_size
+    return RegistrationResult(
+        matrix=est.fit.matrix,
+        model=est.fit.model,
+        n_matches=len(est.tie),
+        n_inliers=int(est.fit.n_inliers),
+        rmse=float(est.fit.rmse),
+        loo_rmse=float(est.fit.loo_rmse),
+        output=report["output"],
+        report_path=report_path,
+        report=report,
+        timings=dict(timer.times),
+        mapping=est.fit.mapping,
+        windowed=est.coarse_info is not None and est.coarse_info["tiles_used"] > 0,
+        tiles=est.tiles,
     )
-    est = _estimate_tiled(ctx) if windowed else _estimate_in_memory(ctx, config, final=True)
-    fit, tie = est.fit, est.tie
-    if not windowed:
-        with timer.stage("estimate"):
-            est.tiles = _region_stats(ref_info.shape, config.tiles, tie.xy_ref, fit)
 
-    gcp_idx = _gcp_indices(fit, tie.xy_mov, config)
+
+def _warn_deprecated(config: RegisterConfig) -> None:
+    if config.window_size is not None:
+        log.warning(
+            "--window-size / window_size is deprecated and has no effect: every registration "
+            "is coarse to fine (coarse pass, then full-resolution tiles for larger images)"
+        )
+
+
+def _model_and_preprocessing(config: RegisterConfig):
+    """The loaded model and the preprocessing it was trained with."""
+    from sarreg import preprocess
+
+    loaded = load_model(config.model)
+    return loaded, preprocess.PreprocessConfig.from_dict(loaded.preprocess or {})
+
+
+def estimate(ctx: RunContext) -> Estimate:
+    """Coarse pass, then (images larger than the coarse read) full-resolution tiles and the
+    global fit; without tiles the coarse fit of the configured model is the result."""
+    from sarreg.coarse import estimate_coarse, needs_tiles, read_coarse
+    from sarreg.estimate import fit_checked, region_stats
+    from sarreg.tiles import refine_with_tiles
+
+    config, timer = ctx.config, ctx.timer
+    model = transform_model(config.transform)
+    with timer.stage("read"):
+        ref, mov = read_coarse(ctx)
+    tiled = needs_tiles(ref, mov, ctx.inputs.prior_scale)
+    coarse_model = transform_model(model.local) if tiled else model
+    coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=not tiled)
+    if not tiled:
+        with timer.stage("estimate"):
+            regions = region_stats(
+                ctx.ref_info.shape, config.tiles or 4, coarse.tie.xy_ref, coarse.fit
+            )
+        return Estimate(coarse, coarse.tie, coarse.fit, regions)
+    log.info(
+        "coarse pass (decimation %.3g / %.3g): %d inliers, rmse %.2f px",
+        ref.decimation,
+        mov.decimation,
+        coarse.fit.n_inliers,
+        coarse.fit.rmse,
+    )
+    try:
+        tiled_est = refine_with_tiles(ctx, coarse, model)
+    except (EmptyImageError, TooFewMatchesError) as err:
+        # no tile gave tie points (mostly nodata, featureless): the coarse pass's checked
+        # fit of the configured model is the result, at coarse precision
+        log.warning("no full-resolution tile gave tie points (%s); using the coarse pass", err)
+        fit = coarse.fit
+        if coarse_model is not model:
+            with timer.stage("estimate"):
+                fit = fit_checked(
+                    coarse.tie,
+                    config,
+                    model,
+                    config.ransac_threshold * ref.decimation,
+                    ctx.mov_info.shape,
+                )
+        with timer.stage("estimate"):
+            regions = region_stats(ctx.ref_info.shape, config.tiles or 4, coarse.tie.xy_ref, fit)
+        info = coarse.to_dict(0, 0)
+        info["refined_by_tiles"] = False
+        info["tiles_failed"] = str(err)
+        return Estimate(coarse, coarse.tie, fit, regions, info)
+    info = coarse.to_dict(tiled_est.planned, len(tiled_est.used))
+    info["refined_by_tiles"] = True
+    records = [r.to_dict() for r in tiled_est.records]
+    return Estimate(coarse, tiled_est.tie, tiled_est.fit, records, info, tiled_est.grid)
+
+
+def _write_outputs(ctx: RunContext, est: Estimate, out_path, report_path, gcp_idx) -> dict:
+    """Output image, report, tie points and plot, as a group: a failure removes what this run
+    wrote. Returns the report."""
+    from sarreg.report import ImageEntry, build_report, plot_coarse, write_report
+
+    config, timer, inputs = ctx.config, ctx.timer, ctx.inputs
     written: list[str] = []  # outputs of this run: removed again if a later one fails
     try:
         out_written = None
         if out_path is not None:
             with timer.stage("write"):
-                out_written = _write_output(
-                    out_path, mov_path, ref_info, fit, tie.xy_ref, tie.xy_mov, gcp_idx, config
+                out_written = write_output(
+                    out_path,
+                    inputs.mov_path,
+                    inputs.ref_info,
+                    est.fit,
+                    est.tie.xy_ref,
+                    est.tie.xy_mov,
+                    gcp_idx,
+                    config,
                 )
             written.append(out_written)
-
         timer.times["total"] = sum(timer.times.values())
-        report = _build_report(
-            _Input(ref_path, ref_info, est.ref, est.feat_ref),
-            _Input(mov_path, mov_info, est.mov, est.feat_mov),
-            out_written, tie, fit, gcp_idx, loaded, config, timer.times, prior_full, est,
-        )  # fmt: skip
+        c = est.coarse
+        report = build_report(
+            version=__version__,
+            ref=ImageEntry(inputs.ref_path, inputs.ref_info, c.ref, len(c.feat_ref)),
+            mov=ImageEntry(inputs.mov_path, inputs.mov_info, c.mov, len(c.feat_mov)),
+            output=out_written,
+            tie=est.tie,
+            fit=est.fit,
+            gcp_idx=gcp_idx,
+            loaded=ctx.loaded,
+            config=config,
+            timings=timer.times,
+            prior_full=inputs.prior_full,
+            coarse=est.coarse_info,
+            tiles=est.tiles,
+            pyramid=ctx.pyramid.to_dict(),
+            tile_grid=est.tile_grid,
+        )
         if report_path is not None:
-            from sarreg.report import write_report
-
             write_report(report, report_path)
             written.append(report_path)
         if config.gcps:
@@ -365,790 +282,18 @@ def register(
             write_tie_points(report, config.gcps, overwrite=config.overwrite)
             written.append(config.gcps)
         from sarreg import gis
+        from sarreg.estimate import work_to_full
 
-        threshold = config.ransac_threshold * float(est.ref.decimation)
         gis.write_outputs(
-            config, ref_info, fit, est.img_ref, _work_to_full(est.ref), tie.xy_ref, threshold,
-            written,
+            config, inputs.ref_info, est.fit, c.img_ref, work_to_full(c.ref), est.tie.xy_ref,
+            config.ransac_threshold * float(c.ref.decimation), written,
         )  # fmt: skip
         if config.plot:
-            _plot(config.plot, est, fit, out_written)
+            plot_coarse(config.plot, c, est.fit, out_written is not None)
     except BaseException:
-        _remove_quietly(written)
+        remove_quietly(written)
         raise
-
-    return RegistrationResult(
-        matrix=fit.matrix,
-        model=fit.model,
-        n_matches=len(tie),
-        n_inliers=int(fit.n_inliers),
-        rmse=float(fit.rmse),
-        loo_rmse=float(fit.loo_rmse),
-        output=out_written,
-        report_path=report_path,
-        report=report,
-        timings=dict(timer.times),
-        mapping=fit.mapping,
-        windowed=windowed,
-        tiles=est.tiles,
-    )
-
-
-def _remove_quietly(paths: list[str]) -> None:
-    """Delete the files of a registration that failed part-way (outputs go as a group)."""
-    for path in paths:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-
-def _check_outputs(out_path, config: RegisterConfig, inputs=()) -> str | None:
-    """Check every output path before any work; returns the report path (or None).
-
-    ``inputs``: ``(reference, moving)`` paths; no output may be one of them or another output
-    (:func:`sarreg.outputs.register_guard`)."""
-    from sarreg.atomic import check_output_path
-    from sarreg.outputs import register_guard
-
-    report_path = None
-    if out_path is not None:
-        report_path = config.report or str(Path(str(out_path)).with_suffix(".json"))
-    elif config.report:
-        report_path = config.report
-    register_guard(out_path, report_path, config, inputs)
-    if out_path is not None:
-        check_output_path(str(out_path), overwrite=config.overwrite)
-    if report_path is not None:
-        check_output_path(report_path, overwrite=config.overwrite)
-    from sarreg.gis import extra_outputs
-
-    for extra in (config.plot, config.gcps, *extra_outputs(config)):
-        if extra:
-            check_output_path(extra, overwrite=config.overwrite)
-    return report_path
-
-
-@dataclass
-class _Context:
-    """What both estimation paths need: inputs, their metadata, the model and settings."""
-
-    ref_path: str
-    mov_path: str
-    ref_info: object  # sarreg.io.RasterInfo
-    mov_info: object
-    georef: bool
-    prior_full: object  # callable (N, 2) moving px -> reference px, full resolution, or None
-    prior_scale: float | None
-    loaded: object  # sarreg.model.checkpoint.LoadedModel
-    pre_cfg: object  # sarreg.preprocess.PreprocessConfig
-    config: RegisterConfig
-    timer: _Timer
-
-
-@dataclass
-class _TiePoints:
-    """Tie points in full-resolution pixel centres, ``(N, 2)`` float64 each, with per-point
-    match similarity, keypoint scores and the tile they came from (-1: in-memory path)."""
-
-    xy_ref: np.ndarray
-    xy_mov: np.ndarray
-    similarity: np.ndarray
-    score_ref: np.ndarray
-    score_mov: np.ndarray
-    tile: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.xy_ref.shape[0])
-
-    @classmethod
-    def from_matches(
-        cls, ref, mov, feat_ref: Features, feat_mov: Features, matches: Matches, tile: int = -1
-    ) -> _TiePoints:
-        """Tie points of ``matches`` between features of the work-resolution rasters ``ref``
-        and ``mov`` (``sarreg.io.Raster``), converted to full-resolution pixel centres."""
-        return cls(
-            ref.to_full_res(feat_ref.keypoints[matches.idx_ref].astype(np.float64)),
-            mov.to_full_res(feat_mov.keypoints[matches.idx_mov].astype(np.float64)),
-            np.asarray(matches.similarity, dtype=np.float64),
-            feat_ref.scores[matches.idx_ref].astype(np.float64),
-            feat_mov.scores[matches.idx_mov].astype(np.float64),
-            np.full(len(matches), tile, dtype=np.int64),
-        )
-
-    def subset(self, idx) -> _TiePoints:
-        """The tie points selected by an index array or boolean mask."""
-        return _TiePoints(*(getattr(self, f.name)[idx] for f in fields(self)))
-
-    @classmethod
-    def concat(cls, parts: list[_TiePoints]) -> _TiePoints:
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
-
-
-@dataclass
-class _Estimate:
-    """One estimation: the work-resolution arrays/features/matches (the coarse pass on the
-    large-scene path, kept for the plot and report), the tie points and the final fit."""
-
-    ref: object  # sarreg.io.Raster
-    mov: object
-    img_ref: np.ndarray
-    img_mov: np.ndarray
-    feat_ref: Features
-    feat_mov: Features
-    matches: Matches
-    work_inliers: np.ndarray  # (len(matches),) bool, inliers of the fit at work resolution
-    tie: _TiePoints
-    fit: object  # sarreg.geometry.TransformFit
-    tiles: list[dict] = field(default_factory=list)
-    coarse: dict | None = None
-
-
-def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _Estimate:
-    """Read both images (decimated to ``config.max_size``), extract, match, fit ``config``'s
-    transform. ``final``: this fit is the registration (else the coarse pass)."""
-    from sarreg import io, preprocess
-    from sarreg.features import extract
-
-    timer = ctx.timer
-    with timer.stage("read"):
-        size_ref, size_mov = _work_sizes(ctx.ref_info, ctx.mov_info, config, ctx.prior_scale)
-        ref = io.read_raster(
-            ctx.ref_path, band=config.band_ref, kind=config.kind_ref, max_size=size_ref
-        )
-        mov = io.read_raster(
-            ctx.mov_path, band=config.band_mov, kind=config.kind_mov, max_size=size_mov
-        )
-
-    with timer.stage("preprocess"):
-        img_ref, kp_mask_ref = preprocess.preprocess(
-            ref.data, ref.mask, ref.kind, ctx.pre_cfg, name=f"the reference image {ctx.ref_path}"
-        )
-        img_mov, kp_mask_mov = preprocess.preprocess(
-            mov.data, mov.mask, mov.kind, ctx.pre_cfg, name=f"the moving image {ctx.mov_path}"
-        )
-
-    with timer.stage("extract"):
-        xcfg = config.extract
-        if ctx.georef and xcfg.scales is None and config.georef_scales:
-            xcfg = replace(xcfg, scales=tuple(config.georef_scales))
-        # only the moving keypoints are refined: the reference keeps no local descriptors
-        feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, replace(xcfg, refine_radius=0))
-        feat_mov = extract(ctx.loaded.net, img_mov, kp_mask_mov, xcfg)
-    for name, path, feat, raster, kpm in (
-        ("reference", ctx.ref_path, feat_ref, ref, kp_mask_ref),
-        ("moving", ctx.mov_path, feat_mov, mov, kp_mask_mov),
-    ):
-        if len(feat) < 8:
-            found = preprocess.describe_image(raster.data, raster.mask, kpm)
-            raise EmptyImageError(
-                f"the {name} image {path} gave only {len(feat)} keypoints (featureless: {found})",
-                "check --band and that the image holds radar backscatter with structure",
-            )
-
-    # Prior at work resolution: moving work px -> reference work px.
-    prior_work = None
-    if ctx.georef and config.use_prior:
-        prior_work = _prior_at_work_resolution(ctx.prior_full, ref, mov)
-
-    with timer.stage("match"):
-        matches = _match(feat_ref, feat_mov, config, prior_work)
-        feat_mov = refine_keypoints(feat_ref, feat_mov, matches)
-
-    with timer.stage("estimate"):
-        tie = _TiePoints.from_matches(ref, mov, feat_ref, feat_mov, matches)
-        fit = _fit(tie, config, config.ransac_threshold * ref.decimation, ctx.mov_info.shape,
-                   None if final else "coarse ")  # fmt: skip
-    return _Estimate(
-        ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, np.asarray(fit.inliers), tie, fit
-    )
-
-
-def _fit(tie: _TiePoints, config: RegisterConfig, threshold: float, mov_shape, what=None,
-         initial_inliers=None):  # fmt: skip
-    """Fit ``config.transform`` robustly on the tie points and check it: the number of inliers
-    (``config.min_inliers``) and plausibility. ``what``: prefix of error messages."""
-    from sarreg import geometry
-    from sarreg.mapping import NONLINEAR_MODELS, fit_mapping
-
-    model = config.transform
-    if model in NONLINEAR_MODELS:
-        fit = fit_mapping(
-            tie.xy_mov, tie.xy_ref, model, threshold=threshold, seed=config.seed,
-            initial_inliers=initial_inliers,
-        )  # fmt: skip
-        need = config.min_inliers
-    else:
-        fit = geometry.fit_transform(
-            tie.xy_mov, tie.xy_ref, model=model, threshold=threshold, seed=config.seed
-        )
-        need = max(config.min_inliers, geometry.min_inliers(model))
-    if fit.n_inliers < need:
-        raise TooFewMatchesError(
-            f"only {fit.n_inliers} of {len(tie)} {what or ''}matches agree on a {model} "
-            f"transform (need >= {need})",
-            "check that the images show the same area; try --transform similarity, "
-            "--no-prior, or a larger --search-radius",
-        )
-    geometry.check_plausible(
-        fit.matrix,
-        model if model in geometry.MODELS else "affine",
-        scale_range=config.scale_range,
-        shape=mov_shape,
-    )
-    return fit
-
-
-def _estimate_tiled(ctx: _Context) -> _Estimate:
-    """Large-scene path: coarse pass on decimated reads, then full-resolution tiles over the
-    overlap matched with the coarse transform as prior, then the global fit on all tiles'
-    RANSAC inliers. Only one tile pair is held in memory at a time."""
-    from sarreg import geometry, scene
-    from sarreg.errors import NoOverlapError
-
-    config, timer = ctx.config, ctx.timer
-    # coarse pass and tiles: the configured model where it is linear and at most affine
-    local_model = (
-        config.transform if config.transform in ("translation", "similarity") else "affine"
-    )
-    coarse_size = min(config.max_size, config.coarse_size)
-    ccfg = replace(config, max_size=coarse_size, transform=local_model)
-    coarse = _estimate_in_memory(ctx, ccfg, final=False)
-    m0 = coarse.fit.matrix
-    log.info(
-        "coarse pass (decimation %.3g / %.3g): %d inliers, rmse %.2f px",
-        coarse.ref.decimation, coarse.mov.decimation, coarse.fit.n_inliers, coarse.fit.rmse,
-    )  # fmt: skip
-
-    with timer.stage("tiles"):
-        ref_t = ctx.ref_info.transform if ctx.georef else None
-        overlap = scene.overlap_in_reference_pixels(
-            ctx.ref_info.shape, ctx.mov_info.shape, m0, ref_t
-        )
-        if overlap.is_empty:
-            raise NoOverlapError(
-                f"after the coarse registration {ctx.mov_path} does not overlap {ctx.ref_path}",
-                "check that both images show the same area",
-            )
-        scale = _prior_scale(lambda xy: geometry.apply_matrix(m0, xy), ctx.mov_info.shape)
-        # reference finer: read it at the moving pixel size (and vice versa)
-        dec_ref = _snap_decimation(scale) if scale > 1.25 else 1.0
-        dec_mov = _snap_decimation(1.0 / scale) if scale < 0.8 else 1.0
-        size = int(round(config.tile_size * dec_ref))  # tile_size pixels at work resolution
-        if dec_ref == int(dec_ref):  # whole bins of the decimated read
-            size -= size % (2 * int(dec_ref))
-        windows = scene.plan_tiles(overlap, ctx.ref_info.shape, config.tiles, size)
-    parts: list[_TiePoints] = []
-    tiles: list[dict] = []
-    for k, win in enumerate(windows):
-        rec, part = _register_tile(ctx, k, win, m0, coarse, dec_ref, dec_mov, local_model)
-        tiles.append(rec)
-        if part is not None:
-            parts.append(part)
-    used = [t for t in tiles if t["status"] == "used"]
-    log.info("%d of %d tiles gave tie points", len(used), len(tiles))
-    if not parts:
-        reasons = sorted({t.get("reason", "") for t in tiles})
-        if tiles and all("nodata" in r for r in reasons):
-            raise EmptyImageError(
-                f"every tile over the overlap of {ctx.ref_path} and {ctx.mov_path} is mostly "
-                "nodata",
-                "check the nodata values, or lower the window size to use the in-memory path",
-            )
-        raise TooFewMatchesError(
-            f"none of the {len(tiles)} tiles over the overlap gave enough matches "
-            f"({'; '.join(r for r in reasons if r)})",
-            "try more or larger --tiles, a larger tile search radius, or --window-size 0",
-        )
-    tie = _TiePoints.concat(parts)
-    with timer.stage("estimate"):
-        fit = _fit(tie, config, config.ransac_threshold * dec_ref, ctx.mov_info.shape,
-                   initial_inliers=np.ones(len(tie), dtype=bool))  # fmt: skip
-        _add_tile_residuals(tiles, tie, fit)
-    coarse_info = {
-        "decimation_ref": float(coarse.ref.decimation),
-        "decimation_mov": float(coarse.mov.decimation),
-        "model": coarse.fit.model,
-        "matches": int(len(coarse.matches)),
-        "inliers": int(coarse.fit.n_inliers),
-        "rmse_px": float(coarse.fit.rmse),
-        "pixel_matrix": m0.tolist(),
-        "tiles_planned": len(windows),
-        "tiles_used": len(used),
-    }
-    return replace(coarse, tie=tie, fit=fit, tiles=tiles, coarse=coarse_info)
-
-
-def _register_tile(ctx: _Context, k: int, win, m0, coarse: _Estimate, dec_ref, dec_mov,
-                   tile_model: str):  # fmt: skip
-    """Read, extract, match and RANSAC-fit one tile. Returns (report record, tie points of
-    the tile's inliers or None when it is skipped)."""
-    from sarreg import geometry, io, preprocess, scene
-    from sarreg.features import extract
-    from sarreg.mapping import thin_points
-
-    config, timer = ctx.config, ctx.timer
-    rec: dict = {
-        "index": k,
-        "ref_window": [int(win.col_off), int(win.row_off), int(win.width), int(win.height)],
-        "status": "skipped",
-    }
-    margin = config.tile_search_radius + 8.0
-    multiple = 2 * int(dec_mov) if dec_mov == int(dec_mov) else 2
-    mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, multiple)
-    if mwin is None:
-        rec["reason"] = "outside the moving image"
-        return rec, None
-    rec["mov_window"] = [int(mwin.col_off), int(mwin.row_off), int(mwin.width), int(mwin.height)]
-
-    def side(w, d):
-        return None if d <= 1.0 else max(16, int(round(max(w.width, w.height) / d)))
-
-    try:
-        with timer.stage("read"):
-            ref = io.read_raster(ctx.ref_path, band=config.band_ref, kind=coarse.ref.kind,
-                                 window=win, max_size=side(win, dec_ref))  # fmt: skip
-            mov = io.read_raster(ctx.mov_path, band=config.band_mov, kind=coarse.mov.kind,
-                                 window=mwin, max_size=side(mwin, dec_mov))  # fmt: skip
-    except EmptyImageError:
-        rec["reason"] = "nodata"
-        return rec, None
-    rec["valid_fraction"] = [float(ref.mask.mean()), float(mov.mask.mean())]
-    if ref.mask.mean() < config.tile_min_valid or mov.mask.mean() < config.tile_min_valid / 2:
-        rec["reason"] = "mostly nodata"
-        return rec, None
-    try:
-        with timer.stage("preprocess"):
-            img_r, kpm_r = preprocess.preprocess(ref.data, ref.mask, ref.kind, ctx.pre_cfg)
-            img_m, kpm_m = preprocess.preprocess(mov.data, mov.mask, mov.kind, ctx.pre_cfg)
-    except EmptyImageError:
-        rec["reason"] = "featureless (constant)"
-        return rec, None
-    if not kpm_r.any() or not kpm_m.any() or float(img_r[kpm_r].std()) < TILE_MIN_CONTRAST:
-        rec["reason"] = "featureless (no contrast)"
-        return rec, None
-    with timer.stage("extract"):
-        xcfg = config.extract
-        if xcfg.scales is None:
-            xcfg = replace(xcfg, scales=tuple(config.tile_scales))
-        xcfg = replace(xcfg, progress=False, top_k=min(xcfg.top_k, config.tile_top_k))
-        f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius=0))
-        f_mov = extract(ctx.loaded.net, img_m, kpm_m, xcfg)
-    rec["keypoints"] = [len(f_ref), len(f_mov)]
-    if len(f_ref) < 8 or len(f_mov) < 8:
-        rec["reason"] = "featureless"
-        return rec, None
-
-    def prior(xy_mov_work: np.ndarray) -> np.ndarray:
-        return ref.from_full_res(geometry.apply_matrix(m0, mov.to_full_res(xy_mov_work)))
-
-    tcfg = replace(config, transform=tile_model,
-                   search_radius=config.tile_search_radius / ref.decimation)  # fmt: skip
-    try:
-        with timer.stage("match"):
-            matches = _match(f_ref, f_mov, tcfg, prior, fallback=False)
-            f_mov = refine_keypoints(f_ref, f_mov, matches)
-        rec["matches"] = len(matches)
-        with timer.stage("estimate"):
-            tie = _TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
-            threshold = config.ransac_threshold * ref.decimation
-            fit = geometry.fit_transform(
-                tie.xy_mov, tie.xy_ref, model=tile_model, threshold=threshold, seed=config.seed
-            )
-    except SarregError as err:  # too few matches / inliers in this tile
-        rec["reason"] = f"too few matches ({err.message})"
-        return rec, None
-    if fit.n_inliers < max(config.min_inliers, geometry.min_inliers(tile_model)):
-        rec["reason"] = f"too few inliers ({fit.n_inliers})"
-        return rec, None
-    inl = np.flatnonzero(fit.inliers)
-    keep = inl[thin_points(tie.xy_ref[inl], -tie.similarity[inl], config.tile_max_points)]
-    rec.update(status="used", tile_inliers=int(fit.n_inliers), tile_rmse_px=float(fit.rmse),
-               tie_points=int(len(keep)))  # fmt: skip
-    return rec, tie.subset(keep)
-
-
-def _snap_decimation(d: float) -> float:
-    """``d`` rounded to an integer when within 10 % of one.
-
-    A decimated read averages whole-pixel bins (GDAL); a factor just below an integer (1.99)
-    would bin whole pixels anyway and drift by up to a pixel from the nominal grid."""
-    r = round(d)
-    return float(r) if abs(d - r) < 0.1 * d else float(d)
-
-
-def _residual_summary(res: np.ndarray, inl: np.ndarray) -> dict:
-    """Residual figures of a group of tie points (reference pixels)."""
-    out = {"tie_points": int(len(res)), "inliers": int(inl.sum())}
-    if inl.any():
-        r = res[inl]
-        out.update(
-            rmse_px=float(np.sqrt(np.mean(r**2))),
-            median_px=float(np.median(r)),
-            max_px=float(r.max()),
-        )
-    return out
-
-
-def _add_tile_residuals(tiles: list[dict], tie: _TiePoints, fit) -> None:
-    """Add the global fit's residuals of each used tile's tie points to its record."""
-    res = np.asarray(fit.residuals)
-    inl = np.asarray(fit.inliers, dtype=bool)
-    for rec in tiles:
-        sel = tie.tile == rec["index"]
-        if sel.any():
-            rec["residuals"] = _residual_summary(res[sel], inl[sel])
-
-
-def _region_stats(shape, n: int, xy_ref: np.ndarray, fit) -> list[dict]:
-    """Residuals of the fit per region of an ``n x n`` grid over the reference image."""
-    from sarreg import scene
-
-    res = np.asarray(fit.residuals)
-    inl = np.asarray(fit.inliers, dtype=bool)
-    out = []
-    for k, win in enumerate(scene.region_grid(shape, n)):
-        x, y = xy_ref[:, 0], xy_ref[:, 1]
-        sel = (
-            (x >= win.col_off - 0.5) & (x < win.col_off + win.width - 0.5)
-            & (y >= win.row_off - 0.5) & (y < win.row_off + win.height - 0.5)
-        )  # fmt: skip
-        out.append(
-            {
-                "index": k,
-                "ref_window": [
-                    int(win.col_off),
-                    int(win.row_off),
-                    int(win.width),
-                    int(win.height),
-                ],  # fmt: skip
-                "status": "region",
-                "residuals": _residual_summary(res[sel], inl[sel]),
-            }
-        )
-    return out
-
-
-def _gcp_indices(fit, xy_mov: np.ndarray, config: RegisterConfig) -> np.ndarray | None:
-    """Indices of the tie points written as GCPs into a ``--mode georef`` output (inliers; for
-    the non-linear models thinned to ``config.max_gcps`` spread over the moving image), or None
-    when the output gets a geotransform instead (translation/similarity/affine)."""
-    from sarreg.mapping import thin_points
-
-    if config.mode != "georef" or config.transform in ("translation", "similarity", "affine"):
-        return None
-    inl = np.flatnonzero(np.asarray(fit.inliers, dtype=bool))
-    if fit.mapping is None:  # homography: every inlier, as always
-        return inl
-    res = np.asarray(fit.residuals)[inl]
-    return inl[thin_points(xy_mov[inl], res, config.max_gcps)]
-
-
-def _prior_scale(prior_full, mov_shape) -> float:
-    """Reference pixels per moving pixel, from the georeferencing prior (full resolution)."""
-    h, w = mov_shape
-    cx, cy = w / 2.0, h / 2.0
-    pts = np.array([[cx, cy], [cx + 10.0, cy], [cx, cy + 10.0]])
-    q = prior_full(pts)
-    jac = np.stack([(q[1] - q[0]) / 10.0, (q[2] - q[0]) / 10.0], axis=1)
-    return float(math.sqrt(abs(np.linalg.det(jac))))
-
-
-def _prior_at_work_resolution(prior_full, ref, mov):
-    """Compose array->full-res (moving), the georeferencing prior, and full-res->array (ref)."""
-
-    def prior(xy_mov_work: np.ndarray) -> np.ndarray:
-        return ref.from_full_res(prior_full(mov.to_full_res(xy_mov_work)))
-
-    return prior
-
-
-def _match(
-    feat_ref: Features, feat_mov: Features, config: RegisterConfig, prior, fallback: bool = True
-) -> Matches:
-    """Mutual nearest neighbours, with the georeferencing prior when given.
-
-    When the prior gives too few matches (georeferencing off by more than the search radius),
-    fall back to unconstrained matching (unless ``fallback`` is False: then too few matches
-    raise :class:`TooFewMatchesError`).
-    """
-    from sarreg.geometry import MODELS, min_inliers
-    from sarreg.mapping import MIN_POINTS
-    from sarreg.matching import match_mutual
-
-    model = config.transform
-    need = min_inliers(model) if model in MODELS else MIN_POINTS[model]
-    if prior is not None:
-        mcfg = replace(config.match, radius=config.search_radius)
-        matches = match_mutual(feat_ref, feat_mov, mcfg, prior=prior)
-        if len(matches) >= max(need, 20):
-            return matches
-        if not fallback:
-            raise TooFewMatchesError(
-                f"only {len(matches)} matches within {config.search_radius:.3g} px of the "
-                "predicted positions",
-                "increase the search radius",
-            )
-        log.info(
-            "only %d matches within the search radius; matching without the prior", len(matches)
-        )
-    matches = match_mutual(feat_ref, feat_mov, replace(config.match, radius=None))
-    if len(matches) < need:
-        raise TooFewMatchesError(
-            f"only {len(matches)} matches between the images (need >= {need} for a "
-            f"{config.transform} transform)",
-            "check that the images overlap and show the same area; try --transform similarity "
-            "or a lower --min-similarity",
-        )
-    return matches
-
-
-def _write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, config) -> str:
-    from sarreg import geometry, warp
-
-    if config.mode == "resample":
-        if ref_info.transform is not None:
-            grid = warp.GridSpec(
-                crs=ref_info.crs,
-                transform=ref_info.transform,
-                width=ref_info.shape[1],
-                height=ref_info.shape[0],
-            )
-        else:
-            from affine import Affine
-
-            grid = warp.GridSpec(
-                crs=None,
-                transform=Affine.identity(),
-                width=ref_info.shape[1],
-                height=ref_info.shape[0],
-            )
-        warp.resample_to_grid(
-            mov_path,
-            config.band_mov,
-            fit.mapping if fit.mapping is not None else fit.matrix,
-            grid,
-            out_path,
-            resampling=config.resampling,
-            overwrite=config.overwrite,
-            progress=config.progress,
-            cog=config.cog,
-        )
-        return out_path
-    # georef mode
-    if gcp_idx is not None:
-        XY = geometry.pixel_to_map(ref_info.transform, xy_ref[gcp_idx])
-        gcps = [
-            (float(a), float(b), float(c), float(d))
-            for (a, b), (c, d) in zip(xy_mov[gcp_idx], XY, strict=True)
-        ]
-        warp.write_georeferenced(
-            mov_path,
-            config.band_mov,
-            out_path,
-            crs=ref_info.crs,
-            gcps=gcps,
-            overwrite=config.overwrite,
-            cog=config.cog,
-        )
-    else:
-        new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
-        warp.write_georeferenced(
-            mov_path,
-            config.band_mov,
-            out_path,
-            transform=new_t,
-            crs=ref_info.crs,
-            overwrite=config.overwrite,
-            cog=config.cog,
-        )
-    return out_path
-
-
-def _build_report(
-    ref: _Input,
-    mov: _Input,
-    out_path,
-    tie: _TiePoints,
-    fit,
-    gcp_idx,
-    loaded,
-    config,
-    timings,
-    prior_full,
-    est: _Estimate,
-) -> dict:
-    """The JSON report: transform, tie points, per-tile residuals, quality figures, timings,
-    provenance.
-
-    ``prior_full``: the georeferencing prior (moving -> reference full-res pixels), or None
-    when either image is not georeferenced. ``gcp_idx``: tie points written as GCPs, or None.
-    """
-    from sarreg import geometry
-
-    ref_info, mov_info = ref.info, mov.info
-    xy_ref, xy_mov = tie.xy_ref, tie.xy_mov
-
-    def forward(xy: np.ndarray) -> np.ndarray:
-        if fit.mapping is not None:
-            return fit.mapping.forward(xy)
-        return geometry.apply_matrix(fit.matrix, xy)
-
-    inl = np.asarray(fit.inliers, dtype=bool)
-    is_gcp = np.zeros(len(tie), dtype=bool)
-    if gcp_idx is not None:
-        is_gcp[gcp_idx] = True
-    tie_points = []
-    XY_ref = (
-        geometry.pixel_to_map(ref_info.transform, xy_ref)
-        if ref_info.transform is not None
-        else None
-    )
-    XY_mov = (
-        geometry.pixel_to_map(mov_info.transform, xy_mov)
-        if mov_info.transform is not None
-        else None
-    )
-    for i in range(len(xy_ref)):
-        tp = {
-            "ref_px": [float(xy_ref[i, 0]), float(xy_ref[i, 1])],
-            "mov_px": [float(xy_mov[i, 0]), float(xy_mov[i, 1])],
-            "similarity": float(tie.similarity[i]),
-            "score_ref": float(tie.score_ref[i]),
-            "score_mov": float(tie.score_mov[i]),
-            "inlier": bool(inl[i]),
-            "residual_px": float(fit.residuals[i]),
-            "tile": int(tie.tile[i]),
-            "gcp": bool(is_gcp[i]),
-        }
-        if XY_ref is not None:
-            tp["ref_map"] = [float(XY_ref[i, 0]), float(XY_ref[i, 1])]
-        if XY_mov is not None:
-            tp["mov_map"] = [float(XY_mov[i, 0]), float(XY_mov[i, 1])]
-        tie_points.append(tp)
-
-    scale, rotation = geometry.matrix_scale_rotation(fit.matrix)
-    transform_info: dict = {
-        "model": fit.model,
-        "pixel_matrix": fit.matrix.tolist(),
-        "pixel_matrix_convention": "moving pixel centre (x, y, 1) -> reference pixel centre, "
-        "full resolution, top-left pixel centre at (0, 0)",
-        "scale": scale,
-        "rotation_deg": rotation,
-    }
-    if fit.mapping is not None:
-        transform_info["pixel_matrix_note"] = (
-            f"least-squares affine approximation of the {fit.model} mapping over its inliers"
-        )
-        transform_info["mapping"] = fit.mapping.to_dict()
-    h, w = mov_info.shape
-    centre = np.array([[(w - 1) / 2.0, (h - 1) / 2.0]])
-    transform_info["moving_centre_to_reference_px"] = forward(centre)[0].tolist()
-    if ref_info.transform is not None:
-        if config.transform in ("translation", "similarity", "affine"):
-            new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
-            transform_info["corrected_geotransform"] = list(new_t)[:6]
-            transform_info["corrected_geotransform_gdal"] = list(new_t.to_gdal())
-        if prior_full is not None:
-            predicted = prior_full(centre)[0]
-            found = forward(centre)[0]
-            shift_px = found - predicted
-            XY = geometry.pixel_to_map(ref_info.transform, np.stack([predicted, found]))
-            transform_info["georeferencing_shift_at_centre"] = {
-                "ref_px": shift_px.tolist(),
-                "map_units": (XY[1] - XY[0]).tolist(),
-                "map_distance": float(np.hypot(*(XY[1] - XY[0]))),
-            }
-
-    settings = asdict(config)
-    return {
-        "sarreg_version": __version__,
-        "reference": _image_entry(ref),
-        "moving": _image_entry(mov),
-        "output": out_path,
-        "mode": config.mode,
-        "transform": transform_info,
-        "matches": int(len(tie)),
-        "inliers": int(inl.sum()),
-        "inlier_ratio": float(inl.mean()) if len(inl) else 0.0,
-        "rmse_px": float(fit.rmse),
-        "loo_rmse_px": float(fit.loo_rmse),
-        "used_georeferencing_prior": bool(prior_full is not None and config.use_prior),
-        "windowed": est.coarse is not None,
-        "coarse": est.coarse,
-        "tiles": est.tiles,
-        "gcps_written": int(is_gcp.sum()),
-        "crs": _crs_text(ref_info.crs),
-        "model": {
-            "path": str(getattr(loaded, "path", "")),
-            "arch": loaded.arch,
-            "kwargs": dict(loaded.kwargs),
-            "sha256": getattr(loaded, "sha256", None),
-        },
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "settings": settings,
-        "tie_points": tie_points,
-    }
-
-
-def _crs_text(crs) -> str | None:
-    """``EPSG:<code>`` or WKT of a CRS, None without one."""
-    return crs.to_string() if crs is not None else None
-
-
-def _image_entry(item: _Input) -> dict:
-    """Report entry of one input: file, shape, band, kind, work scale, keypoints, georef."""
-    info = item.info
-    return {
-        "path": item.path,
-        "shape": list(info.shape),
-        "band": item.raster.band,
-        "kind": item.raster.kind,
-        "work_decimation": float(item.raster.decimation),
-        "keypoints": int(len(item.features)),
-        "nonfinite_pixels": int(getattr(item.raster, "nonfinite", 0)),
-        "crs": _crs_text(info.crs),
-        "geotransform": list(info.transform)[:6] if info.transform is not None else None,
-    }
-
-
-def _work_to_full(raster) -> np.ndarray:
-    """3x3 matrix taking work-resolution pixel centres to full-resolution pixel centres."""
-    d = float(raster.decimation)
-    ox, oy = raster.window_offset
-    return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0.0, 0.0, 1.0]])
-
-
-def _plot(path, est: _Estimate, fit, out_written) -> None:
-    """Matches at work resolution (the coarse pass for large scenes) and a checkerboard of the
-    reference with the moving image warped by ``fit.matrix`` (the affine approximation for the
-    non-linear models)."""
-    from sarreg.report import plot_registration
-
-    ref, mov = est.ref, est.mov
-    warped = None
-    if out_written is not None:
-        try:
-            import cv2
-
-            # warp the preprocessed moving image at work resolution for the overlay
-            Mw = np.linalg.inv(_work_to_full(ref)) @ fit.matrix @ _work_to_full(mov)
-            warped = cv2.warpPerspective(
-                est.img_mov, Mw, (est.img_ref.shape[1], est.img_ref.shape[0]),
-                flags=cv2.INTER_LINEAR,
-            )  # fmt: skip
-        except SarregError:
-            warped = None
-    plot_registration(
-        est.img_ref,
-        est.img_mov,
-        warped,
-        est.feat_ref.keypoints[est.matches.idx_ref],
-        est.feat_mov.keypoints[est.matches.idx_mov],
-        np.asarray(est.work_inliers, dtype=bool),
-        path,
-    )
+    return report
 
 
 def extract_file(
@@ -1167,7 +312,7 @@ def extract_file(
     """
     from sarreg import io, preprocess
     from sarreg.atomic import atomic_write, check_output_path
-    from sarreg.features import extract
+    from sarreg.features import ExtractConfig, extract
     from sarreg.outputs import guard_outputs
 
     guard_outputs([("output", out_path)], [("image", image_path), ("model", model)])

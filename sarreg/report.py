@@ -240,3 +240,212 @@ def plot_registration(
         fig.savefig(tmp, format="png")
     log.info("wrote plot %s", final)
     return final
+
+
+# --------------------------------------------------------------------------------------------
+# Building the registration report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ImageEntry:
+    """What the report says of one input: its file and metadata (``sarreg.io.RasterInfo``),
+    the coarse pass's raster (``sarreg.io.Raster``) and its keypoint count."""
+
+    path: str
+    info: Any
+    raster: Any
+    keypoints: int
+
+    def to_dict(self) -> dict:
+        info = self.info
+        return {
+            "path": self.path,
+            "shape": list(info.shape),
+            "band": self.raster.band,
+            "kind": self.raster.kind,
+            "work_decimation": float(self.raster.decimation),
+            "keypoints": int(self.keypoints),
+            "nonfinite_pixels": int(getattr(self.raster, "nonfinite", 0)),
+            "crs": crs_text(info.crs),
+            "geotransform": list(info.transform)[:6] if info.transform is not None else None,
+        }
+
+
+def crs_text(crs) -> str | None:
+    """``EPSG:<code>`` or WKT of a CRS, None without one."""
+    return crs.to_string() if crs is not None else None
+
+
+def tie_point_entries(tie, fit, gcp_idx, ref_transform, mov_transform) -> list[dict]:
+    """One report entry per tie point: pixel (and map) positions, similarity, scores, inlier
+    flag, residual of the final fit, tile, whether written as a GCP."""
+    from sarreg import geometry
+
+    xy_ref, xy_mov = tie.xy_ref, tie.xy_mov
+    inl = np.asarray(fit.inliers, dtype=bool)
+    is_gcp = np.zeros(len(tie), dtype=bool)
+    if gcp_idx is not None:
+        is_gcp[gcp_idx] = True
+    map_ref = geometry.pixel_to_map(ref_transform, xy_ref) if ref_transform is not None else None
+    map_mov = geometry.pixel_to_map(mov_transform, xy_mov) if mov_transform is not None else None
+    out = []
+    for i in range(len(xy_ref)):
+        tp = {
+            "ref_px": [float(xy_ref[i, 0]), float(xy_ref[i, 1])],
+            "mov_px": [float(xy_mov[i, 0]), float(xy_mov[i, 1])],
+            "similarity": float(tie.similarity[i]),
+            "score_ref": float(tie.score_ref[i]),
+            "score_mov": float(tie.score_mov[i]),
+            "inlier": bool(inl[i]),
+            "residual_px": float(fit.residuals[i]),
+            "tile": int(tie.tile[i]),
+            "gcp": bool(is_gcp[i]),
+        }
+        if map_ref is not None:
+            tp["ref_map"] = [float(map_ref[i, 0]), float(map_ref[i, 1])]
+        if map_mov is not None:
+            tp["mov_map"] = [float(map_mov[i, 0]), float(map_mov[i, 1])]
+        out.append(tp)
+    return out
+
+
+def transform_entry(fit, config, ref_info, mov_info, prior_full) -> dict:
+    """The report's ``transform``: pixel matrix (and mapping), scale, rotation, where the
+    moving centre lands, the corrected geotransform and the georeferencing shift."""
+    from sarreg import geometry
+    from sarreg.config import transform_model
+
+    def forward(xy: np.ndarray) -> np.ndarray:
+        if fit.mapping is not None:
+            return fit.mapping.forward(xy)
+        return geometry.apply_matrix(fit.matrix, xy)
+
+    scale, rotation = geometry.matrix_scale_rotation(fit.matrix)
+    info: dict = {
+        "model": fit.model,
+        "pixel_matrix": fit.matrix.tolist(),
+        "pixel_matrix_convention": "moving pixel centre (x, y, 1) -> reference pixel centre, "
+        "full resolution, top-left pixel centre at (0, 0)",
+        "scale": scale,
+        "rotation_deg": rotation,
+    }
+    if fit.mapping is not None:
+        info["pixel_matrix_note"] = (
+            f"least-squares affine approximation of the {fit.model} mapping over its inliers"
+        )
+        info["mapping"] = fit.mapping.to_dict()
+    h, w = mov_info.shape
+    centre = np.array([[(w - 1) / 2.0, (h - 1) / 2.0]])
+    info["moving_centre_to_reference_px"] = forward(centre)[0].tolist()
+    if ref_info.transform is not None:
+        if transform_model(config.transform).geotransform:
+            new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
+            info["corrected_geotransform"] = list(new_t)[:6]
+            info["corrected_geotransform_gdal"] = list(new_t.to_gdal())
+        if prior_full is not None:
+            predicted = prior_full(centre)[0]
+            found = forward(centre)[0]
+            shift_px = found - predicted
+            XY = geometry.pixel_to_map(ref_info.transform, np.stack([predicted, found]))
+            info["georeferencing_shift_at_centre"] = {
+                "ref_px": shift_px.tolist(),
+                "map_units": (XY[1] - XY[0]).tolist(),
+                "map_distance": float(np.hypot(*(XY[1] - XY[0]))),
+            }
+    return info
+
+
+def build_report(
+    *,
+    version: str,
+    ref: ImageEntry,
+    mov: ImageEntry,
+    output: str | None,
+    tie,
+    fit,
+    gcp_idx,
+    loaded,
+    config,
+    timings: Mapping[str, float],
+    prior_full,
+    coarse: dict | None,
+    tiles: list[dict],
+    pyramid: dict,
+    tile_grid: dict | None = None,
+) -> dict:
+    """The JSON report of a registration: transform, tie points, per-tile residuals, quality
+    figures, timings, provenance.
+
+    ``tie``/``fit``: the final tie points (``sarreg.estimate.TiePoints``, full-resolution
+    pixel centres) and fit; ``prior_full``: the georeferencing prior (moving -> reference
+    full-res pixels), or None when either image is not georeferenced; ``gcp_idx``: tie points
+    written as GCPs, or None; ``coarse``: the coarse pass's entry when tiles followed it (None
+    for a coarse-only registration); ``tiles``: tile records or residual regions.
+    """
+    import resource
+
+    inl = np.asarray(fit.inliers, dtype=bool)
+    n_gcps = 0 if gcp_idx is None else int(len(np.unique(gcp_idx)))
+    return {
+        "sarreg_version": version,
+        "reference": ref.to_dict(),
+        "moving": mov.to_dict(),
+        "output": output,
+        "mode": config.mode,
+        "transform": transform_entry(fit, config, ref.info, mov.info, prior_full),
+        "matches": int(len(tie)),
+        "inliers": int(inl.sum()),
+        "inlier_ratio": float(inl.mean()) if len(inl) else 0.0,
+        "rmse_px": float(fit.rmse),
+        "loo_rmse_px": float(fit.loo_rmse),
+        "used_georeferencing_prior": bool(prior_full is not None and config.use_prior),
+        "windowed": coarse is not None and coarse.get("tiles_used", 0) > 0,
+        "coarse": coarse,
+        "tiles": tiles,
+        "tile_grid": tile_grid,
+        "pyramid": pyramid,
+        "gcps_written": n_gcps,
+        "crs": crs_text(ref.info.crs),
+        "model": {
+            "path": str(getattr(loaded, "path", "")),
+            "arch": loaded.arch,
+            "kwargs": dict(loaded.kwargs),
+            "sha256": getattr(loaded, "sha256", None),
+        },
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "settings": dataclasses.asdict(config),
+        "tie_points": tie_point_entries(tie, fit, gcp_idx, ref.info.transform, mov.info.transform),
+    }
+
+
+def plot_coarse(path, coarse, fit, warp_overlay: bool) -> None:
+    """Matches of the coarse pass at its resolution and a checkerboard of the reference with
+    the moving image warped by ``fit.matrix`` (the affine approximation for the non-linear
+    models; ``warp_overlay`` False: the reference alone)."""
+    from sarreg.errors import SarregError
+    from sarreg.estimate import work_to_full
+
+    warped = None
+    if warp_overlay:
+        try:
+            import cv2
+
+            # warp the preprocessed moving image at coarse resolution for the overlay
+            mw = np.linalg.inv(work_to_full(coarse.ref)) @ fit.matrix @ work_to_full(coarse.mov)
+            warped = cv2.warpPerspective(
+                coarse.img_mov, mw, (coarse.img_ref.shape[1], coarse.img_ref.shape[0]),
+                flags=cv2.INTER_LINEAR,
+            )  # fmt: skip
+        except SarregError:
+            warped = None
+    plot_registration(
+        coarse.img_ref,
+        coarse.img_mov,
+        warped,
+        coarse.feat_ref.keypoints[coarse.matches.idx_ref],
+        coarse.feat_mov.keypoints[coarse.matches.idx_mov],
+        coarse.work_inliers,
+        path,
+    )

@@ -1,9 +1,9 @@
 """Large-scene geometry: the overlap of two footprints and the grid of tiles spread over it.
 
-Used by :func:`sarreg.pipeline.register` for images larger than ``RegisterConfig.window_size``:
-after a coarse registration on decimated reads, full-resolution reference windows (tiles) are
-placed over the overlap of the two footprints, and each is paired with the moving-image window
-that the coarse transform maps onto it.
+Used by :mod:`sarreg.tiles` for images larger than the coarse pass's read: after the coarse
+registration on decimated reads, full-resolution reference windows (tiles) are placed over the
+overlap of the two footprints (how many and how large: :func:`tile_grid`), and each is paired
+with the moving-image window that the coarse transform maps onto it.
 
 Conventions (docs/architecture.md): pixel centres ``(x, y)``, top-left centre at ``(0, 0)``; a
 pixel's area spans ``x - 0.5 .. x + 0.5``; the 3x3 ``M`` maps moving to reference pixel centres.
@@ -53,6 +53,40 @@ def overlap_in_reference_pixels(
     return Polygon(geometry.map_to_pixel(ref_transform, np.asarray(hull.exterior.coords)))
 
 
+#: largest automatic tile side (tile-resolution pixels) and smallest
+TILE_SIZE = 512
+MIN_TILE_SIZE = 256
+#: automatic tiles cover at most this fraction of the overlap (never a dense pass)
+MAX_TILE_COVER = 0.5
+
+
+def tile_grid(
+    overlap_area: float, linear: bool, tiles: int | None = None, tile_size: int | None = None
+) -> tuple[int, int]:
+    """Tiles per side and tile side (tile-resolution pixels) for an overlap of
+    ``overlap_area`` square tile-resolution pixels; ``tiles`` / ``tile_size`` override.
+
+    The rule: enough tie points spread over the whole overlap for the model, a cost that does
+    not grow with the image. Linear models get a 2 x 2 grid (3 x 3 above a 6000-pixel
+    overlap side, for leverage), the non-linear ones (poly2, poly3, tps) 3 x 3 (4 x 4 above),
+    tiles of at most :data:`TILE_SIZE` pixels; automatic tiles are shrunk (not below
+    :data:`MIN_TILE_SIZE`) to cover at most :data:`MAX_TILE_COVER` of the overlap, and the grid
+    never has more tiles per side than fit side by side.
+    """
+    side = math.sqrt(max(float(overlap_area), 1.0))
+    if tiles is None:
+        n = (2 if linear else 3) + (1 if side > 6000 else 0)
+        n = max(1, min(n, int(side // MIN_TILE_SIZE)))
+    else:
+        n = int(tiles)
+    if tile_size is None:
+        size = min(TILE_SIZE, int(math.sqrt(MAX_TILE_COVER * side * side) / n))
+        size = max(size, min(MIN_TILE_SIZE, int(side)))
+    else:
+        size = int(tile_size)
+    return n, _even_down(size)
+
+
 def plan_tiles(
     overlap: Polygon,
     ref_shape: tuple[int, int],
@@ -60,28 +94,44 @@ def plan_tiles(
     size: int,
     min_fraction: float = 0.5,
 ) -> list[Window]:
-    """Up to ``n x n`` reference windows of ``size x size`` spread evenly over ``overlap``
-    (offsets and size rounded down to even numbers, see :func:`_even_down`).
+    """Up to ``n x n`` reference windows of ``size x size`` spread over ``overlap`` out to its
+    edges (offsets and size rounded down to even numbers, see :func:`_even_down`).
 
-    Tile centres sit at the centres of an ``n x n`` division of the overlap's bounding box;
-    each tile is shifted inside the image and kept when at least ``min_fraction`` of its area
-    lies in the overlap. Duplicate windows (tiles larger than the cells) are merged.
+    Tile centres form an even ``n x n`` grid from one side of the overlap's bounding box to the
+    other (the outer tiles touch it: the widest spread of tie points, the best leverage for a
+    global fit); a single tile sits at the centre. Each tile is kept inside the image, and
+    when less than ``min_fraction`` of its area lies in the overlap (a corner of a rotated
+    footprint) it is moved towards the overlap's centroid until it does, or dropped.
+    Duplicate windows (tiles larger than the cells) are merged.
     """
     h, w = ref_shape
     size = _even_down(int(min(size, h, w)))
     if overlap.is_empty:
         return []
     x0, y0, x1, y1 = overlap.bounds
+    centroid = overlap.centroid
+    gx, gy = float(centroid.x), float(centroid.y)
+
+    def centres(lo: float, hi: float) -> list[float]:
+        if n == 1 or hi - lo <= size:
+            return [0.5 * (lo + hi)] if n == 1 else list(np.linspace(lo, hi, 2 * n + 1)[1::2])
+        return list(np.linspace(lo + size / 2.0, hi - size / 2.0, n))
+
+    def window_at(cx: float, cy: float) -> tuple[int, int]:
+        c = _even_down(int(min(max(round(cx - size / 2.0 + 0.5), 0), w - size)))
+        r = _even_down(int(min(max(round(cy - size / 2.0 + 0.5), 0), h - size)))
+        return c, r
+
     wins: list[Window] = []
     seen = set()
-    for i in range(n):
-        for j in range(n):
-            cx = x0 + (j + 0.5) * (x1 - x0) / n
-            cy = y0 + (i + 0.5) * (y1 - y0) / n
-            c = _even_down(int(min(max(round(cx - size / 2.0 + 0.5), 0), w - size)))
-            r = _even_down(int(min(max(round(cy - size / 2.0 + 0.5), 0), h - size)))
-            tile = box(c - 0.5, r - 0.5, c + size - 0.5, r + size - 0.5)
-            if overlap.intersection(tile).area < min_fraction * tile.area:
+    for cy in centres(y0, y1):
+        for cx in centres(x0, x1):
+            for f in (0.0, 0.25, 0.5, 0.75):
+                c, r = window_at(cx + f * (gx - cx), cy + f * (gy - cy))
+                tile = box(c - 0.5, r - 0.5, c + size - 0.5, r + size - 0.5)
+                if overlap.intersection(tile).area >= min_fraction * tile.area:
+                    break
+            else:
                 continue
             if (c, r) not in seen:
                 seen.add((c, r))

@@ -116,15 +116,10 @@ def grid_of(path: str | os.PathLike) -> GridSpec:
 
 
 def _open(path: str | os.PathLike) -> rasterio.DatasetReader:
-    """Open a raster for reading, turning failures into :class:`InputFileError`."""
-    if not Path(path).exists():
-        raise InputFileError(f"input file {path} does not exist", "check the path")
-    try:
-        return rasterio.open(path)
-    except RasterioError as err:
-        raise InputFileError(
-            f"cannot open {path} as a raster ({err})", "give a GeoTIFF or another GDAL raster"
-        ) from err
+    """Open a raster for reading with :func:`sarreg.io.open_raster` (``/vsi*`` paths too)."""
+    from sarreg.io import open_raster
+
+    return open_raster(path)
 
 
 def _check_band(src: rasterio.DatasetReader, band: int) -> None:

@@ -118,9 +118,11 @@ def test_windowed_registration_matches_in_memory(large_pair, tmp_path):
 
 
 def test_in_memory_report_has_per_region_residuals(large_pair):
-    # small image: same call, in-memory, per-region residuals over a tiles x tiles grid
+    # image no larger than the coarse read: coarse pass only, per-region residuals over a
+    # tiles x tiles grid
     ref, mov, _, _ = large_pair
-    res = register(ref, mov, None, RegisterConfig(window_size=None, tiles=2, max_size=600))
+    res = register(ref, mov, None, RegisterConfig(tiles=2))
+    assert not res.windowed and res.report["coarse"] is None
     assert len(res.tiles) == 4 and all(t["status"] == "region" for t in res.tiles)
     assert sum(t["residuals"]["tie_points"] for t in res.tiles) == res.n_matches
 

@@ -92,9 +92,10 @@ def batch_cmd(
     ransac_threshold: float = _REGISTER_OPTIONS["ransac_threshold"],
     min_inliers: int = _REGISTER_OPTIONS["min_inliers"],
     seed: int = _REGISTER_OPTIONS["seed"],
-    window_size: int = _REGISTER_OPTIONS["window_size"],
-    tiles: int = _REGISTER_OPTIONS["tiles"],
-    tile_size: int = _REGISTER_OPTIONS["tile_size"],
+    window_size: int | None = _REGISTER_OPTIONS["window_size"],
+    coarse_size: int = _REGISTER_OPTIONS["coarse_size"],
+    tiles: int | None = _REGISTER_OPTIONS["tiles"],
+    tile_size: int | None = _REGISTER_OPTIONS["tile_size"],
     cog: bool = _REGISTER_OPTIONS["cog"],
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar over scenes."
@@ -109,7 +110,7 @@ def batch_cmd(
         scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
-        tile_size=tile_size,
+        tile_size=tile_size, coarse_size=coarse_size,
     )  # fmt: skip
     config.cog = cog
     jobs = plan_jobs(

@@ -22,8 +22,9 @@ Examples:
 
   sarreg register big_ref.tif big_scene.tif -o out.tif --tiles 6 --transform poly2 --gcps tp.csv
 
-Images larger than --window-size are registered window by window: a coarse pass on decimated
-reads, then --tiles x --tiles full-resolution tiles of --tile-size pixels over the overlap.
+Every registration is coarse to fine: a coarse pass on reads decimated to --coarse-size
+pixels; images larger than that are then refined on full-resolution tiles over the overlap
+(how many and how large is chosen from the overlap; --tiles and --tile-size override).
 """
 
 EXTRACT_HELP = (
@@ -108,14 +109,24 @@ def register_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     seed: int = typer.Option(0, "--seed", help="RANSAC seed."),
-    window_size: int = typer.Option(
-        4096,
+    window_size: int | None = typer.Option(
+        None,
         "--window-size",
-        help="Images larger than this (pixels, larger side) are registered window by window: "
-        "coarse pass, then full-resolution tiles over the overlap. 0: never.",
+        help="Deprecated, no effect: every registration is coarse to fine (coarse pass, then "
+        "full-resolution tiles over the overlap when an image is larger than --coarse-size).",
     ),
-    tiles: int = typer.Option(4, "--tiles", help="Tile grid per side for large scenes."),
-    tile_size: int = typer.Option(512, "--tile-size", help="Tile side (pixels) for large scenes."),
+    coarse_size: int = typer.Option(
+        1024,
+        "--coarse-size",
+        help="Largest side (pixels) of the coarse pass's reads; larger images are then refined "
+        "on full-resolution tiles.",
+    ),
+    tiles: int | None = typer.Option(
+        None, "--tiles", help="Tile grid per side (default: chosen from the overlap)."
+    ),
+    tile_size: int | None = typer.Option(
+        None, "--tile-size", help="Tile side in pixels (default: chosen from the overlap, <= 512)."
+    ),
     gcps: Path | None = typer.Option(
         None,
         "--gcps",
@@ -129,18 +140,18 @@ def register_cmd(
         None, "--shifts", help="GeoTIFF of the (dx, dy) the model applies, on a coarse grid."
     ),
 ) -> None:
-    from sarreg.pipeline import register
-
     config = config_from_options(
         model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
         band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
         scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
-        tile_size=tile_size, progress=progress, overwrite=overwrite, report=report, plot=plot,
-        gcps=gcps,
+        tile_size=tile_size, coarse_size=coarse_size, progress=progress, overwrite=overwrite,
+        report=report, plot=plot, gcps=gcps, inputs=(reference, moving),
     )  # fmt: skip
     config.cog, config.shifts = cog, str(shifts) if shifts else None
+    from sarreg.pipeline import register
+
     result = register(reference, moving, output, config)
     typer.echo(
         f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "
@@ -148,6 +159,15 @@ def register_cmd(
         f"{result.loo_rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
         f"(report {result.report_path})"
     )
+
+
+def check_inputs(reference, moving, band_ref: int, band_mov: int) -> None:
+    """Open both inputs' metadata (missing file, not a raster, bad band: one-line error)
+    before the network library is imported."""
+    from sarreg import io
+
+    io.raster_info(str(reference), band=band_ref)
+    io.raster_info(str(moving), band=band_mov)
 
 
 def config_from_options(
@@ -171,21 +191,35 @@ def config_from_options(
     ransac_threshold: float,
     min_inliers: int,
     seed: int,
-    window_size: int,
-    tiles: int,
-    tile_size: int,
+    window_size: int | None,
+    tiles: int | None,
+    tile_size: int | None,
+    coarse_size: int = 1024,
     progress: bool = False,
     overwrite: bool = False,
     report: Path | None = None,
     plot: Path | None = None,
     gcps: Path | None = None,
+    inputs: tuple[Path, Path] | None = None,
 ):
     """The :class:`~sarreg.pipeline.RegisterConfig` of ``sarreg register``'s options (shared
     with ``sarreg batch``, which passes the same registration options)."""
     from dataclasses import replace
 
+    from sarreg.config import check_values
     from sarreg.pipeline import RegisterConfig
 
+    # every value given is checked before any config object is built (ConfigError, exit 12)
+    check_values({k: v for k, v in {
+        "transform": transform, "mode": mode, "resampling": resampling, "band_ref": band_ref,
+        "band_mov": band_mov, "kind_ref": kind_ref, "kind_mov": kind_mov, "max_size": max_size,
+        "extract.top_k": top_k, "match.min_similarity": min_similarity, "match.ratio": ratio,
+        "search_radius": search_radius, "ransac_threshold": ransac_threshold,
+        "min_inliers": min_inliers, "seed": seed, "window_size": window_size, "tiles": tiles,
+        "tile_size": tile_size, "coarse_size": coarse_size, "gcps": gcps,
+    }.items() if v is not None})  # fmt: skip
+    if inputs is not None:  # input errors before the network library is imported
+        check_inputs(*inputs, band_ref, band_mov)
     config = RegisterConfig(
         model=str(model) if model else None,
         transform=transform,
@@ -205,9 +239,10 @@ def config_from_options(
         plot=str(plot) if plot else None,
         progress=progress,
         seed=seed,
-        window_size=window_size or None,
+        window_size=window_size,
         tiles=tiles,
         tile_size=tile_size,
+        coarse_size=coarse_size,
         gcps=str(gcps) if gcps else None,
     )
     config.extract = _extract_overrides(config.extract, top_k, scales, progress, context)
@@ -223,10 +258,12 @@ def config_from_options(
 def _extract_overrides(cfg, top_k, scales, progress, context=True):
     from dataclasses import replace
 
+    from sarreg.config import check_value
     from sarreg.errors import ConfigError
 
     changes = {}
     if top_k is not None:
+        check_value("extract.top_k", top_k)
         changes["top_k"] = top_k
     if scales:
         try:
@@ -235,8 +272,7 @@ def _extract_overrides(cfg, top_k, scales, progress, context=True):
             raise ConfigError(
                 f"--scales {scales!r} is not a list of numbers", "use e.g. --scales 1,0.71,0.5"
             ) from err
-        if not values or any(v <= 0 or v > 4 for v in values):
-            raise ConfigError(f"--scales {scales!r} out of range", "use scales in (0, 4]")
+        check_value("extract.scales", values)
         changes["scales"] = values
     if hasattr(cfg, "progress"):
         changes["progress"] = progress
@@ -280,9 +316,11 @@ def extract_cmd(
 ) -> None:
     from dataclasses import replace
 
+    from sarreg.config import check_value
     from sarreg.features import ExtractConfig
     from sarreg.pipeline import extract_file
 
+    check_value("max_size", max_size)
     base = _model_extract_config(str(model) if model else None, ExtractConfig())
     if context and base.context_scale is None:
         base = replace(base, context_scale=ExtractConfig().context_scale)

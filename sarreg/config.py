@@ -1,0 +1,457 @@
+"""Registration settings: the choices, the table of transform models, and the validation of
+every option in one place.
+
+Nothing here imports torch, OpenCV or rasterio: the CLI validates its options with this module
+before it loads a model or reads a pixel. Every bad value raises
+:class:`~sarreg.errors.ConfigError` (exit code 12) with a one-line message that names the option
+(its command-line flag where it has one) and its valid range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sarreg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sarreg.features import ExtractConfig
+    from sarreg.matching import MatchConfig
+
+
+class Choice(str, Enum):
+    """Base of the choice options: a ``str`` enum whose values are the CLI spellings."""
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+
+class Transform(Choice):
+    """Transform model fitted to the tie points (see :data:`TRANSFORM_MODELS`)."""
+
+    translation = "translation"
+    similarity = "similarity"
+    affine = "affine"
+    homography = "homography"
+    poly2 = "poly2"
+    poly3 = "poly3"
+    tps = "tps"
+
+
+class Mode(Choice):
+    """What the output holds: the moving image resampled onto the reference grid, or its own
+    pixels with a corrected geotransform / GCPs."""
+
+    resample = "resample"
+    georef = "georef"
+
+
+class Resampling(Choice):
+    bilinear = "bilinear"
+    nearest = "nearest"
+    cubic = "cubic"
+
+
+class Kind(Choice):
+    """What the pixel values are (``auto``: detected from dtype, tags and values)."""
+
+    auto = "auto"
+    power = "power"
+    amplitude = "amplitude"
+    db = "db"
+    display = "display"
+
+
+GCP_SUFFIXES = (".geojson", ".json", ".gpkg", ".csv")
+
+
+def _default_extract():
+    from sarreg.features import ExtractConfig
+
+    return ExtractConfig()
+
+
+def _default_match():
+    from sarreg.matching import MatchConfig
+
+    return MatchConfig()
+
+
+@dataclass
+class RegisterConfig:
+    """Settings of one registration. Defaults are what ``sarreg register`` uses.
+
+    Every registration runs the same stages (see :mod:`sarreg.pipeline`): a **coarse pass**
+    on both images read decimated to at most ``min(coarse_size, max_size)`` pixels (smaller
+    images as they are) and, when an image is larger than that read, **full-resolution tiles**
+    over the overlap, matched with the coarse transform as prior, and one global fit on all
+    tiles' tie points. Small images are the case with no tiles.
+
+    Attributes:
+        model: checkpoint path; ``None`` = the model bundled with sarreg.
+        transform: one of :class:`Transform` (see :data:`TRANSFORM_MODELS`).
+        mode: 'resample' (moving image resampled onto the reference grid) or 'georef'
+            (moving pixels unchanged, corrected geotransform, or GCPs for a homography).
+        resampling: 'bilinear' | 'nearest' | 'cubic' (mode 'resample').
+        band_ref, band_mov: 1-based bands.
+        kind_ref, kind_mov: 'auto' | 'power' | 'amplitude' | 'db' | 'display'.
+        max_size: largest side of the coarse pass's reads, together with ``coarse_size`` (the
+            smaller of the two applies).
+        use_prior: use the georeferencing of both images to restrict matches to
+            ``search_radius`` reference pixels (at coarse resolution) of the predicted position.
+        search_radius: see ``use_prior``.
+        ransac_threshold: inlier threshold in reference pixels at work resolution.
+        scale_range: plausible scale of the transform (reference px per moving px).
+        georef_scales: pyramid of the coarse pass when both images are georeferenced (they
+            are then read at about the same pixel size, so little scale search is needed)
+            and ``extract.scales`` is not set (see :func:`pyramid_plan`).
+        min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
+            fewer means the images could not be registered reliably.
+        extract, match: feature extraction and matching settings.
+        overwrite: replace existing outputs.
+        report: path of the JSON report; ``None`` = next to the output (``OUT.json``).
+        plot: path of a PNG with the matches and a checkerboard overlay, or ``None``.
+        progress: show progress bars.
+        seed: RANSAC seed.
+        window_size: deprecated, no effect (every registration is coarse to fine); a value
+            other than ``None`` logs a warning.
+        tiles: tile grid per side; ``None`` = chosen from the overlap and the transform
+            model (:func:`sarreg.scene.tile_grid`). Also the grid of the per-region residuals
+            reported when there are no tiles (4 when ``None``).
+        tile_size: tile side in pixels at tile resolution (reference pixels, or moving pixels
+            when the reference is finer and read decimated to them); ``None`` = chosen with
+            the grid (512 at most).
+        coarse_size: larger side of the decimated reads of the coarse pass.
+        tile_search_radius: prior search radius in full-resolution reference pixels around
+            the coarse transform's prediction, in the tiles.
+        tile_scales: pyramid of the tiles (the coarse pass put both images at the same
+            pixel size) unless ``extract.scales`` is set.
+        tile_min_valid: tiles (and their moving windows) with a smaller fraction of valid
+            pixels are skipped as mostly nodata.
+        tile_max_points: at most this many RANSAC inliers kept per tile (spread over it) for
+            the global fit.
+        tile_top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
+        gcps: path of a tie-point export, ``.geojson`` or ``.gpkg`` (points in the reference
+            CRS) or ``.csv``; ``None`` = none.
+        max_gcps: at most this many inlier tie points (spread over the image) are written as
+            GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
+            output gets all its inliers).
+        cog: write the output image as a Cloud-Optimized GeoTIFF (internal overviews).
+        shifts: path of a GeoTIFF of the (dx, dy) the model applies on a coarse grid of the
+            reference (:mod:`sarreg.gis`); ``None`` = none. With ``plot``, a tie-point quality
+            map is written next to it as ``<plot>_quality.png``.
+    """
+
+    model: str | None = None
+    transform: str = "affine"
+    mode: str = "resample"
+    resampling: str = "bilinear"
+    band_ref: int = 1
+    band_mov: int = 1
+    kind_ref: str = "auto"
+    kind_mov: str = "auto"
+    max_size: int = 4096
+    use_prior: bool = True
+    search_radius: float = 64.0
+    ransac_threshold: float = 3.0
+    scale_range: tuple[float, float] = (0.1, 10.0)
+    min_inliers: int = 10
+    georef_scales: tuple[float, ...] = (1.0, 2**-0.5)
+    extract: ExtractConfig = field(default_factory=_default_extract)
+    match: MatchConfig = field(default_factory=_default_match)
+    overwrite: bool = False
+    report: str | None = None
+    plot: str | None = None
+    progress: bool = False
+    seed: int = 0
+    window_size: int | None = None
+    tiles: int | None = None
+    tile_size: int | None = None
+    coarse_size: int = 1024
+    tile_search_radius: float = 24.0
+    tile_scales: tuple[float, ...] = (1.0,)
+    tile_min_valid: float = 0.5
+    tile_max_points: int = 400
+    tile_top_k: int = 2000
+    gcps: str | None = None
+    max_gcps: int = 2000
+    cog: bool = False
+    shifts: str | None = None
+
+    @property
+    def coarse_read_size(self) -> int:
+        """Larger side of the coarse pass's reads."""
+        return int(min(self.coarse_size, self.max_size))
+
+
+@dataclass(frozen=True)
+class PyramidPlan:
+    """The pyramid scales of each pass, decided once per registration (and reported).
+
+    ``None`` for a pass = the pyramid of :class:`~sarreg.features.ExtractConfig`
+    (``max_scale`` down to ``min_scale`` by ``scale_factor``, within its size limits).
+    """
+
+    coarse: tuple[float, ...] | None
+    tiles: tuple[float, ...] | None
+    rule: str
+
+    def to_dict(self) -> dict:
+        return {
+            "coarse": None if self.coarse is None else list(self.coarse),
+            "tiles": None if self.tiles is None else list(self.tiles),
+            "rule": self.rule,
+        }
+
+
+def pyramid_plan(config: RegisterConfig, georef: bool) -> PyramidPlan:
+    """The one pyramid rule: explicit ``extract.scales`` everywhere; otherwise the coarse pass
+    runs ``georef_scales`` when both images are georeferenced (read at about the same pixel
+    size) and the extractor's own pyramid when not (unknown scale), and the tiles run
+    ``tile_scales`` (the coarse transform has put both at the same pixel size)."""
+    if config.extract.scales is not None:
+        s = tuple(config.extract.scales)
+        return PyramidPlan(s, s, "extract.scales (explicit)")
+    tiles = tuple(config.tile_scales) if config.tile_scales else None
+    if georef and config.georef_scales:
+        return PyramidPlan(
+            tuple(config.georef_scales), tiles, "georeferenced: georef_scales, tiles tile_scales"
+        )
+    return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tile_scales")
+
+
+# --------------------------------------------------------------------------- transform models
+
+
+@dataclass(frozen=True)
+class TransformModel:
+    """One transform model of the registration.
+
+    Attributes:
+        name: the ``--transform`` spelling.
+        min_points: fewest RANSAC inliers accepted (also the fewest matches worth fitting).
+        linear: a 3x3 matrix (``sarreg.geometry.fit_transform``); else a non-linear
+            ``sarreg.mapping.Mapping`` (``fit_mapping``) with its affine approximation.
+        geotransform: the result can be written as a corrected geotransform (``--mode
+            georef`` writes GCPs for the others).
+        local: the model fitted in the coarse pass and in each tile (a linear model, at most
+            affine): local pieces of the global fit.
+    """
+
+    name: str
+    min_points: int
+    linear: bool
+    geotransform: bool
+    local: str
+
+    def fit(self, xy_mov, xy_ref, threshold: float, seed: int, initial_inliers=None):
+        """Robust fit moving -> reference pixel centres (``(N, 2)`` each) ->
+        ``TransformFit``."""
+        if self.linear:
+            from sarreg.geometry import fit_transform
+
+            return fit_transform(xy_mov, xy_ref, model=self.name, threshold=threshold, seed=seed)
+        from sarreg.mapping import fit_mapping
+
+        return fit_mapping(
+            xy_mov, xy_ref, self.name, threshold=threshold, seed=seed,
+            initial_inliers=initial_inliers,
+        )  # fmt: skip
+
+    @property
+    def plausibility_model(self) -> str:
+        """The linear model whose plausibility checks apply (``geometry.check_plausible``)."""
+        return self.name if self.linear else "affine"
+
+
+#: every transform model by name (minimum points as in sarreg.geometry / sarreg.mapping)
+TRANSFORM_MODELS: dict[str, TransformModel] = {
+    m.name: m
+    for m in (
+        TransformModel("translation", 3, True, True, "translation"),
+        TransformModel("similarity", 4, True, True, "similarity"),
+        TransformModel("affine", 6, True, True, "affine"),
+        TransformModel("homography", 8, True, False, "affine"),
+        TransformModel("poly2", 12, False, False, "affine"),
+        TransformModel("poly3", 20, False, False, "affine"),
+        TransformModel("tps", 12, False, False, "affine"),
+    )
+}
+
+
+def transform_model(name: str) -> TransformModel:
+    """The :class:`TransformModel` called ``name`` (ConfigError for an unknown one)."""
+    try:
+        return TRANSFORM_MODELS[name]
+    except KeyError:
+        raise ConfigError(
+            f"--transform {name!r} is not a transform model",
+            f"choose one of {', '.join(TRANSFORM_MODELS)}",
+        ) from None
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The valid values of one setting.
+
+    ``key``: dotted path in :class:`RegisterConfig` (``extract.top_k``);
+    ``flag``: the command-line option, or ``None`` for settings without one; ``ok``: predicate
+    on a value (``None`` values are checked only when ``optional`` is False); ``valid``: the
+    valid range in words, as shown to the user.
+    """
+
+    key: str
+    flag: str | None
+    ok: Callable[[Any], bool]
+    valid: str
+    optional: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.flag or f"setting {self.key}"
+
+
+def _int_in(lo: float, hi: float = math.inf) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        return (
+            isinstance(v, int | float)
+            and not isinstance(v, bool)
+            and float(v).is_integer()
+            and lo <= v <= hi
+        )
+
+    return ok
+
+
+def _num(lo: float = -math.inf, hi: float = math.inf, lo_open=False, hi_open=False):
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+    return ok
+
+
+def _one_of(values: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: (v.value if isinstance(v, Enum) else v) in values
+
+
+def _scales(v: Any) -> bool:
+    try:
+        vals = tuple(float(s) for s in v)
+    except (TypeError, ValueError):
+        return False
+    return bool(vals) and all(math.isfinite(s) and 0.0 < s <= 4.0 for s in vals)
+
+
+def _scale_range(v: Any) -> bool:
+    try:
+        lo, hi = (float(s) for s in v)
+    except (TypeError, ValueError):
+        return False
+    return 0.0 < lo < hi < math.inf
+
+
+def _gcp_path(v: Any) -> bool:
+    return Path(str(v)).suffix.lower() in GCP_SUFFIXES
+
+
+def _choices(cls: type[Choice]) -> str:
+    return f"one of {', '.join(cls.values())}"
+
+
+#: every checked setting of RegisterConfig and its ExtractConfig / MatchConfig, in CLI order
+# fmt: off
+RULES: tuple[Rule, ...] = (
+    Rule("transform", "--transform", _one_of(Transform.values()), _choices(Transform)),
+    Rule("mode", "--mode", _one_of(Mode.values()), _choices(Mode)),
+    Rule("resampling", "--resampling", _one_of(Resampling.values()), _choices(Resampling)),
+    Rule("band_ref", "--band-ref", _int_in(1), "a band number >= 1"),
+    Rule("band_mov", "--band-mov", _int_in(1), "a band number >= 1"),
+    Rule("kind_ref", "--kind-ref", _one_of(Kind.values()), _choices(Kind)),
+    Rule("kind_mov", "--kind-mov", _one_of(Kind.values()), _choices(Kind)),
+    Rule("max_size", "--max-size", _int_in(64), "an integer >= 64 (pixels)"),
+    Rule("extract.top_k", "--top-k", _int_in(1), "an integer >= 1"),
+    Rule("extract.scales", "--scales", _scales, "scales in (0, 4], e.g. 1,0.71,0.5", True),
+    Rule("match.min_similarity", "--min-similarity", _num(-1, 1), "a number in [-1, 1]"),
+    Rule("match.ratio", "--ratio", _num(0, 1, lo_open=True), "a number in (0, 1]", True),
+    Rule("search_radius", "--search-radius", _num(0, lo_open=True), "a number > 0 (pixels)"),
+    Rule("ransac_threshold", "--ransac-threshold", _num(0, lo_open=True),
+         "a number > 0 (pixels)"),
+    Rule("min_inliers", "--min-inliers", _int_in(0), "an integer >= 0"),
+    Rule("seed", "--seed", _int_in(0, 2**31 - 1), "an integer in 0..2147483647"),
+    Rule("window_size", "--window-size", _int_in(0), "an integer >= 0 (deprecated)", True),
+    Rule("tiles", "--tiles", _int_in(1, 32), "an integer in 1..32", True),
+    Rule("tile_size", "--tile-size", _int_in(128, 8192), "an integer in 128..8192 (pixels)",
+         True),
+    Rule("coarse_size", "--coarse-size", _int_in(256, 8192), "an integer in 256..8192 (pixels)"),
+    Rule("gcps", "--gcps", _gcp_path, f"a file named {' or '.join('*' + s for s in GCP_SUFFIXES)}",
+         True),
+    Rule("max_gcps", None, _int_in(3), "an integer >= 3"),
+    Rule("scale_range", None, _scale_range, "two numbers 0 < low < high"),
+    Rule("georef_scales", None, _scales, "scales in (0, 4]", True),
+    Rule("tile_scales", None, _scales, "scales in (0, 4]", True),
+    Rule("tile_search_radius", None, _num(0, lo_open=True), "a number > 0 (pixels)"),
+    Rule("tile_min_valid", None, _num(0, 1), "a number in [0, 1]"),
+    Rule("tile_max_points", None, _int_in(1), "an integer >= 1"),
+    Rule("tile_top_k", None, _int_in(1), "an integer >= 1"),
+    Rule("extract.refine_radius", None, _int_in(0, 16), "an integer in 0..16"),
+    Rule("extract.context_scale", None, _num(0, 1, True, True), "a number in (0, 1)", True),
+    Rule("extract.context_weight", None, _num(0, lo_open=True), "a number > 0"),
+    Rule("extract.border", None, _int_in(0), "an integer >= 0"),
+    Rule("extract.tile_overlap", None, _int_in(0), "an integer >= 0"),
+    Rule("match.local_radius", None, _int_in(0, 16), "an integer in 0..16"),
+    Rule("match.candidates", None, _int_in(1), "an integer >= 1"),
+    Rule("match.chunk", None, _int_in(1), "an integer >= 1"),
+)
+# fmt: on
+RULES_BY_KEY: dict[str, Rule] = {r.key: r for r in RULES}
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise :class:`ConfigError` when ``value`` is not valid for the setting ``key``."""
+    rule = RULES_BY_KEY[key]
+    if value is None and rule.optional:
+        return
+    try:
+        good = rule.ok(value)
+    except Exception:  # a value of the wrong type: invalid, not a crash
+        good = False
+    if not good:
+        shown = value.value if isinstance(value, Enum) else value
+        if isinstance(shown, tuple | list):
+            shown = ",".join(f"{s:g}" if isinstance(s, float) else str(s) for s in shown)
+        raise ConfigError(f"{rule.name} {shown!s} is out of range", f"use {rule.valid}")
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Check several settings (dotted keys, see :data:`RULES`); keys without a rule pass."""
+    for key, value in values.items():
+        if key in RULES_BY_KEY:
+            check_value(key, value)
+
+
+def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value) and not isinstance(value, type):
+            yield from _flatten(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
+def validate_config(config: Any) -> None:
+    """Check every setting of a ``RegisterConfig`` (and its extract / match settings) against
+    :data:`RULES`; raises :class:`ConfigError` for the first bad one."""
+    check_values(dict(_flatten(config)))
+    from sarreg import gis
+
+    gis.validate(config)

@@ -1,0 +1,108 @@
+"""The registration stages: one raster opener (GDAL virtual files end to end), one
+coarse-to-fine path (coarse only for small images, tiles over the overlap for larger ones)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from sarreg.cli import main
+from sarreg.geometry import mapping_rmse
+
+DEMO = Path("data/demo")
+
+
+@pytest.fixture()
+def vsimem_moving():
+    """The demo moving image copied into GDAL's in-memory file system."""
+    name = "/vsimem/sarreg_test/moving.tif"
+    with rasterio.open(DEMO / "moving.tif") as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(name, "w", **profile) as dst:
+        dst.write(data)
+    yield name
+    from rasterio.shutil import delete
+
+    delete(name)
+
+
+@pytest.mark.parametrize("mode", ["resample", "georef"])
+def test_vsimem_moving_image_registers_end_to_end(vsimem_moving, tmp_path, mode, capsys):
+    out = tmp_path / "o.tif"
+    code = main(["register", str(DEMO / "reference.tif"), vsimem_moving, "-o", str(out),
+                 "--mode", mode, "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    rep = json.loads(out.with_suffix(".json").read_text())
+    truth = np.array(json.loads((DEMO / "truth.json").read_text())["matrix_mov_to_ref"])
+    assert rep["moving"]["path"] == vsimem_moving
+    assert mapping_rmse(np.array(rep["transform"]["pixel_matrix"]), truth, (250, 350)) < 0.5
+    with rasterio.open(out) as o, rasterio.open(vsimem_moving) as m:
+        assert o.read(1).any()
+        if mode == "georef":  # the moving pixels, unchanged
+            assert np.array_equal(o.read(1), m.read(1), equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def umbra_1024(tmp_path_factory, data_dir):
+    """A 1024 x 1024 Umbra crop and its copy warped by a known affine (same geotransform: the
+    georeferencing is off by the warp). Returns (ref, mov, truth mov->ref, shape)."""
+    import cv2
+    from rasterio.windows import Window
+
+    from sarreg.geometry import similarity_about_centre
+
+    tmp = tmp_path_factory.mktemp("u1024")
+    with rasterio.open(data_dir / "umbra_mount_yasur.tif") as ds:
+        win = Window(300, 500, 1024, 1024)
+        ref, t, profile = ds.read(1, window=win), ds.window_transform(win), ds.profile
+    w = similarity_about_centre(ref.shape, -2.0, 0.98, (-6.4, 8.9))
+    mov = cv2.warpAffine(ref, w[:2], ref.shape[::-1], flags=cv2.INTER_LINEAR)
+    profile.update(width=1024, height=1024, transform=t, tiled=False)
+    profile.pop("blockxsize", None)
+    profile.pop("blockysize", None)
+    paths = []
+    for name, data in (("ref.tif", ref), ("mov.tif", mov)):
+        with rasterio.open(tmp / name, "w", **profile) as ds:
+            ds.write(data, 1)
+        paths.append(tmp / name)
+    return paths[0], paths[1], np.linalg.inv(w), ref.shape
+
+
+def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
+    """The same pair once small enough for the coarse pass alone (no tiles) and once with a
+    coarse read of half the size, refined on full-resolution tiles: same transform."""
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov, truth, shape = umbra_1024
+    alone = register(ref, mov, None, RegisterConfig())
+    tiled = register(ref, mov, None, RegisterConfig(coarse_size=512))
+    assert not alone.windowed and alone.report["coarse"] is None
+    assert all(t["status"] == "region" for t in alone.tiles)
+    assert tiled.windowed and tiled.report["coarse"]["decimation_ref"] == 2
+    used = [t for t in tiled.tiles if t["status"] == "used"]
+    assert len(used) >= 3 and tiled.report["tile_grid"]["chosen"] == "auto"
+    # the automatic grid never covers the whole overlap (no dense pass)
+    covered = sum(t["ref_window"][2] * t["ref_window"][3] for t in tiled.report["tiles"])
+    assert covered <= 0.55 * shape[0] * shape[1]
+    assert mapping_rmse(tiled.matrix, alone.matrix, shape) < 0.1
+    assert mapping_rmse(tiled.matrix, truth, shape) < 0.1
+    assert mapping_rmse(alone.matrix, truth, shape) < 0.1
+    assert tiled.report["pyramid"] == alone.report["pyramid"]
+    assert tiled.report["pyramid"]["coarse"] == pytest.approx([1.0, 2**-0.5])
+
+
+def test_tile_grid_rule():
+    from sarreg.scene import tile_grid
+
+    assert tile_grid(2048**2, linear=True) == (2, 512)
+    assert tile_grid(4096**2, linear=True) == (2, 512)
+    assert tile_grid(10000**2, linear=True) == (3, 512)
+    assert tile_grid(10000**2, linear=False) == (4, 512)
+    n, size = tile_grid(1200**2, linear=True)  # shrunk: at most half the overlap
+    assert n == 2 and n * n * size * size <= 0.5 * 1200**2
+    assert tile_grid(300**2, linear=True) == (1, 256)
+    assert tile_grid(4096**2, linear=True, tiles=5, tile_size=300) == (5, 300)
