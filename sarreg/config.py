@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sarreg.errors import ConfigError
+from sarreg.errors import BandError, ConfigError
 
 if TYPE_CHECKING:
     from sarreg.features import ExtractConfig
@@ -313,6 +313,7 @@ class Rule:
     ok: Callable[[Any], bool]
     valid: str
     optional: bool = False
+    error: type = ConfigError  # raised for a bad value (a band out of range: exit 4)
 
     @property
     def name(self) -> str:
@@ -374,8 +375,8 @@ RULES: tuple[Rule, ...] = (
     Rule("transform", "--transform", _one_of(Transform.values()), _choices(Transform)),
     Rule("mode", "--mode", _one_of(Mode.values()), _choices(Mode)),
     Rule("resampling", "--resampling", _one_of(Resampling.values()), _choices(Resampling)),
-    Rule("band_ref", "--band-ref", _int_in(1), "a band number >= 1"),
-    Rule("band_mov", "--band-mov", _int_in(1), "a band number >= 1"),
+    Rule("band_ref", "--band-ref", _int_in(1), "a band number >= 1", error=BandError),
+    Rule("band_mov", "--band-mov", _int_in(1), "a band number >= 1", error=BandError),
     Rule("kind_ref", "--kind-ref", _one_of(Kind.values()), _choices(Kind)),
     Rule("kind_mov", "--kind-mov", _one_of(Kind.values()), _choices(Kind)),
     Rule("max_size", "--max-size", _int_in(64), "an integer >= 64 (pixels)"),
@@ -417,7 +418,8 @@ RULES_BY_KEY: dict[str, Rule] = {r.key: r for r in RULES}
 
 
 def check_value(key: str, value: Any) -> None:
-    """Raise :class:`ConfigError` when ``value`` is not valid for the setting ``key``."""
+    """Raise :class:`ConfigError` (:class:`BandError` for a band) when ``value`` is not valid
+    for the setting ``key``."""
     rule = RULES_BY_KEY[key]
     if value is None and rule.optional:
         return
@@ -429,7 +431,7 @@ def check_value(key: str, value: Any) -> None:
         shown = value.value if isinstance(value, Enum) else value
         if isinstance(shown, tuple | list):
             shown = ",".join(f"{s:g}" if isinstance(s, float) else str(s) for s in shown)
-        raise ConfigError(f"{rule.name} {shown!s} is out of range", f"use {rule.valid}")
+        raise rule.error(f"{rule.name} {shown!s} is out of range", f"use {rule.valid}")
 
 
 def check_values(values: Mapping[str, Any]) -> None:
