@@ -99,6 +99,13 @@ class RegisterConfig:
         max_gcps: at most this many inlier tie points (spread over the image) are written as
             GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
             output gets all its inliers).
+        verify: refuse a result that fails the independent check of :mod:`sarreg.verify`
+            (exit 7); False (``--no-verify``): report the check only.
+        allow_reflection: mirrored images may be registered (the search includes the flip);
+            False: a mirrored pair is refused (exit 8).
+        search: when the plain fit is weak or fails the check, retry without the
+            georeferencing prior and over rotations by 90 deg, flips and scales
+            (:mod:`sarreg.search`).
     """
 
     model: str | None = None
@@ -134,6 +141,9 @@ class RegisterConfig:
     tile_top_k: int = 2000
     gcps: str | None = None
     max_gcps: int = 2000
+    verify: bool = True
+    allow_reflection: bool = False
+    search: bool = True
 
 
 @dataclass
@@ -143,7 +153,10 @@ class RegistrationResult:
     ``matrix`` maps full-resolution moving pixel centres to reference pixel centres (3x3);
     for the non-linear models (poly2, poly3, tps) it is the least-squares affine approximation
     and ``mapping`` is the fitted :class:`sarreg.mapping.Mapping`. ``tiles``: per-tile (large
-    scenes) or per-region figures, as in the report.
+    scenes) or per-region figures, as in the report. ``rmse`` is the keypoint scatter (inlier
+    RMSE); ``predicted_error`` the expected error of the transform itself (reference px, RMS
+    over the moving image's corners and centre, :func:`sarreg.uncertainty.estimate_error`);
+    ``verification`` the report's record of the independent check (:mod:`sarreg.verify`).
     """
 
     matrix: np.ndarray
@@ -159,6 +172,8 @@ class RegistrationResult:
     mapping: object | None = None
     windowed: bool = False
     tiles: list[dict] = field(default_factory=list)
+    predicted_error: float = float("nan")
+    verification: dict | None = None
 
 
 @dataclass
@@ -328,6 +343,7 @@ def register(
         with timer.stage("estimate"):
             est.tiles = _region_stats(ref_info.shape, config.tiles, tie.xy_ref, fit)
 
+    quality = _check_result(ctx, est, windowed)
     gcp_idx = _gcp_indices(fit, tie.xy_mov, config)
     written: list[str] = []  # outputs of this run: removed again if a later one fails
     try:
@@ -345,6 +361,7 @@ def register(
             _Input(mov_path, mov_info, est.mov, est.feat_mov),
             out_written, tie, fit, gcp_idx, loaded, config, timer.times, prior_full, est,
         )  # fmt: skip
+        report.update(quality)
         if report_path is not None:
             from sarreg.report import write_report
 
@@ -375,7 +392,36 @@ def register(
         mapping=fit.mapping,
         windowed=windowed,
         tiles=est.tiles,
+        predicted_error=quality["error_estimate"]["rms_px"],
+        verification=quality["verification"],
     )
+
+
+def _check_result(ctx: _Context, est: _Estimate, windowed: bool) -> dict:
+    """Verify the final fit independently (:mod:`sarreg.verify`; refused unless
+    ``--no-verify``) and estimate its error (:mod:`sarreg.uncertainty`). Returns the report
+    entries ``verification``, ``error_estimate``, ``search``, ``keypoint_scatter_px``."""
+    from sarreg import geometry, uncertainty, verify
+
+    fit, tie, config = est.fit, est.tie, ctx.config
+    ver = est.verification
+    if windowed or ver is None:  # the tiles' fit differs from the coarse one verified
+        with ctx.timer.stage("verify"):
+            ver = verify.verify_fit(est.ref, est.mov, est.img_ref, est.img_mov, fit.matrix)
+    verify.refuse_unless_passed(ver, config.verify)
+    inl = np.asarray(fit.inliers, dtype=bool)
+    t = ctx.ref_info.transform
+    px = None if t is None else float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
+    model = fit.model if fit.model in geometry.MODELS else "affine"
+    err = uncertainty.estimate_error(
+        model, tie.xy_mov[inl], tie.xy_ref[inl], ctx.mov_info.shape, fit.matrix, ver, px
+    )
+    return {
+        "verification": ver.to_dict(),
+        "error_estimate": err.to_dict(),
+        "search": None if est.search is None else est.search.to_dict(),
+        "keypoint_scatter_px": float(fit.rmse),
+    }
 
 
 def _remove_quietly(paths: list[str]) -> None:
@@ -478,6 +524,8 @@ class _Estimate:
     fit: object  # sarreg.geometry.TransformFit
     tiles: list[dict] = field(default_factory=list)
     coarse: dict | None = None
+    verification: object | None = None  # sarreg.verify.Verification of ``fit`` at work res
+    search: object | None = None  # sarreg.search.SearchResult
 
 
 def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _Estimate:
@@ -522,23 +570,137 @@ def _estimate_in_memory(ctx: _Context, config: RegisterConfig, final: bool) -> _
     if ctx.georef and config.use_prior:
         prior_work = _prior_at_work_resolution(ctx.prior_full, ref, mov)
 
-    with timer.stage("match"):
-        matches = _match(feat_ref, feat_mov, config, prior_work)
-        feat_mov = refine_keypoints(feat_ref, feat_mov, matches)
-
-    with timer.stage("estimate"):
-        tie = _TiePoints.from_matches(ref, mov, feat_ref, feat_mov, matches)
-        fit = _fit(tie, config, config.ransac_threshold * ref.decimation, ctx.mov_info.shape,
-                   None if final else "coarse ")  # fmt: skip
+    found = _fit_searched(ctx, config, ref, mov, img_ref, kp_mask_ref, img_mov, kp_mask_mov,
+                          feat_ref, feat_mov, prior_work, xcfg, final)  # fmt: skip
+    matches, feat_mov, tie, fit, feat_ref = found.best.payload
     return _Estimate(
-        ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, np.asarray(fit.inliers), tie, fit
-    )
+        ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, np.asarray(fit.inliers), tie,
+        fit, verification=found.best.verification, search=found,
+    )  # fmt: skip
+
+
+def _fit_searched(ctx: _Context, config: RegisterConfig, ref, mov, img_ref, kpm_ref, img_mov,
+                  kpm_mov, feat_ref, feat_mov, prior_work, xcfg, final: bool):  # fmt: skip
+    """Match, fit and verify the moving features as they are (with the georeferencing prior
+    when given); when that is weak (:func:`sarreg.search.is_weak`) retry without the prior and
+    over the hypotheses of :mod:`sarreg.search` (moving image rotated, flipped, scaled).
+    Returns the :class:`sarreg.search.SearchResult`; its ``best.payload`` is
+    ``(matches, moving features in moving work px, tie points, fit)``. Raises the first
+    attempt's error when no attempt gave a fit, and :class:`DegenerateTransformError` (exit 8)
+    when a mirrored hypothesis wins without ``config.allow_reflection``."""
+    from sarreg import geometry, search, verify
+    from sarreg.errors import DegenerateTransformError
+    from sarreg.features import extract
+
+    timer = ctx.timer
+    what = None if final else "coarse "
+    ref_levels: dict[float, Features] = {1.0: feat_ref}
+
+    def reference_features(shrink: float) -> Features:
+        """Reference features of the reference shrunk by ``shrink``, keypoints in work px."""
+        if shrink not in ref_levels:
+            import cv2
+
+            h, w = img_ref.shape
+            size = (max(16, round(w / shrink)), max(16, round(h / shrink)))
+            small = cv2.resize(img_ref, size, interpolation=cv2.INTER_AREA)
+            msk = cv2.resize(kpm_ref.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+            with timer.stage("extract"):
+                f = extract(ctx.loaded.net, small, msk, replace(xcfg, progress=False,
+                                                                refine_radius=0))  # fmt: skip
+            sx, sy = w / size[0], h / size[1]
+            kp = (f.keypoints + 0.5) * np.array([sx, sy], np.float32) - 0.5
+            ref_levels[shrink] = replace(f, keypoints=kp.astype(np.float32),
+                                         image_shape=tuple(img_ref.shape))  # fmt: skip
+        return ref_levels[shrink]
+
+    def try_one(hyp, use_prior: bool, feats: Features | None = None):
+        att = search.Attempt(hyp, use_prior)
+        try:
+            f_ref = reference_features(hyp.ref_shrink)
+            if feats is None:
+                img_h, msk_h, h_mat = hyp.apply(img_mov, kpm_mov)
+                with timer.stage("extract"):
+                    feats = extract(ctx.loaded.net, img_h, msk_h, replace(xcfg, progress=False))
+            else:
+                h_mat = np.eye(3)
+            h_inv = np.linalg.inv(h_mat)
+            prior_h = None
+            if use_prior and prior_work is not None:
+
+                def prior_h(xy):  # noqa: E306 - resampled moving px -> reference px
+                    return prior_work(geometry.apply_matrix(h_inv, xy))
+
+            att.stage = "match"
+            with timer.stage("match"):
+                matches = _match(f_ref, feats, config, prior_h)
+                feats = refine_keypoints(f_ref, feats, matches)
+            att.stage = "fit"
+            kp = geometry.apply_matrix(h_inv, feats.keypoints.astype(np.float64))
+            feats = replace(feats, keypoints=kp.astype(np.float32),
+                            image_shape=tuple(img_mov.shape))  # fmt: skip
+            with timer.stage("estimate"):
+                tie = _TiePoints.from_matches(ref, mov, f_ref, feats, matches)
+                # fit in the hypothesis' frame (G x_mov), then compose: M = M_fit @ G
+                g = np.eye(3)
+                if not hyp.is_identity and config.transform in geometry.MODELS:
+                    g = hyp.linear()
+                tie_g = replace(tie, xy_mov=geometry.apply_matrix(g, tie.xy_mov))
+                fit = _fit(tie_g, config, config.ransac_threshold * ref.decimation * hyp.ref_shrink,
+                           ctx.mov_info.shape, what, check=False)  # fmt: skip
+                fit = replace(fit, matrix=fit.matrix @ g)
+            att.n_inliers, att.inlier_share = int(fit.n_inliers), fit.n_inliers / len(tie)
+            with timer.stage("verify"):
+                att.verification = verify.verify_fit(ref, mov, img_ref, img_mov, fit.matrix)
+            try:
+                _check_fit(fit, config, ctx.mov_info.shape, config.allow_reflection or hyp.flip)
+            except DegenerateTransformError:
+                # a verified but implausible fit (e.g. outside --scale range) ends the search
+                att.final = att.passed
+                raise
+            att.payload = (matches, feats, tie, fit, f_ref)
+        except (TooFewMatchesError, DegenerateTransformError) as err:
+            att.error = err
+        return att
+
+    used_prior = prior_work is not None
+    first = try_one(search.Hypothesis(), used_prior, feat_mov)
+    # too few matches at all: a strict --min-similarity or unrelated images, not orientation
+    if not config.search or not search.is_weak(first) or first.stage == "match":
+        found = search.SearchResult(first, [first])
+    else:
+        log.info("the plain fit is weak or fails its check; searching orientation and scale")
+        ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
+        todo = [(search.Hypothesis(), False)] if used_prior else []
+        todo += [
+            (h, False)
+            for h in search.hypotheses(
+                flips=True, size_ratio=ratio, flips_first=config.allow_reflection
+            )
+        ]
+        found = search.run_search(todo, try_one, first)
+    best = found.best
+    final = [a for a in found.tried if a.final]
+    if final:
+        raise final[0].error
+    if best.payload is None:
+        raise first.error if first.error is not None else best.error
+    if best.hypothesis.flip and not config.allow_reflection and best.passed:
+        raise DegenerateTransformError(
+            "the moving image is mirrored relative to the reference",
+            "pass --allow-reflection to register mirrored images (e.g. ascending against "
+            "descending passes)",
+        )
+    if best.payload is not first.payload:
+        log.info("search: %s won", best.hypothesis.describe())
+    return found
 
 
 def _fit(tie: _TiePoints, config: RegisterConfig, threshold: float, mov_shape, what=None,
-         initial_inliers=None):  # fmt: skip
+         initial_inliers=None, allow_reflection=None, check=True):  # fmt: skip
     """Fit ``config.transform`` robustly on the tie points and check it: the number of inliers
-    (``config.min_inliers``) and plausibility. ``what``: prefix of error messages."""
+    (``config.min_inliers``) and plausibility (unless not ``check``: see :func:`_check_fit`).
+    ``what``: prefix of error messages."""
     from sarreg import geometry
     from sarreg.mapping import NONLINEAR_MODELS, fit_mapping
 
@@ -561,13 +723,23 @@ def _fit(tie: _TiePoints, config: RegisterConfig, threshold: float, mov_shape, w
             "check that the images show the same area; try --transform similarity, "
             "--no-prior, or a larger --search-radius",
         )
+    if check:
+        _check_fit(fit, config, mov_shape, allow_reflection)
+    return fit
+
+
+def _check_fit(fit, config: RegisterConfig, mov_shape, allow_reflection=None) -> None:
+    """:func:`sarreg.geometry.check_plausible` of a fit (DegenerateTransformError, exit 8)."""
+    from sarreg import geometry
+
+    model = config.transform
     geometry.check_plausible(
         fit.matrix,
         model if model in geometry.MODELS else "affine",
         scale_range=config.scale_range,
         shape=mov_shape,
+        allow_reflection=config.allow_reflection if allow_reflection is None else allow_reflection,
     )
-    return fit
 
 
 def _estimate_tiled(ctx: _Context) -> _Estimate:

@@ -157,6 +157,32 @@ def _subpixel(surface: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
     return ox, oy
 
 
+def _subpixel_iterative(
+    area: np.ndarray, tmpl: np.ndarray, surface: np.ndarray, iy: int, ix: int, rounds: int = 3
+) -> tuple[float, float]:
+    """Sub-pixel offset ``(ox, oy)`` of ``tmpl`` in ``area`` around the integer peak.
+
+    A parabola through the correlation peak is biased towards the integer position (narrow
+    speckle peaks); so the template is shifted by the current estimate (bilinear, OpenCV) and
+    the parabola is fitted again on the 3x3 correlations around the peak, ``rounds`` times.
+    """
+    import cv2
+
+    ox, oy = _subpixel(surface, iy, ix)
+    h, w = tmpl.shape
+    sub = np.ascontiguousarray(area[iy - 1 : iy + h + 1, ix - 1 : ix + w + 1])
+    for _ in range(rounds):
+        shift = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
+        moved = cv2.warpAffine(tmpl, shift, (w, h), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        s3 = np.nan_to_num(cv2.matchTemplate(sub, moved, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+        rx, ry = _subpixel(s3, 1, 1)
+        ox, oy = float(np.clip(ox + rx, -1, 1)), float(np.clip(oy + ry, -1, 1))
+        if abs(rx) < 0.01 and abs(ry) < 0.01:
+            break
+    return ox, oy
+
+
 def verify_registration(
     img_ref: np.ndarray,
     mask_ref: np.ndarray | None,
@@ -219,7 +245,10 @@ def verify_registration(
             iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
             ncc = float(surface[iy, ix])
             on_margin = iy in (0, 2 * m) or ix in (0, 2 * m)
-            ox, oy = _subpixel(surface, int(iy), int(ix))
+            if on_margin:
+                ox, oy = 0.0, 0.0
+            else:
+                ox, oy = _subpixel_iterative(area, tmpl, surface, int(iy), int(ix))
             dx, dy = ix + ox - m, iy + oy - m
             r = float(np.hypot(dx, dy))
             if on_margin:
@@ -250,3 +279,51 @@ def verify_registration(
     else:
         verdict = Verdict.FAIL
     return Verification(verdict, n, k, med, p90, amed, scale, records)
+
+
+def work_matrix(ref_raster, mov_raster, matrix_full: np.ndarray) -> np.ndarray:
+    """``matrix_full`` (full-resolution moving -> reference pixel centres) at the resolution
+    and window of two ``sarreg.io.Raster`` reads (their ``decimation``, ``window_offset``)."""
+
+    def work_to_full(r) -> np.ndarray:
+        d = float(r.decimation)
+        ox, oy = r.window_offset
+        return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0, 0, 1.0]])
+
+    return np.linalg.inv(work_to_full(ref_raster)) @ matrix_full @ work_to_full(mov_raster)
+
+
+def verify_fit(
+    ref_raster, mov_raster, img_ref: np.ndarray, img_mov: np.ndarray, matrix_full: np.ndarray,
+    config: VerifyConfig | None = None,
+) -> Verification:  # fmt: skip
+    """:func:`verify_registration` of a full-resolution transform on the work-resolution
+    reads ``ref_raster``/``mov_raster`` (``sarreg.io.Raster``: their valid masks) and their
+    preprocessed arrays ``img_ref``/``img_mov``. Window positions and residuals are in work
+    pixels; :meth:`Verification.to_dict` also gives them in full-resolution reference pixels."""
+    m = work_matrix(ref_raster, mov_raster, matrix_full)
+    return verify_registration(
+        img_ref, ref_raster.mask, img_mov, mov_raster.mask, m, config,
+        scale=float(ref_raster.decimation),
+    )  # fmt: skip
+
+
+def refuse_unless_passed(verification: Verification, enabled: bool = True) -> None:
+    """Raise :class:`~sarreg.errors.VerificationError` (exit 7) when ``verification`` did not
+    pass and the check is ``enabled`` (``--no-verify`` turns it off)."""
+    from sarreg.errors import VerificationError
+
+    if not enabled or verification.verdict is Verdict.PASS:
+        return
+    v = verification
+    what = (
+        f"only {v.windows_agree} of {v.windows_tried} image windows line up under the "
+        f"estimated transform (median residual {v.median_px * v.scale:.1f} px)"
+        if v.verdict is Verdict.FAIL
+        else f"too few textured windows ({v.windows_tried}) in the overlap to check the result"
+    )
+    raise VerificationError(
+        f"the registration failed its independent check: {what}",
+        "try another --transform (e.g. similarity), --allow-reflection for mirrored images, "
+        "other bands (--band-ref/--band-mov), or --no-verify to accept it unchecked",
+    )

@@ -38,10 +38,20 @@ def pairs(n: int, difficulty: str, tmp: Path):
     for i in range(len(op)):
         for j in range(i + 1, len(op)):
             yield f"opera{i}{j}", op[i], op[j], np.eye(3)
-    images = [REPO / p for p in
-              ("data/umbra_mount_yasur.tif", "data/s1_vv_grd_db.tif", "data/opera_rtc_s1")]
-    build_benchmark(images, tmp, n=n, seed=3, difficulty=difficulty, crop=512,
-                    display_as="amplitude", overwrite=True)
+    images = [
+        REPO / p
+        for p in ("data/umbra_mount_yasur.tif", "data/s1_vv_grd_db.tif", "data/opera_rtc_s1")
+    ]
+    build_benchmark(
+        images,
+        tmp,
+        n=n,
+        seed=3,
+        difficulty=difficulty,
+        crop=512,
+        display_as="amplitude",
+        overwrite=True,
+    )
     for p in read_benchmark(tmp):
         yield p.name, p.reference, p.moving, p.matrix
 
@@ -58,13 +68,13 @@ def main() -> int:
     pre = PreprocessConfig.from_dict(load_model(None).preprocess or {})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = [(nm, load(r, pre), load(m, pre), t) for nm, r, m, t in
-                pairs(opts.n, opts.difficulty, Path(tmp))]
+        data = [
+            (nm, load(r, pre), load(m, pre), t)
+            for nm, r, m, t in pairs(opts.n, opts.difficulty, Path(tmp))
+        ]
     print(f"{'pair':<12} {'case':<10} {'verdict':<12} tried agree frac  med_px  p90_px ncc_med")
     for k, (name, (ir, mr), (im, mm), t) in enumerate(data):
         shift = np.array([[1, 0, 20.0], [0, 1, 0], [0, 0, 1]])
-        h, w = im.shape
-        rot = np.array([[0, -1, w - 1.0], [1, 0, 0], [0, 0, 1]])  # content rotated 90 deg
         other = data[(k + 5) % len(data)][2]
         cases = {
             "truth": (im, mm, t),
@@ -77,11 +87,14 @@ def main() -> int:
             v = verify_registration(ir, mr, a, b, m)
             ncc = np.median([x["ncc"] for x in v.windows]) if v.windows else np.nan
             rows.append((name, case, v))
-            print(f"{name:<12} {case:<10} {v.verdict.value:<12} {v.windows_tried:5d} "
-                  f"{v.windows_agree:5d} {v.agree_fraction:4.2f} {v.median_px:7.2f} "
-                  f"{v.p90_px:7.2f} {ncc:6.2f}")
-    bad = [(n, c, v.verdict.value) for n, c, v in rows
-           if (c == "truth") != (v.verdict.value == "pass")]
+            print(
+                f"{name:<12} {case:<10} {v.verdict.value:<12} {v.windows_tried:5d} "
+                f"{v.windows_agree:5d} {v.agree_fraction:4.2f} {v.median_px:7.2f} "
+                f"{v.p90_px:7.2f} {ncc:6.2f}"
+            )
+    bad = [
+        (n, c, v.verdict.value) for n, c, v in rows if (c == "truth") != (v.verdict.value == "pass")
+    ]
     print("wrong verdicts:", bad or "none")
     return 0
 
