@@ -57,7 +57,7 @@ class VerifyConfig:
     tolerance: float = 1.5
     min_ncc: float = 0.25
     min_windows: int = 4
-    min_agree: float = 0.4
+    min_agree: float = 0.6
 
 
 @dataclass
@@ -77,7 +77,8 @@ class Verification:
         scale: full-resolution reference pixels per checked pixel (to convert the figures).
         windows: per window tried: ``x, y`` (window centre, reference pixels), ``dx, dy``
             (residual shift: where the moving content lies in the reference minus where the
-            estimate puts it), ``ncc`` (peak correlation), ``agree``.
+            estimate puts it), ``ncc`` (peak correlation), ``clear`` (a clear peak inside the
+            margin), ``agree`` (clear and within ``tolerance``).
     """
 
     verdict: Verdict
@@ -253,7 +254,8 @@ def verify_registration(
             r = float(np.hypot(dx, dy))
             if on_margin:
                 r = max(r, float(m))
-            agree = bool(not on_margin and ncc >= cfg.min_ncc and r <= cfg.tolerance)
+            clear = bool(not on_margin and ncc >= cfg.min_ncc)
+            agree = bool(clear and r <= cfg.tolerance)
             records.append(
                 {
                     "x": float(tx + (win - 1) / 2.0),
@@ -262,6 +264,7 @@ def verify_registration(
                     "dy": float(dy),
                     "residual_px": r,
                     "ncc": ncc,
+                    "clear": clear,
                     "agree": agree,
                 }
             )
