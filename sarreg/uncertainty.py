@@ -187,8 +187,8 @@ def _alignment_field(verification, pts_ref: np.ndarray) -> tuple[np.ndarray, np.
 
     A translation (fewer than 8 windows) or an affine field is fitted by least squares to the
     residual shifts of the windows with a clear correlation peak (converted to full-resolution
-    reference pixels) and evaluated at ``pts_ref``. Returns ``(|field| (K,), its standard error (K,))``
-    or ``None`` with fewer than 3 such windows.
+    reference pixels) and evaluated at ``pts_ref``. Returns ``(|field| (K,), its standard
+    error (K,))`` or ``None`` with fewer than 3 such windows.
     """
     wins = [w for w in getattr(verification, "windows", []) if w.get("clear", w.get("agree"))]
     if len(wins) < 3:
