@@ -95,6 +95,8 @@ def batch_cmd(
     window_size: int = _REGISTER_OPTIONS["window_size"],
     tiles: int = _REGISTER_OPTIONS["tiles"],
     tile_size: int = _REGISTER_OPTIONS["tile_size"],
+    no_verify: bool = _REGISTER_OPTIONS["no_verify"],
+    allow_reflection: bool = _REGISTER_OPTIONS["allow_reflection"],
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar over scenes."
     ),
@@ -108,7 +110,7 @@ def batch_cmd(
         scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
-        tile_size=tile_size,
+        tile_size=tile_size, no_verify=no_verify, allow_reflection=allow_reflection,
     )  # fmt: skip
     jobs = plan_jobs(
         output, reference=reference, moving=moving or (), moving_list=moving_list, pairs_csv=pairs
