@@ -413,8 +413,11 @@ def _check_result(ctx: _Context, est: _Estimate, windowed: bool) -> dict:
     t = ctx.ref_info.transform
     px = None if t is None else float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
     model = fit.model if fit.model in geometry.MODELS else "affine"
+    pre = None  # the frame the model was fitted in (a similarity cannot mirror)
+    if est.search is not None and not est.search.best.hypothesis.is_identity:
+        pre = est.search.best.hypothesis.linear()
     err = uncertainty.estimate_error(
-        model, tie.xy_mov[inl], tie.xy_ref[inl], ctx.mov_info.shape, fit.matrix, ver, px
+        model, tie.xy_mov[inl], tie.xy_ref[inl], ctx.mov_info.shape, fit.matrix, ver, px, pre
     )
     return {
         "verification": ver.to_dict(),

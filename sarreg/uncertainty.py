@@ -140,6 +140,7 @@ def predicted_error(
     method: str = "auto",
     n_boot: int = N_BOOTSTRAP,
     seed: int = 0,
+    pre: np.ndarray | None = None,
 ) -> ErrorEstimate:
     """Expected error of the least-squares fit of ``model`` to the tie points.
 
@@ -152,10 +153,16 @@ def predicted_error(
         method: 'covariance' (linear models), 'bootstrap', or 'auto' (covariance where it
             exists).
         n_boot, seed: bootstrap refits and their seed.
+        pre: 3x3 applied to the moving points (and corners) first: the frame the model was
+            fitted in (:meth:`sarreg.search.Hypothesis.linear`), or ``None``.
     """
+    from sarreg import geometry
+
     src = np.asarray(xy_mov, dtype=np.float64).reshape(-1, 2)
     dst = np.asarray(xy_ref, dtype=np.float64).reshape(-1, 2)
     pts = corner_points(mov_shape)
+    if pre is not None:
+        src, pts = geometry.apply_matrix(pre, src), geometry.apply_matrix(pre, pts)
     if method == "auto":
         method = "bootstrap" if model == "homography" else "covariance"
     if method == "covariance":
@@ -220,6 +227,7 @@ def estimate_error(
     matrix: np.ndarray,
     verification=None,
     pixel_size: float | None = None,
+    pre: np.ndarray | None = None,
 ) -> ErrorEstimate:
     """The error estimate of a registration: the fit's own uncertainty
     (:func:`predicted_error`) combined with the misalignment that the independent check
@@ -233,10 +241,11 @@ def estimate_error(
         model, xy_mov, xy_ref, mov_shape, pixel_size: as :func:`predicted_error`.
         matrix: the fitted 3x3 (moving -> reference pixel centres, full resolution).
         verification: :class:`sarreg.verify.Verification` of that fit, or ``None``.
+        pre: see :func:`predicted_error`.
     """
     from sarreg import geometry
 
-    base = predicted_error(model, xy_mov, xy_ref, mov_shape, pixel_size)
+    base = predicted_error(model, xy_mov, xy_ref, mov_shape, pixel_size, pre=pre)
     field = None
     if verification is not None:
         pts_ref = geometry.apply_matrix(matrix, corner_points(mov_shape))

@@ -103,7 +103,9 @@ def test_mirrored_pair_needs_allow_reflection(crop, tmp_path, capsys):
     rep = json.loads(out.with_suffix(".json").read_text())
     m = np.array(rep["transform"]["pixel_matrix"])
     assert np.linalg.det(m[:2, :2]) < 0
-    assert mapping_rmse(m, np.linalg.inv(w), crop.shape) < 1.0
+    true = mapping_rmse(m, np.linalg.inv(w), crop.shape)
+    assert true < 1.0
+    assert rep["error_estimate"]["rms_px"] < 1.0  # fitted in the mirrored frame
 
 
 def test_scaled_quarter_registers(data_dir, tmp_path):
