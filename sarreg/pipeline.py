@@ -407,7 +407,9 @@ def _check_result(ctx: _Context, est: _Estimate, windowed: bool) -> dict:
     ver = est.verification
     if windowed or ver is None:  # the tiles' fit differs from the coarse one verified
         with ctx.timer.stage("verify"):
-            ver = verify.verify_fit(est.ref, est.mov, est.img_ref, est.img_mov, fit.matrix)
+            ver = verify.verify_fit(
+                est.ref, est.mov, est.img_ref, est.img_mov, fit.matrix, mapping=fit.mapping
+            )
     verify.refuse_unless_passed(ver, config.verify)
     inl = np.asarray(fit.inliers, dtype=bool)
     t = ctx.ref_info.transform
@@ -654,7 +656,9 @@ def _fit_searched(ctx: _Context, config: RegisterConfig, ref, mov, img_ref, kpm_
                 fit = replace(fit, matrix=fit.matrix @ g)
             att.n_inliers, att.inlier_share = int(fit.n_inliers), fit.n_inliers / len(tie)
             with timer.stage("verify"):
-                att.verification = verify.verify_fit(ref, mov, img_ref, img_mov, fit.matrix)
+                att.verification = verify.verify_fit(
+                    ref, mov, img_ref, img_mov, fit.matrix, mapping=fit.mapping
+                )
             try:
                 _check_fit(fit, config, ctx.mov_info.shape, config.allow_reflection or hyp.flip)
             except DegenerateTransformError:

@@ -139,6 +139,23 @@ def warp_to_reference(
     return warped, vmask.astype(bool)
 
 
+def _remap_to_reference(img_mov, mask_mov, inverse, shape):
+    """As :func:`warp_to_reference` through a point function reference px -> moving px."""
+    import cv2
+
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    xy = inverse(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64))
+    mx = xy[:, 0].reshape(h, w).astype(np.float32)
+    my = xy[:, 1].reshape(h, w).astype(np.float32)
+    src = np.ascontiguousarray(img_mov, dtype=np.float32)
+    valid = np.ones(img_mov.shape, np.uint8) if mask_mov is None else mask_mov.astype(np.uint8)
+    warped = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderValue=0.0)
+    vmask = cv2.remap(cv2.erode(valid, np.ones((3, 3), np.uint8)), mx, my, cv2.INTER_NEAREST,
+                      borderValue=0)  # fmt: skip
+    return warped, vmask.astype(bool)
+
+
 def _window_size(shape: tuple[int, int], cfg: VerifyConfig) -> int:
     if cfg.window is not None:
         return int(cfg.window)
@@ -192,6 +209,7 @@ def verify_registration(
     matrix: np.ndarray,
     config: VerifyConfig | None = None,
     scale: float = 1.0,
+    inverse=None,
 ) -> Verification:
     """Check an estimated transform on the image content, independently of the keypoints.
 
@@ -204,6 +222,9 @@ def verify_registration(
             these arrays.
         config: :class:`VerifyConfig`.
         scale: full-resolution reference pixels per pixel of ``img_ref`` (for the report).
+        inverse: for a non-linear mapping, a function reference px ``(N, 2)`` -> moving px
+            ``(N, 2)`` at these arrays' resolution; the moving image is then resampled
+            through it (OpenCV ``remap``) instead of ``matrix``.
 
     Returns:
         :class:`Verification`.
@@ -212,7 +233,10 @@ def verify_registration(
 
     cfg = config or VerifyConfig()
     shape = img_ref.shape[:2]
-    warped, wvalid = warp_to_reference(img_mov, mask_mov, matrix, shape)
+    if inverse is None:
+        warped, wvalid = warp_to_reference(img_mov, mask_mov, matrix, shape)
+    else:
+        warped, wvalid = _remap_to_reference(img_mov, mask_mov, inverse, shape)
     rvalid = np.ones(shape, bool) if mask_ref is None else np.asarray(mask_ref, bool)
     ref = np.ascontiguousarray(img_ref, dtype=np.float32)
     win = _window_size(shape, cfg)
@@ -298,16 +322,24 @@ def work_matrix(ref_raster, mov_raster, matrix_full: np.ndarray) -> np.ndarray:
 
 def verify_fit(
     ref_raster, mov_raster, img_ref: np.ndarray, img_mov: np.ndarray, matrix_full: np.ndarray,
-    config: VerifyConfig | None = None,
+    config: VerifyConfig | None = None, mapping=None,
 ) -> Verification:  # fmt: skip
     """:func:`verify_registration` of a full-resolution transform on the work-resolution
     reads ``ref_raster``/``mov_raster`` (``sarreg.io.Raster``: their valid masks) and their
     preprocessed arrays ``img_ref``/``img_mov``. Window positions and residuals are in work
-    pixels; :meth:`Verification.to_dict` also gives them in full-resolution reference pixels."""
+    pixels; :meth:`Verification.to_dict` also gives them in full-resolution reference pixels.
+    ``mapping``: a non-linear :class:`sarreg.mapping.Mapping` (its ``inverse`` is used)."""
     m = work_matrix(ref_raster, mov_raster, matrix_full)
+    inverse = None
+    if mapping is not None:
+
+        def inverse(xy_ref_work: np.ndarray) -> np.ndarray:
+            full = mapping.inverse(ref_raster.to_full_res(xy_ref_work))
+            return mov_raster.from_full_res(full)
+
     return verify_registration(
         img_ref, ref_raster.mask, img_mov, mov_raster.mask, m, config,
-        scale=float(ref_raster.decimation),
+        scale=float(ref_raster.decimation), inverse=inverse,
     )  # fmt: skip
 
 
