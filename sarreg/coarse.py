@@ -10,6 +10,7 @@ transform is the prior of the full-resolution tiles (:mod:`sarreg.tiles`).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from sarreg.config import TransformModel
 from sarreg.errors import EmptyImageError
 from sarreg.estimate import (
     TiePoints,
+    check_fit,
     fit_checked,
     match_guided,
     prior_at_work_resolution,
@@ -41,6 +43,8 @@ class CoarseEstimate:
     matches: object  # sarreg.matching.Matches
     tie: TiePoints
     fit: object  # sarreg.geometry.TransformFit
+    verification: object | None = None  # sarreg.verify.Verification of ``fit``
+    search: object | None = None  # sarreg.search.SearchResult
 
     @property
     def work_inliers(self) -> np.ndarray:
@@ -94,7 +98,6 @@ def estimate_coarse(
     ``final``: this fit is the registration (else the prior of the tiles)."""
     from sarreg import preprocess
     from sarreg.features import extract
-    from sarreg.matching import refine_keypoints
 
     config, timer = ctx.config, ctx.timer
     with timer.stage("preprocess"):
@@ -128,18 +131,143 @@ def estimate_coarse(
     if ctx.georef and config.use_prior:
         prior_work = prior_at_work_resolution(ctx.inputs.prior_full, ref, mov)
 
-    with timer.stage("match"):
-        matches = match_guided(feat_ref, feat_mov, config, prior_work, model, config.search_radius)
-        feat_mov = refine_keypoints(feat_ref, feat_mov, matches)
+    found = fit_searched(
+        ctx, model, ref, mov, (img_ref, kp_mask_ref), (img_mov, kp_mask_mov), feat_ref, feat_mov,
+        prior_work, xcfg, final,
+    )  # fmt: skip
+    matches, feat_mov, tie, fit, feat_ref = found.best.payload
+    return CoarseEstimate(
+        ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, tie, fit,
+        verification=found.best.verification, search=found,
+    )  # fmt: skip
 
-    with timer.stage("estimate"):
-        tie = TiePoints.from_matches(ref, mov, feat_ref, feat_mov, matches)
-        fit = fit_checked(
-            tie,
-            config,
-            model,
-            config.ransac_threshold * ref.decimation,
-            ctx.mov_info.shape,
-            None if final else "coarse ",
+
+def fit_searched(
+    ctx: RunContext, model: TransformModel, ref, mov, ref_img, mov_img, feat_ref, feat_mov,
+    prior_work, xcfg, final: bool,
+):  # fmt: skip
+    """Match, fit and verify the moving features as they are (with the georeferencing prior
+    when given); when that is weak (:func:`sarreg.search.is_weak`) retry without the prior and
+    over the hypotheses of :mod:`sarreg.search` (moving image rotated, flipped, scaled).
+
+    ``ref_img``, ``mov_img``: ``(image, keypoint mask)`` of the coarse reads, ``(H, W)``.
+    Returns the :class:`sarreg.search.SearchResult`; its ``best.payload`` is ``(matches,
+    moving features in moving work px, tie points, fit, reference features)``. Raises the
+    first attempt's error when no attempt gave a fit, and :class:`DegenerateTransformError`
+    (exit 8) when a mirrored hypothesis wins without ``config.allow_reflection``."""
+    from sarreg import geometry, search, verify
+    from sarreg.errors import DegenerateTransformError, TooFewMatchesError
+    from sarreg.features import extract
+    from sarreg.matching import refine_keypoints
+
+    config, timer = ctx.config, ctx.timer
+    img_ref, kpm_ref = ref_img
+    img_mov, kpm_mov = mov_img
+    what = None if final else "coarse "
+    ref_levels = {1.0: feat_ref}
+
+    def reference_features(shrink: float):
+        """Reference features of the reference shrunk by ``shrink``, keypoints in work px."""
+        if shrink not in ref_levels:
+            import cv2
+
+            h, w = img_ref.shape
+            size = (max(16, round(w / shrink)), max(16, round(h / shrink)))
+            small = cv2.resize(img_ref, size, interpolation=cv2.INTER_AREA)
+            msk = cv2.resize(kpm_ref.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+            with timer.stage("extract"):
+                f = extract(
+                    ctx.loaded.net, small, msk, replace(xcfg, progress=False, refine_radius=0)
+                )
+            sx, sy = w / size[0], h / size[1]
+            kp = (f.keypoints + 0.5) * np.array([sx, sy], np.float32) - 0.5
+            ref_levels[shrink] = replace(
+                f, keypoints=kp.astype(np.float32), image_shape=tuple(img_ref.shape)
+            )
+        return ref_levels[shrink]
+
+    def try_one(hyp, use_prior: bool, feats=None):
+        att = search.Attempt(hyp, use_prior)
+        try:
+            f_ref = reference_features(hyp.ref_shrink)
+            if feats is None:
+                img_h, msk_h, h_mat = hyp.apply(img_mov, kpm_mov)
+                with timer.stage("extract"):
+                    feats = extract(ctx.loaded.net, img_h, msk_h, replace(xcfg, progress=False))
+            else:
+                h_mat = np.eye(3)
+            h_inv = np.linalg.inv(h_mat)
+            prior_h = None
+            if use_prior and prior_work is not None:
+
+                def prior_h(xy):  # resampled moving px -> reference px
+                    return prior_work(geometry.apply_matrix(h_inv, xy))
+
+            att.stage = "match"
+            with timer.stage("match"):
+                matches = match_guided(f_ref, feats, config, prior_h, model, config.search_radius)
+                feats = refine_keypoints(f_ref, feats, matches)
+            att.stage = "fit"
+            kp = geometry.apply_matrix(h_inv, feats.keypoints.astype(np.float64))
+            feats = replace(
+                feats, keypoints=kp.astype(np.float32), image_shape=tuple(img_mov.shape)
+            )
+            with timer.stage("estimate"):
+                tie = TiePoints.from_matches(ref, mov, f_ref, feats, matches)
+                # fit in the hypothesis' frame (G x_mov), then compose: M = M_fit @ G
+                g = hyp.linear() if not hyp.is_identity and model.linear else np.eye(3)
+                tie_g = replace(tie, xy_mov=geometry.apply_matrix(g, tie.xy_mov))
+                threshold = config.ransac_threshold * ref.decimation * hyp.ref_shrink
+                fit = fit_checked(
+                    tie_g, config, model, threshold, ctx.mov_info.shape, what, check=False
+                )
+                fit = replace(fit, matrix=fit.matrix @ g)
+            att.n_inliers, att.inlier_share = int(fit.n_inliers), fit.n_inliers / len(tie)
+            with timer.stage("verify"):
+                att.verification = verify.verify_fit(
+                    ref, mov, img_ref, img_mov, fit.matrix, mapping=fit.mapping
+                )
+            try:
+                check_fit(
+                    fit, config, model, ctx.mov_info.shape, config.allow_reflection or hyp.flip
+                )
+            except DegenerateTransformError:
+                # a verified but implausible fit (e.g. outside the scale range) ends the search
+                att.final = att.passed
+                raise
+            att.payload = (matches, feats, tie, fit, f_ref)
+        except (TooFewMatchesError, DegenerateTransformError) as err:
+            att.error = err
+        return att
+
+    used_prior = prior_work is not None
+    first = try_one(search.Hypothesis(), used_prior, feat_mov)
+    # too few matches at all: a strict --min-similarity or unrelated images, not orientation
+    if not config.search or not search.is_weak(first) or first.stage == "match":
+        found = search.SearchResult(first, [first])
+    else:
+        log.info("the plain fit is weak or fails its check; searching orientation and scale")
+        ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
+        todo = [(search.Hypothesis(), False)] if used_prior else []
+        todo += [
+            (h, False)
+            for h in search.hypotheses(
+                flips=True, size_ratio=ratio, flips_first=config.allow_reflection
+            )
+        ]
+        found = search.run_search(todo, try_one, first)
+    best = found.best
+    final_errors = [a for a in found.tried if a.final]
+    if final_errors:
+        raise final_errors[0].error
+    if best.payload is None:
+        raise first.error if first.error is not None else best.error
+    if best.hypothesis.flip and not config.allow_reflection and best.passed:
+        raise DegenerateTransformError(
+            "the moving image is mirrored relative to the reference",
+            "pass --allow-reflection to register mirrored images (e.g. ascending against "
+            "descending passes)",
         )
-    return CoarseEstimate(ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, tie, fit)
+    if best.payload is not first.payload:
+        log.info("search: %s won", best.hypothesis.describe())
+    return found

@@ -145,6 +145,13 @@ class RegisterConfig:
         shifts: path of a GeoTIFF of the (dx, dy) the model applies on a coarse grid of the
             reference (:mod:`sarreg.gis`); ``None`` = none. With ``plot``, a tie-point quality
             map is written next to it as ``<plot>_quality.png``.
+        verify: refuse a result that fails the independent check of :mod:`sarreg.verify`
+            (exit 7); False (``--no-verify``): report the check only.
+        allow_reflection: mirrored images may be registered (the search includes the flip);
+            False: a mirrored pair is refused (exit 8).
+        search: when the plain fit is weak or fails the check, retry without the
+            georeferencing prior and over rotations by 90 deg, flips and scales
+            (:mod:`sarreg.search`).
     """
 
     model: str | None = None
@@ -182,6 +189,9 @@ class RegisterConfig:
     max_gcps: int = 2000
     cog: bool = False
     shifts: str | None = None
+    verify: bool = True
+    allow_reflection: bool = False
+    search: bool = True
 
     @property
     def coarse_read_size(self) -> int:

@@ -51,6 +51,10 @@ class TooFewMatchesError(SarregError):
     exit_code = 7
 
 
+class VerificationError(TooFewMatchesError):
+    """The estimated transform does not line up the images (independent check failed)."""
+
+
 class DegenerateTransformError(SarregError):
     """The estimated transform is singular or implausible (e.g. scale outside 0.1..10)."""
 

@@ -130,12 +130,13 @@ def fit_checked(
     mov_shape,
     what: str | None = None,
     initial_inliers=None,
+    allow_reflection: bool | None = None,
+    check: bool = True,
 ):
     """Fit ``model`` robustly on the tie points and check it: the number of inliers
     (``config.min_inliers``, at least the model's minimum) and plausibility (scale range,
-    fold-over over ``mov_shape``). ``what``: prefix of error messages."""
-    from sarreg import geometry
-
+    fold-over over ``mov_shape``; unless not ``check``: see :func:`check_fit`). ``what``:
+    prefix of error messages."""
     if isinstance(model, str):
         model = transform_model(model)
     fit = model.fit(tie.xy_mov, tie.xy_ref, threshold, config.seed, initial_inliers)
@@ -147,10 +148,25 @@ def fit_checked(
             "check that the images show the same area; try --transform similarity, "
             "--no-prior, or a larger --search-radius",
         )
-    geometry.check_plausible(
-        fit.matrix, model.plausibility_model, scale_range=config.scale_range, shape=mov_shape
-    )
+    if check:
+        check_fit(fit, config, model, mov_shape, allow_reflection)
     return fit
+
+
+def check_fit(
+    fit, config: RegisterConfig, model: TransformModel, mov_shape, allow_reflection=None
+) -> None:
+    """:func:`sarreg.geometry.check_plausible` of a fit (DegenerateTransformError, exit 8);
+    ``allow_reflection`` None: ``config.allow_reflection``."""
+    from sarreg import geometry
+
+    geometry.check_plausible(
+        fit.matrix,
+        model.plausibility_model,
+        scale_range=config.scale_range,
+        shape=mov_shape,
+        allow_reflection=config.allow_reflection if allow_reflection is None else allow_reflection,
+    )
 
 
 def residual_summary(res: np.ndarray, inl: np.ndarray) -> dict:

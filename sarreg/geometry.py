@@ -494,10 +494,12 @@ def check_plausible(
     scale_range: tuple[float, float] = (0.1, 10.0),
     shape: tuple[int, int] | None = None,
     max_perspective: float = 0.5,
+    allow_reflection: bool = False,
 ) -> None:
     """Reject a transform that cannot be a real image-to-image mapping.
 
-    Checks: finite entries; non-singular and orientation-preserving (no reflection); both
+    Checks: finite entries; non-singular and orientation-preserving (no reflection, unless
+    ``allow_reflection``); both
     singular values of the local linear part within ``scale_range``; for homographies also
     that the projective denominator keeps its sign over the moving image and varies by at most
     ``max_perspective`` (relative) between its corners. Linear parts are evaluated at the corners
@@ -533,8 +535,14 @@ def check_plausible(
     sv = np.linalg.svd(jac, compute_uv=False)
     if np.any(np.abs(dets) < 1e-12) or np.any(sv[:, -1] < 1e-9):
         raise DegenerateTransformError("the estimated transform is singular", fix)
+    if allow_reflection and np.all(dets < 0):
+        dets = -dets
     if np.any(dets < 0):
-        raise DegenerateTransformError("the estimated transform is mirrored (reflection)", fix)
+        raise DegenerateTransformError(
+            "the estimated transform is mirrored (reflection)",
+            "if the images are mirrored (e.g. ascending against descending pass), pass "
+            "--allow-reflection; else " + fix,
+        )
     lo, hi = scale_range
     if sv.min() < lo or sv.max() > hi:
         raise DegenerateTransformError(

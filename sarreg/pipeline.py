@@ -62,7 +62,10 @@ class RegistrationResult:
     for the non-linear models (poly2, poly3, tps) it is the least-squares affine approximation
     and ``mapping`` is the fitted :class:`sarreg.mapping.Mapping`. ``tiles``: per-tile (tiled
     registrations) or per-region figures, as in the report; ``windowed``: the coarse pass was
-    refined by full-resolution tiles.
+    refined by full-resolution tiles. ``rmse`` is the keypoint scatter (inlier RMSE);
+    ``predicted_error`` the expected error of the transform itself (reference px, RMS over the
+    moving image's corners and centre, :func:`sarreg.uncertainty.estimate_error`);
+    ``verification`` the report's record of the independent check (:mod:`sarreg.verify`).
     """
 
     matrix: np.ndarray
@@ -78,6 +81,8 @@ class RegistrationResult:
     mapping: object | None = None
     windowed: bool = False
     tiles: list[dict] = field(default_factory=list)
+    predicted_error: float = float("nan")
+    verification: dict | None = None
 
 
 @lru_cache(maxsize=4)
@@ -141,8 +146,9 @@ def register(
         loaded, pre_cfg = _model_and_preprocessing(config)
     ctx = RunContext(inputs, loaded, pre_cfg, config, pyramid_plan(config, inputs.georef), timer)
     est = estimate(ctx)
+    quality = check_result(ctx, est)
     gcp_idx = gcp_indices(est.fit, est.tie.xy_mov, config)
-    report = _write_outputs(ctx, est, out_path, report_path, gcp_idx)
+    report = _write_outputs(ctx, est, out_path, report_path, gcp_idx, quality)
 
     return RegistrationResult(
         matrix=est.fit.matrix,
@@ -158,6 +164,8 @@ def register(
         mapping=est.fit.mapping,
         windowed=est.coarse_info is not None and est.coarse_info["tiles_used"] > 0,
         tiles=est.tiles,
+        predicted_error=quality["error_estimate"]["rms_px"],
+        verification=quality["verification"],
     )
 
 
@@ -232,9 +240,43 @@ def estimate(ctx: RunContext) -> Estimate:
     return Estimate(coarse, tiled_est.tie, tiled_est.fit, records, info, tiled_est.grid)
 
 
-def _write_outputs(ctx: RunContext, est: Estimate, out_path, report_path, gcp_idx) -> dict:
-    """Output image, report, tie points and plot, as a group: a failure removes what this run
-    wrote. Returns the report."""
+def check_result(ctx: RunContext, est: Estimate) -> dict:
+    """Verify the final fit on the coarse images, independently of the tie points
+    (:mod:`sarreg.verify`; refused unless ``--no-verify``), and estimate its error
+    (:mod:`sarreg.uncertainty`). Returns the report entries ``verification``,
+    ``error_estimate``, ``search`` and ``keypoint_scatter_px``."""
+    from sarreg import geometry, uncertainty, verify
+
+    fit, tie, config, c = est.fit, est.tie, ctx.config, est.coarse
+    ver = c.verification
+    if ver is None or fit is not c.fit:  # tiles (or a refit) changed the coarse fit verified
+        with ctx.timer.stage("verify"):
+            ver = verify.verify_fit(c.ref, c.mov, c.img_ref, c.img_mov, fit.matrix,
+                                    mapping=fit.mapping)  # fmt: skip
+    verify.refuse_unless_passed(ver, config.verify)
+    inl = np.asarray(fit.inliers, dtype=bool)
+    t = ctx.ref_info.transform
+    px = None if t is None else float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
+    model = fit.model if fit.model in geometry.MODELS else "affine"
+    pre = None  # the frame the model was fitted in (a similarity cannot mirror)
+    if c.search is not None and not c.search.best.hypothesis.is_identity:
+        pre = c.search.best.hypothesis.linear()
+    err = uncertainty.estimate_error(
+        model, tie.xy_mov[inl], tie.xy_ref[inl], ctx.mov_info.shape, fit.matrix, ver, px, pre
+    )
+    return {
+        "verification": ver.to_dict(),
+        "error_estimate": err.to_dict(),
+        "search": None if c.search is None else c.search.to_dict(),
+        "keypoint_scatter_px": float(fit.rmse),
+    }
+
+
+def _write_outputs(
+    ctx: RunContext, est: Estimate, out_path, report_path, gcp_idx, quality: dict
+) -> dict:
+    """Output image, report (with the ``quality`` entries of :func:`check_result`), tie points
+    and plot, as a group: a failure removes what this run wrote. Returns the report."""
     from sarreg.report import ImageEntry, build_report, plot_coarse, write_report
 
     config, timer, inputs = ctx.config, ctx.timer, ctx.inputs
@@ -273,6 +315,7 @@ def _write_outputs(ctx: RunContext, est: Estimate, out_path, report_path, gcp_id
             pyramid=ctx.pyramid.to_dict(),
             tile_grid=est.tile_grid,
         )
+        report.update(quality)
         if report_path is not None:
             write_report(report, report_path)
             written.append(report_path)

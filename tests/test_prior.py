@@ -111,12 +111,6 @@ def test_search_radius_bounds_every_match(periodic_pair, tmp_path, capsys):
     assert mapping_rmse(m, TRUTH, (SIZE, SIZE)) < 0.1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known wrong answer: with the georeferencing 23 px off and --search-radius 8, the "
-    "matches inside the radius fit a translation 11 px off the truth (153 inliers, rmse 1.9 px) "
-    "and registration succeeds; it should fall back to matching without the prior or refuse",
-)
 def test_a_radius_smaller_than_the_georeferencing_error_is_not_a_wrong_answer(periodic_pair):
     """Georeferencing off by more than the search radius: the matches inside it are false.
     The result must be one of the copies (matching without the prior) or a refusal, never a

@@ -97,6 +97,8 @@ def batch_cmd(
     tiles: int | None = _REGISTER_OPTIONS["tiles"],
     tile_size: int | None = _REGISTER_OPTIONS["tile_size"],
     cog: bool = _REGISTER_OPTIONS["cog"],
+    no_verify: bool = _REGISTER_OPTIONS["no_verify"],
+    allow_reflection: bool = _REGISTER_OPTIONS["allow_reflection"],
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar over scenes."
     ),
@@ -110,7 +112,8 @@ def batch_cmd(
         scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
-        tile_size=tile_size, coarse_size=coarse_size,
+        tile_size=tile_size, coarse_size=coarse_size, no_verify=no_verify,
+        allow_reflection=allow_reflection,
     )  # fmt: skip
     config.cog = cog
     jobs = plan_jobs(

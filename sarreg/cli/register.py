@@ -139,6 +139,16 @@ def register_cmd(
     shifts: Path | None = typer.Option(
         None, "--shifts", help="GeoTIFF of the (dx, dy) the model applies, on a coarse grid."
     ),
+    no_verify: bool = typer.Option(
+        False,
+        "--no-verify",
+        help="Do not refuse a result that fails the independent image check (still reported).",
+    ),
+    allow_reflection: bool = typer.Option(
+        False,
+        "--allow-reflection",
+        help="Register mirrored images (e.g. ascending against descending passes).",
+    ),
 ) -> None:
     config = config_from_options(
         model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
@@ -147,16 +157,20 @@ def register_cmd(
         no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
         min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
         tile_size=tile_size, coarse_size=coarse_size, progress=progress, overwrite=overwrite,
-        report=report, plot=plot, gcps=gcps, inputs=(reference, moving),
+        report=report, plot=plot, gcps=gcps, inputs=(reference, moving), no_verify=no_verify,
+        allow_reflection=allow_reflection,
     )  # fmt: skip
     config.cog, config.shifts = cog, str(shifts) if shifts else None
     from sarreg.pipeline import register
 
     result = register(reference, moving, output, config)
+    ver = result.verification or {}
     typer.echo(
-        f"registered {moving} onto {reference}: {result.model}, {result.n_inliers} inliers of "
-        f"{result.n_matches} matches, RMSE {result.rmse:.2f} px (leave-one-out "
-        f"{result.loo_rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
+        f"registered {moving} onto {reference}: {result.model}, predicted error "
+        f"{result.predicted_error:.2f} px, check {ver.get('verdict', '-')} "
+        f"({ver.get('windows_agree', 0)}/{ver.get('windows_tried', 0)} windows), "
+        f"{result.n_inliers} inliers of {result.n_matches} matches (keypoint scatter "
+        f"{result.rmse:.2f} px), {result.timings.get('total', 0):.1f} s -> {result.output} "
         f"(report {result.report_path})"
     )
 
@@ -201,6 +215,8 @@ def config_from_options(
     plot: Path | None = None,
     gcps: Path | None = None,
     inputs: tuple[Path, Path] | None = None,
+    no_verify: bool = False,
+    allow_reflection: bool = False,
 ):
     """The :class:`~sarreg.pipeline.RegisterConfig` of ``sarreg register``'s options (shared
     with ``sarreg batch``, which passes the same registration options)."""
@@ -244,6 +260,8 @@ def config_from_options(
         tile_size=tile_size,
         coarse_size=coarse_size,
         gcps=str(gcps) if gcps else None,
+        verify=not no_verify,
+        allow_reflection=allow_reflection,
     )
     config.extract = _extract_overrides(config.extract, top_k, scales, progress, context)
     if min_similarity is not None or ratio is not None:

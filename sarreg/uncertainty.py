@@ -1,0 +1,264 @@
+"""Expected error of a fitted transform (not the scatter of its tie points).
+
+The inlier RMSE says how far the tie points lie from the fitted transform (the keypoint
+scatter); the error of the transform itself shrinks with the number and spread of the tie
+points. :func:`predicted_error` propagates the covariance of the least-squares fit
+(``sigma^2 (A^T A)^-1``, ``sigma^2`` from the inlier residuals) to the corners and centre of the
+moving image (translation, similarity, affine), or takes the spread of refits on bootstrap
+samples of the inliers (homography, and on request any model).
+
+Coordinates: tie points are ``(N, 2)`` pixel centres, moving -> reference; errors are in
+reference pixels (and map units when a pixel size is given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: bootstrap refits (homography)
+N_BOOTSTRAP = 64
+
+
+@dataclass(frozen=True)
+class ErrorEstimate:
+    """Predicted error of a transform at the corners and centre of the moving image.
+
+    Attributes:
+        rms_px: root mean square over the five points of the predicted position error
+            (reference pixels): the figure to quote.
+        max_px: largest of the five.
+        points_px: ``(5,)`` per point: corners (top-left, top-right, bottom-right,
+            bottom-left) and centre.
+        method: 'covariance' or 'bootstrap'.
+        n_points: tie points (inliers) the fit used.
+        pixel_size: map units per reference pixel, or ``None`` without georeferencing.
+    """
+
+    rms_px: float
+    max_px: float
+    points_px: tuple[float, ...]
+    method: str
+    n_points: int
+    pixel_size: float | None = None
+
+    @property
+    def rms_map(self) -> float | None:
+        return None if self.pixel_size is None else self.rms_px * self.pixel_size
+
+    def to_dict(self) -> dict:
+        out = {
+            "rms_px": round(float(self.rms_px), 4),
+            "max_px": round(float(self.max_px), 4),
+            "points_px": [round(float(v), 4) for v in self.points_px],
+            "points": "moving image corners (top-left, top-right, bottom-right, bottom-left) "
+            "and centre",
+            "method": self.method,
+            "tie_points": int(self.n_points),
+        }
+        if self.pixel_size is not None:
+            out["rms_map_units"] = round(float(self.rms_px * self.pixel_size), 4)
+            out["max_map_units"] = round(float(self.max_px * self.pixel_size), 4)
+        return out
+
+
+def corner_points(shape: tuple[int, int]) -> np.ndarray:
+    """``(5, 2)`` corners and centre (pixel centres) of an image of ``shape`` ``(H, W)``."""
+    h, w = shape
+    return np.array(
+        [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1], [(w - 1) / 2, (h - 1) / 2]], float
+    )
+
+
+def _design(model: str, s: np.ndarray) -> np.ndarray:
+    """``(N, 2, p)`` design of the linear models in (centred, scaled) source coordinates."""
+    n = s.shape[0]
+    x, y = s[:, 0], s[:, 1]
+    one, zero = np.ones(n), np.zeros(n)
+    if model == "translation":
+        rows = [[one, zero], [zero, one]]
+    elif model == "similarity":
+        rows = [[x, -y, one, zero], [y, x, zero, one]]
+    elif model == "affine":
+        rows = [[x, y, one, zero, zero, zero], [zero, zero, zero, x, y, one]]
+    else:
+        raise ValueError(f"no closed-form covariance for {model!r}")
+    return np.stack([np.stack(r, axis=-1) for r in rows], axis=1)
+
+
+def _covariance(model: str, src: np.ndarray, dst: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Predicted position error ``(len(pts),)`` (sqrt of the trace of its covariance)."""
+    c = src.mean(axis=0)
+    sc = float(np.sqrt(((src - c) ** 2).sum(axis=1).mean())) or 1.0
+    s = (src - c) / sc
+    a = _design(model, s)
+    n, _, p = a.shape
+    a2 = a.reshape(2 * n, p)
+    target = (dst - src if model == "translation" else dst).reshape(-1)
+    params, *_ = np.linalg.lstsq(a2, target, rcond=None)
+    e = target - a2 @ params
+    dof = max(2 * n - p, 1)
+    sigma2 = float(e @ e) / dof
+    cov = sigma2 * np.linalg.pinv(a2.T @ a2)
+    ap = _design(model, (pts - c) / sc)  # (K, 2, p)
+    var = np.einsum("kip,pq,kiq->k", ap, cov, ap)
+    return np.sqrt(np.maximum(var, 0.0))
+
+
+def _bootstrap(
+    model: str, src: np.ndarray, dst: np.ndarray, pts: np.ndarray, n_boot: int, seed: int
+) -> np.ndarray:
+    """Spread ``(len(pts),)`` (RMS distance to the full fit's prediction) of refits on
+    bootstrap samples of the tie points."""
+    from sarreg import geometry
+
+    full = geometry._refit(model, src, dst, None)
+    if full is None:
+        return np.full(len(pts), np.nan)
+    ref = geometry.apply_matrix(full, pts)
+    rng = np.random.default_rng(seed)
+    n = src.shape[0]
+    d2 = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        m = geometry._refit(model, src[idx], dst[idx], None)
+        if m is None:
+            continue
+        d2.append(((geometry.apply_matrix(m, pts) - ref) ** 2).sum(axis=1))
+    if not d2:
+        return np.full(len(pts), np.nan)
+    return np.sqrt(np.mean(d2, axis=0))
+
+
+def predicted_error(
+    model: str,
+    xy_mov: np.ndarray,
+    xy_ref: np.ndarray,
+    mov_shape: tuple[int, int],
+    pixel_size: float | None = None,
+    method: str = "auto",
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+    pre: np.ndarray | None = None,
+) -> ErrorEstimate:
+    """Expected error of the least-squares fit of ``model`` to the tie points.
+
+    Args:
+        model: 'translation' | 'similarity' | 'affine' | 'homography' (non-linear models: use
+            their affine approximation, 'affine').
+        xy_mov, xy_ref: ``(N, 2)`` inlier tie points, moving and reference pixel centres.
+        mov_shape: ``(H, W)`` of the moving image (its corners and centre are evaluated).
+        pixel_size: map units per reference pixel, for the map-unit figures.
+        method: 'covariance' (linear models), 'bootstrap', or 'auto' (covariance where it
+            exists).
+        n_boot, seed: bootstrap refits and their seed.
+        pre: 3x3 applied to the moving points (and corners) first: the frame the model was
+            fitted in (:meth:`sarreg.search.Hypothesis.linear`), or ``None``.
+    """
+    from sarreg import geometry
+
+    src = np.asarray(xy_mov, dtype=np.float64).reshape(-1, 2)
+    dst = np.asarray(xy_ref, dtype=np.float64).reshape(-1, 2)
+    pts = corner_points(mov_shape)
+    if pre is not None:
+        src, pts = geometry.apply_matrix(pre, src), geometry.apply_matrix(pre, pts)
+    if method == "auto":
+        method = "bootstrap" if model == "homography" else "covariance"
+    if method == "covariance":
+        per = _covariance(model, src, dst, pts)
+    else:
+        per = _bootstrap(model, src, dst, pts, n_boot, seed)
+    return ErrorEstimate(
+        rms_px=float(np.sqrt(np.mean(per**2))),
+        max_px=float(np.max(per)),
+        points_px=tuple(float(v) for v in per),
+        method=method,
+        n_points=int(src.shape[0]),
+        pixel_size=pixel_size,
+    )
+
+
+def true_error(m_est: np.ndarray, m_true: np.ndarray, mov_shape: tuple[int, int]) -> float:
+    """RMS distance (reference pixels) between two transforms at the moving image's corners
+    and centre: the true counterpart of :attr:`ErrorEstimate.rms_px`."""
+    from sarreg import geometry
+
+    pts = corner_points(mov_shape)
+    d = geometry.apply_matrix(m_est, pts) - geometry.apply_matrix(m_true, pts)
+    return float(np.sqrt((d**2).sum(axis=1).mean()))
+
+
+def _alignment_field(verification, pts_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Misalignment measured by the verification windows, at ``pts_ref`` (reference px).
+
+    A translation (fewer than 8 windows) or an affine field is fitted by least squares to the
+    residual shifts of the windows with a clear correlation peak (converted to full-resolution
+    reference pixels) and evaluated at ``pts_ref``. Returns ``(|field| (K,), its standard
+    error (K,))`` or ``None`` with fewer than 3 such windows.
+    """
+    wins = [w for w in getattr(verification, "windows", []) if w.get("clear", w.get("agree"))]
+    if len(wins) < 3:
+        return None
+    k = float(verification.scale)
+    xy = np.array([[w["x"], w["y"]] for w in wins], float) * k
+    d = np.array([[w["dx"], w["dy"]] for w in wins], float) * k
+    model = "affine" if len(wins) >= 8 else "translation"
+    c = xy.mean(axis=0)
+    sc = float(np.sqrt(((xy - c) ** 2).sum(axis=1).mean())) or 1.0
+    a = _design(model, (xy - c) / sc)
+    n, _, p = a.shape
+    a2 = a.reshape(2 * n, p)
+    params, *_ = np.linalg.lstsq(a2, d.reshape(-1), rcond=None)
+    e = d.reshape(-1) - a2 @ params
+    sigma2 = float(e @ e) / max(2 * n - p, 1)
+    cov = sigma2 * np.linalg.pinv(a2.T @ a2)
+    ap = _design(model, (pts_ref - c) / sc)
+    b = np.einsum("kip,p->ki", ap, params)
+    var = np.einsum("kip,pq,kiq->k", ap, cov, ap)
+    return np.sqrt((b**2).sum(axis=1)), np.sqrt(np.maximum(var, 0.0))
+
+
+def estimate_error(
+    model: str,
+    xy_mov: np.ndarray,
+    xy_ref: np.ndarray,
+    mov_shape: tuple[int, int],
+    matrix: np.ndarray,
+    verification=None,
+    pixel_size: float | None = None,
+    pre: np.ndarray | None = None,
+) -> ErrorEstimate:
+    """The error estimate of a registration: the fit's own uncertainty
+    (:func:`predicted_error`) combined with the misalignment that the independent check
+    (:class:`sarreg.verify.Verification`) measures on the image content.
+
+    The tie points share systematic errors (keypoint localization on speckle) that the
+    least-squares covariance cannot see; the verification windows measure what is left after
+    the fit directly. Per point: ``sqrt(max(fit^2, field^2 + field_se^2))``.
+
+    Args:
+        model, xy_mov, xy_ref, mov_shape, pixel_size: as :func:`predicted_error`.
+        matrix: the fitted 3x3 (moving -> reference pixel centres, full resolution).
+        verification: :class:`sarreg.verify.Verification` of that fit, or ``None``.
+        pre: see :func:`predicted_error`.
+    """
+    from sarreg import geometry
+
+    base = predicted_error(model, xy_mov, xy_ref, mov_shape, pixel_size, pre=pre)
+    field = None
+    if verification is not None:
+        pts_ref = geometry.apply_matrix(matrix, corner_points(mov_shape))
+        field = _alignment_field(verification, pts_ref)
+    if field is None:
+        return base
+    fit = np.array(base.points_px)
+    per = np.sqrt(np.maximum(fit**2, field[0] ** 2 + field[1] ** 2))
+    return ErrorEstimate(
+        rms_px=float(np.sqrt(np.mean(per**2))),
+        max_px=float(per.max()),
+        points_px=tuple(float(v) for v in per),
+        method=base.method + "+verification",
+        n_points=base.n_points,
+        pixel_size=pixel_size,
+    )

@@ -1,0 +1,374 @@
+"""Independent check of a registration: does the moving image, mapped by the estimate, line up
+with the reference pixel by pixel?
+
+The check does not use the keypoints that produced the estimate. The moving image is warped
+onto the reference grid by the estimated transform (OpenCV ``warpPerspective``); on a grid of
+windows over the overlap, each warped-moving window is located in the reference by normalized
+cross-correlation (OpenCV ``matchTemplate``, ``TM_CCOEFF_NORMED``) within a small search margin.
+A window *agrees* when its correlation peak is clear (``min_ncc``), not on the margin, and
+within ``tolerance`` px of where the estimate puts it. The verdict passes when enough of the
+windows tried agree.
+
+Coordinates: ``(x, y)`` pixel centres, top-left pixel centre at ``(0, 0)``, at the resolution of
+the arrays given (the work or coarse resolution of the pipeline). ``matrix`` maps moving pixel
+centres to reference pixel centres (3x3), as everywhere in sarreg.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: windows of the grid whose valid fraction (both images) is below this are not tried
+MIN_VALID = 0.9
+#: windows of the grid whose standard deviation (either image, [0, 1] values) is below this are
+#: not tried (featureless: water, nodata filled, saturated)
+MIN_STD = 0.02
+
+
+class Verdict(str, enum.Enum):
+    """Outcome of :func:`verify_registration`."""
+
+    PASS = "pass"  # enough windows agree with the estimate
+    FAIL = "fail"  # the images do not line up under the estimate
+    INCONCLUSIVE = "inconclusive"  # too few textured windows in the overlap to tell
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Settings of :func:`verify_registration` (calibrated on the bundled real pairs).
+
+    Attributes:
+        grid: windows per side of the grid over the reference image.
+        window: window side in pixels; ``None`` = from the image size (``min(H, W) / 5``,
+            clipped to ``[32, 96]``).
+        margin: search margin in pixels on each side of the predicted position.
+        tolerance: a window agrees when its residual shift is at most this (pixels).
+        min_ncc: a window agrees only when its correlation peak reaches this.
+        min_windows: fewer windows tried than this: :attr:`Verdict.INCONCLUSIVE`.
+        min_agree: fraction of the windows tried that must agree for :attr:`Verdict.PASS`.
+    """
+
+    grid: int = 8
+    window: int | None = None
+    margin: int = 6
+    tolerance: float = 1.5
+    min_ncc: float = 0.25
+    min_windows: int = 4
+    min_agree: float = 0.6
+
+
+@dataclass
+class Verification:
+    """Result of :func:`verify_registration`.
+
+    Attributes:
+        verdict: :class:`Verdict`.
+        windows_tried: windows with enough valid, textured pixels in both images.
+        windows_agree: of those, windows whose correlation peak is clear and within
+            ``tolerance`` px of the estimate.
+        median_px, p90_px: median and 90th percentile of the residual shift over the windows
+            tried (pixels at the resolution checked; a window whose peak is on the search
+            margin counts as ``margin`` px); ``nan`` when none was tried.
+        agree_median_px: median residual over the agreeing windows (``nan`` when none).
+        pixel_size: pixels checked per full-resolution reference pixel ... see ``scale``.
+        scale: full-resolution reference pixels per checked pixel (to convert the figures).
+        windows: per window tried: ``x, y`` (window centre, reference pixels), ``dx, dy``
+            (residual shift: where the moving content lies in the reference minus where the
+            estimate puts it), ``ncc`` (peak correlation), ``clear`` (a clear peak inside the
+            margin), ``agree`` (clear and within ``tolerance``).
+    """
+
+    verdict: Verdict
+    windows_tried: int
+    windows_agree: int
+    median_px: float
+    p90_px: float
+    agree_median_px: float
+    scale: float = 1.0
+    windows: list[dict] = field(default_factory=list)
+
+    @property
+    def agree_fraction(self) -> float:
+        return self.windows_agree / self.windows_tried if self.windows_tried else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready record (the report's ``verification``), figures also in full-res px."""
+        return {
+            "verdict": self.verdict.value,
+            "windows_tried": int(self.windows_tried),
+            "windows_agree": int(self.windows_agree),
+            "agree_fraction": round(self.agree_fraction, 4),
+            "median_residual_px": _r(self.median_px * self.scale),
+            "p90_residual_px": _r(self.p90_px * self.scale),
+            "agree_median_residual_px": _r(self.agree_median_px * self.scale),
+            "checked_pixel_size_ref_px": _r(self.scale),
+            "windows": [
+                {k: (_r(v) if isinstance(v, float) else v) for k, v in w.items()}
+                for w in self.windows
+            ],
+        }
+
+
+def _r(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 4)
+
+
+def warp_to_reference(
+    img_mov: np.ndarray, mask_mov: np.ndarray | None, matrix: np.ndarray, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The moving image and its validity on the reference grid of ``shape`` ``(H, W)``.
+
+    ``matrix``: 3x3, moving pixel centre -> reference pixel centre. Returns ``(H, W)`` float32
+    (bilinear) and ``(H, W)`` bool (pixels mapped from valid moving pixels; outside = False).
+    """
+    import cv2
+
+    h, w = shape
+    m = np.asarray(matrix, dtype=np.float64)
+    src = np.ascontiguousarray(img_mov, dtype=np.float32)
+    valid = np.ones(img_mov.shape, np.uint8) if mask_mov is None else mask_mov.astype(np.uint8)
+    warped = cv2.warpPerspective(src, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    # a pixel is valid when its whole bilinear footprint is: erode the mask by one pixel
+    vmask = cv2.warpPerspective(
+        cv2.erode(valid, np.ones((3, 3), np.uint8)), m, (w, h), flags=cv2.INTER_NEAREST,
+        borderValue=0,
+    )  # fmt: skip
+    return warped, vmask.astype(bool)
+
+
+def _remap_to_reference(img_mov, mask_mov, inverse, shape):
+    """As :func:`warp_to_reference` through a point function reference px -> moving px."""
+    import cv2
+
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    xy = inverse(np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float64))
+    mx = xy[:, 0].reshape(h, w).astype(np.float32)
+    my = xy[:, 1].reshape(h, w).astype(np.float32)
+    src = np.ascontiguousarray(img_mov, dtype=np.float32)
+    valid = np.ones(img_mov.shape, np.uint8) if mask_mov is None else mask_mov.astype(np.uint8)
+    warped = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderValue=0.0)
+    vmask = cv2.remap(cv2.erode(valid, np.ones((3, 3), np.uint8)), mx, my, cv2.INTER_NEAREST,
+                      borderValue=0)  # fmt: skip
+    return warped, vmask.astype(bool)
+
+
+def _window_size(shape: tuple[int, int], cfg: VerifyConfig) -> int:
+    if cfg.window is not None:
+        return int(cfg.window)
+    return int(np.clip(min(shape) // 5, 32, 96))
+
+
+def _subpixel(surface: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
+    """Parabola through the peak and its two neighbours along each axis (offsets in px)."""
+
+    def par(a: float, b: float, c: float) -> float:
+        d = a - 2.0 * b + c
+        return 0.0 if d >= 0 else float(np.clip(0.5 * (a - c) / d, -0.5, 0.5))
+
+    h, w = surface.shape
+    ox = par(*surface[iy, ix - 1 : ix + 2]) if 0 < ix < w - 1 else 0.0
+    oy = par(*surface[iy - 1 : iy + 2, ix]) if 0 < iy < h - 1 else 0.0
+    return ox, oy
+
+
+def _subpixel_iterative(
+    area: np.ndarray, tmpl: np.ndarray, surface: np.ndarray, iy: int, ix: int, rounds: int = 3
+) -> tuple[float, float]:
+    """Sub-pixel offset ``(ox, oy)`` of ``tmpl`` in ``area`` around the integer peak.
+
+    A parabola through the correlation peak is biased towards the integer position (narrow
+    speckle peaks); so the template is shifted by the current estimate (bilinear, OpenCV) and
+    the parabola is fitted again on the 3x3 correlations around the peak, ``rounds`` times.
+    """
+    import cv2
+
+    ox, oy = _subpixel(surface, iy, ix)
+    h, w = tmpl.shape
+    sub = np.ascontiguousarray(area[iy - 1 : iy + h + 1, ix - 1 : ix + w + 1])
+    for _ in range(rounds):
+        shift = np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]])
+        moved = cv2.warpAffine(tmpl, shift, (w, h), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        s3 = np.nan_to_num(cv2.matchTemplate(sub, moved, cv2.TM_CCOEFF_NORMED), nan=-1.0)
+        rx, ry = _subpixel(s3, 1, 1)
+        ox, oy = float(np.clip(ox + rx, -1, 1)), float(np.clip(oy + ry, -1, 1))
+        if abs(rx) < 0.01 and abs(ry) < 0.01:
+            break
+    return ox, oy
+
+
+def verify_registration(
+    img_ref: np.ndarray,
+    mask_ref: np.ndarray | None,
+    img_mov: np.ndarray,
+    mask_mov: np.ndarray | None,
+    matrix: np.ndarray,
+    config: VerifyConfig | None = None,
+    scale: float = 1.0,
+    inverse=None,
+) -> Verification:
+    """Check an estimated transform on the image content, independently of the keypoints.
+
+    Args:
+        img_ref: ``(H, W)`` float32 preprocessed reference (values about [0, 1]).
+        mask_ref: ``(H, W)`` bool valid reference pixels, or ``None`` (all valid).
+        img_mov: ``(h, w)`` float32 preprocessed moving image, same preprocessing.
+        mask_mov: ``(h, w)`` bool valid moving pixels, or ``None``.
+        matrix: 3x3, moving pixel centre -> reference pixel centre, at the resolution of
+            these arrays.
+        config: :class:`VerifyConfig`.
+        scale: full-resolution reference pixels per pixel of ``img_ref`` (for the report).
+        inverse: for a non-linear mapping, a function reference px ``(N, 2)`` -> moving px
+            ``(N, 2)`` at these arrays' resolution; the moving image is then resampled
+            through it (OpenCV ``remap``) instead of ``matrix``.
+
+    Returns:
+        :class:`Verification`.
+    """
+    import cv2
+
+    cfg = config or VerifyConfig()
+    shape = img_ref.shape[:2]
+    if inverse is None:
+        warped, wvalid = warp_to_reference(img_mov, mask_mov, matrix, shape)
+    else:
+        warped, wvalid = _remap_to_reference(img_mov, mask_mov, inverse, shape)
+    rvalid = np.ones(shape, bool) if mask_ref is None else np.asarray(mask_ref, bool)
+    ref = np.ascontiguousarray(img_ref, dtype=np.float32)
+    win = _window_size(shape, cfg)
+    m = int(cfg.margin)
+    h, w = shape
+    both = rvalid & wvalid
+    if h < win + 2 * m or w < win + 2 * m:
+        return Verification(Verdict.INCONCLUSIVE, 0, 0, np.nan, np.nan, np.nan, scale)
+    # window origins (of the reference search area, win + 2m) over a regular grid
+    ys = np.unique(np.linspace(0, h - win - 2 * m, cfg.grid).round().astype(int))
+    xs = np.unique(np.linspace(0, w - win - 2 * m, cfg.grid).round().astype(int))
+    records: list[dict] = []
+    for y0 in ys:
+        for x0 in xs:
+            ty, tx = y0 + m, x0 + m  # template (warped moving) origin
+            tv = both[ty : ty + win, tx : tx + win]
+            if tv.mean() < MIN_VALID:
+                continue
+            sv = rvalid[y0 : y0 + win + 2 * m, x0 : x0 + win + 2 * m]
+            if sv.mean() < MIN_VALID:
+                continue
+            tmpl = warped[ty : ty + win, tx : tx + win].copy()
+            area = ref[y0 : y0 + win + 2 * m, x0 : x0 + win + 2 * m].copy()
+            # invalid pixels take the window's valid mean (no edge at the nodata border)
+            tmpl[~tv] = float(tmpl[tv].mean())
+            area[~sv] = float(area[sv].mean())
+            if tmpl[tv].std() < MIN_STD or area[sv].std() < MIN_STD:
+                continue
+            surface = cv2.matchTemplate(area, tmpl, cv2.TM_CCOEFF_NORMED)  # (2m+1, 2m+1)
+            surface = np.nan_to_num(surface, nan=-1.0)
+            iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
+            ncc = float(surface[iy, ix])
+            on_margin = iy in (0, 2 * m) or ix in (0, 2 * m)
+            if on_margin:
+                ox, oy = 0.0, 0.0
+            else:
+                ox, oy = _subpixel_iterative(area, tmpl, surface, int(iy), int(ix))
+            dx, dy = ix + ox - m, iy + oy - m
+            r = float(np.hypot(dx, dy))
+            if on_margin:
+                r = max(r, float(m))
+            clear = bool(not on_margin and ncc >= cfg.min_ncc)
+            agree = bool(clear and r <= cfg.tolerance)
+            records.append(
+                {
+                    "x": float(tx + (win - 1) / 2.0),
+                    "y": float(ty + (win - 1) / 2.0),
+                    "dx": float(dx),
+                    "dy": float(dy),
+                    "residual_px": r,
+                    "ncc": ncc,
+                    "clear": clear,
+                    "agree": agree,
+                }
+            )
+    n = len(records)
+    res = np.array([rec["residual_px"] for rec in records], float)
+    agree = np.array([rec["agree"] for rec in records], bool)
+    k = int(agree.sum())
+    med = float(np.median(res)) if n else np.nan
+    p90 = float(np.percentile(res, 90)) if n else np.nan
+    amed = float(np.median(res[agree])) if k else np.nan
+    if n < cfg.min_windows:
+        verdict = Verdict.INCONCLUSIVE
+    elif k >= max(3, cfg.min_agree * n):
+        verdict = Verdict.PASS
+    else:
+        verdict = Verdict.FAIL
+    return Verification(verdict, n, k, med, p90, amed, scale, records)
+
+
+def work_matrix(ref_raster, mov_raster, matrix_full: np.ndarray) -> np.ndarray:
+    """``matrix_full`` (full-resolution moving -> reference pixel centres) at the resolution
+    and window of two ``sarreg.io.Raster`` reads (their ``decimation``, ``window_offset``)."""
+
+    def work_to_full(r) -> np.ndarray:
+        d = float(r.decimation)
+        ox, oy = r.window_offset
+        return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0, 0, 1.0]])
+
+    return np.linalg.inv(work_to_full(ref_raster)) @ matrix_full @ work_to_full(mov_raster)
+
+
+def verify_fit(
+    ref_raster, mov_raster, img_ref: np.ndarray, img_mov: np.ndarray, matrix_full: np.ndarray,
+    config: VerifyConfig | None = None, mapping=None,
+) -> Verification:  # fmt: skip
+    """:func:`verify_registration` of a full-resolution transform on the work-resolution
+    reads ``ref_raster``/``mov_raster`` (``sarreg.io.Raster``: their valid masks) and their
+    preprocessed arrays ``img_ref``/``img_mov``. Window positions and residuals are in work
+    pixels; :meth:`Verification.to_dict` also gives them in full-resolution reference pixels.
+    ``mapping``: a non-linear :class:`sarreg.mapping.Mapping` (its ``inverse`` is used)."""
+    m = work_matrix(ref_raster, mov_raster, matrix_full)
+    inverse = None
+    if mapping is not None:
+
+        def inverse(xy_ref_work: np.ndarray) -> np.ndarray:
+            full = mapping.inverse(ref_raster.to_full_res(xy_ref_work))
+            return mov_raster.from_full_res(full)
+
+    return verify_registration(
+        img_ref, _checkable(ref_raster.mask), img_mov, _checkable(mov_raster.mask), m, config,
+        scale=float(ref_raster.decimation), inverse=inverse,
+    )  # fmt: skip
+
+
+def _checkable(mask: np.ndarray) -> np.ndarray:
+    """Pixels the check may use, ``(H, W)`` bool: the valid ones plus the small holes
+    (scattered NaN/inf or nodata pixels) that :func:`sarreg.preprocess.preprocess` filled from
+    their neighbours, so that scattered invalid pixels do not empty every window."""
+    from sarreg.preprocess import PreprocessConfig, small_holes
+
+    mask = np.asarray(mask, dtype=bool)
+    return mask | small_holes(mask, int(PreprocessConfig().mask_margin))
+
+
+def refuse_unless_passed(verification: Verification, enabled: bool = True) -> None:
+    """Raise :class:`~sarreg.errors.VerificationError` (exit 7) when ``verification`` did not
+    pass and the check is ``enabled`` (``--no-verify`` turns it off)."""
+    from sarreg.errors import VerificationError
+
+    if not enabled or verification.verdict is Verdict.PASS:
+        return
+    v = verification
+    what = (
+        f"only {v.windows_agree} of {v.windows_tried} image windows line up under the "
+        f"estimated transform (median residual {v.median_px * v.scale:.1f} px)"
+        if v.verdict is Verdict.FAIL
+        else f"too few textured windows ({v.windows_tried}) in the overlap to check the result"
+    )
+    raise VerificationError(
+        f"the registration failed its independent check: {what}",
+        "try another --transform (e.g. similarity), --allow-reflection for mirrored images, "
+        "other bands (--band-ref/--band-mov), or --no-verify to accept it unchecked",
+    )

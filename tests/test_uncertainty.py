@@ -1,0 +1,109 @@
+"""The independent check (sarreg.verify) and the error estimate (sarreg.uncertainty)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarreg import io, preprocess
+from sarreg.geometry import apply_matrix, similarity_about_centre
+from sarreg.uncertainty import estimate_error, predicted_error, true_error
+from sarreg.verify import Verdict, verify_registration
+
+DATES = (
+    "OPERA_L2_RTC-S1_T009-019294-IW2_20240123T084748Z_20240123T162136Z_S1A_30_v1.0_VH_cropped.tif",
+    "OPERA_L2_RTC-S1_T009-019294-IW2_20240216T084747Z_20240216T160042Z_S1A_30_v1.0_VH_cropped.tif",
+)
+
+
+@pytest.fixture(scope="module")
+def opera(data_dir):
+    """Two real OPERA dates 24 days apart, pixel-aligned (true transform: identity)."""
+    out = []
+    for name in DATES:
+        r = io.read_raster(str(data_dir / "opera_rtc_s1" / name))
+        img, _ = preprocess.preprocess(r.data, r.mask, r.kind)
+        out.append((img, r.mask))
+    return out
+
+
+def test_verification_accepts_the_right_transform(opera):
+    (a, ma), (b, mb) = opera
+    v = verify_registration(a, ma, b, mb, np.eye(3))
+    assert v.verdict is Verdict.PASS
+    assert v.windows_tried >= 8 and v.agree_fraction > 0.9
+    assert v.median_px < 0.3
+
+
+@pytest.mark.parametrize("shift", [3.0, 20.0])
+def test_verification_rejects_a_shifted_transform(opera, shift):
+    (a, ma), (b, mb) = opera
+    m = np.array([[1.0, 0.0, shift], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    v = verify_registration(a, ma, b, mb, m)
+    assert v.verdict is Verdict.FAIL
+    assert v.windows_agree == 0 and v.median_px >= 2.5
+
+
+def test_verification_rejects_rotated_content(opera):
+    """The moving image rotated by 90 deg and registered as the identity."""
+    (a, ma), _ = opera
+    big = np.pad(a, ((0, 100), (0, 0)), mode="reflect")  # square, so rot90 keeps the grid
+    mbig = np.pad(ma, ((0, 100), (0, 0)), mode="reflect")
+    v = verify_registration(big, mbig, np.rot90(big).copy(), np.rot90(mbig).copy(), np.eye(3))
+    assert v.verdict is not Verdict.PASS
+
+
+def test_verification_measures_a_subpixel_residual(opera):
+    (a, ma), (b, mb) = opera
+    m = np.array([[1.0, 0.0, 0.6], [0.0, 1.0, -0.3], [0.0, 0.0, 1.0]])
+    v = verify_registration(a, ma, b, mb, m)
+    assert v.verdict is Verdict.PASS
+    dx = np.median([w["dx"] for w in v.windows if w["agree"]])
+    dy = np.median([w["dy"] for w in v.windows if w["agree"]])
+    assert dx == pytest.approx(-0.6, abs=0.1) and dy == pytest.approx(0.3, abs=0.1)
+
+
+def _tie_points(n: int, sigma: float, seed: int, shape=(400, 400)):
+    rng = np.random.default_rng(seed)
+    m = similarity_about_centre(shape, 7.0, 1.1, (5.0, -3.0))
+    src = rng.uniform(0, shape[1] - 1, (n, 2))
+    dst = apply_matrix(m, src) + rng.normal(0, sigma, (n, 2))
+    return src, dst, m
+
+
+def test_predicted_error_grows_when_tie_points_are_removed():
+    src, dst, _ = _tie_points(400, 1.0, 0)
+    full = predicted_error("affine", src, dst, (400, 400)).rms_px
+    few = predicted_error("affine", src[:40], dst[:40], (400, 400)).rms_px
+    assert few > 2.0 * full  # about sqrt(10) times
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine"])
+def test_predicted_error_matches_bootstrap_and_true_spread(model):
+    """The covariance prediction equals the spread of refits on bootstrap samples and the
+    true error over many noise draws."""
+    from sarreg.geometry import fit_transform
+
+    src, dst, _ = _tie_points(150, 1.0, 1)
+    cov = predicted_error(model, src, dst, (400, 400), method="covariance").rms_px
+    boot = predicted_error(model, src, dst, (400, 400), method="bootstrap", n_boot=200).rms_px
+    assert boot == pytest.approx(cov, rel=0.25)
+    errs = []
+    for seed in range(40):
+        s, d, m = _tie_points(150, 1.0, 100 + seed)
+        fit = fit_transform(s, d, model=model, threshold=4.0, seed=seed)
+        errs.append(true_error(fit.matrix, m, (400, 400)) ** 2)
+    assert np.sqrt(np.mean(errs)) == pytest.approx(cov, rel=0.3)
+
+
+def test_estimate_uses_the_measured_misalignment(opera):
+    """A fit that is precise on its tie points but 0.8 px off on the images: the estimate
+    reports the misalignment the check measures, not the tiny covariance."""
+    (a, ma), (b, mb) = opera
+    src, dst, _ = _tie_points(2000, 0.3, 2, shape=a.shape)
+    m = np.array([[1.0, 0.0, 0.8], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # truth: identity
+    v = verify_registration(a, ma, b, mb, m)
+    base = predicted_error("affine", src, dst, a.shape).rms_px
+    est = estimate_error("affine", src, dst, a.shape, m, v).rms_px
+    assert base < 0.1
+    assert est == pytest.approx(0.8, rel=0.5)
