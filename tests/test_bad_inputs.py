@@ -130,6 +130,10 @@ def _symlink_out(i: Path, o: Path) -> None:
     os.symlink(i / "text.pt", o / "link.tif")
 
 
+def _input_in_benchmark(i: Path, o: Path) -> None:
+    shutil.copy(i / "ref.tif", o / "pair_0000_ref.tif")
+
+
 def _file_as_out_dir(i: Path, o: Path) -> None:
     (o / "run").write_text("a file, not a folder")
 
@@ -150,6 +154,11 @@ def _fifo(i: Path, o: Path) -> None:
 
 R = "register {i}/ref.tif {i}/mov.tif"
 CASES = [
+    Case("convert-onto-itself", "models convert {i}/text.pt {i}/text.pt --overwrite", 12,
+         ("text.pt",)),
+    Case("benchmark-over-its-images",
+         "evaluate synth --images {o}/pair_0000_ref.tif --out {o} --n 1 --overwrite", 12,
+         ("pair_0000_ref.tif",), setup=_input_in_benchmark),
     # ---- inputs (3, 4, 5, 6, 11)
     Case("missing-reference", "register {i}/nope.tif {i}/mov.tif -o {o}/out.tif", 3, ("nope.tif",)),
     Case("missing-moving", "register {i}/ref.tif {i}/nope.tif -o {o}/out.tif", 3, ("nope.tif",)),

@@ -233,6 +233,9 @@ def convert_checkpoint(
             f"--extract-defaults must be 'authors' or 'sarreg', got {extract_defaults!r}",
             "use --extract-defaults authors or --extract-defaults sarreg",
         )
+    from sarreg.outputs import guard_outputs
+
+    guard_outputs([("output", dst)], [("checkpoint", src)])
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} exists", "pass --overwrite to replace it")
     ckpt = _load(src)

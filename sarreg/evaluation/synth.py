@@ -197,6 +197,22 @@ def _make_one(
     )
 
 
+def _guard_benchmark_folder(out: Path, images) -> None:
+    """Refuse (exit 12, both paths named) a benchmark folder whose ``pair_*`` files, which a
+    new benchmark replaces, include an input image, or an ``out`` that is an input file."""
+    from sarreg.outputs import guard_outputs
+
+    inputs = []
+    for p in map(Path, images):
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        inputs += [("input image", f) for f in files if f.is_file()]
+    if out.is_dir():
+        outputs = [("benchmark file", f) for f in sorted(out.glob("pair_*"))]
+    else:
+        outputs = [("benchmark folder", out)]
+    guard_outputs(outputs, inputs)
+
+
 def build_benchmark(
     images: list[Path],
     out: Path,
@@ -238,6 +254,7 @@ def build_benchmark(
         raise ConfigError(f"unknown display_as {display_as!r}", "use intensity or amplitude")
     synth = synth_config(difficulty, synth_overrides)
     out = Path(out)
+    _guard_benchmark_folder(out, images)
     if out.exists() and any(out.glob("pair_*")) and not overwrite:
         raise OutputExistsError(
             f"{out} already holds a benchmark", "pass --overwrite or choose another --out"
