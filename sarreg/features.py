@@ -234,7 +234,8 @@ def pyramid_scales(shape: tuple[int, int], config: ExtractConfig) -> list[float]
             return max(config.min_size / side, side / config.max_size)
 
         kept = [min(candidates, key=distance)]
-        log.warning(
+        # an automatic choice (small images, the search's shrunk hypotheses), not a problem
+        log.info(
             "no pyramid level of a %dx%d image fits sizes %d..%d; using scale %.3g",
             shape[1], shape[0], config.min_size, config.max_size, kept[0],
         )  # fmt: skip
