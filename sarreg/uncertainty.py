@@ -72,19 +72,11 @@ def corner_points(shape: tuple[int, int]) -> np.ndarray:
 
 
 def _design(model: str, s: np.ndarray) -> np.ndarray:
-    """``(N, 2, p)`` design of the linear models in (centred, scaled) source coordinates."""
-    n = s.shape[0]
-    x, y = s[:, 0], s[:, 1]
-    one, zero = np.ones(n), np.zeros(n)
-    if model == "translation":
-        rows = [[one, zero], [zero, one]]
-    elif model == "similarity":
-        rows = [[x, -y, one, zero], [y, x, zero, one]]
-    elif model == "affine":
-        rows = [[x, y, one, zero, zero, zero], [zero, zero, zero, x, y, one]]
-    else:
-        raise ValueError(f"no closed-form covariance for {model!r}")
-    return np.stack([np.stack(r, axis=-1) for r in rows], axis=1)
+    """``(N, 2, p)`` design of the linear models in (centred, scaled) source coordinates
+    (:func:`sarreg.geometry._design`, the one parametrization of the least-squares fits)."""
+    from sarreg.geometry import _design as design
+
+    return design(model, s)
 
 
 def _covariance(model: str, src: np.ndarray, dst: np.ndarray, pts: np.ndarray) -> np.ndarray:
