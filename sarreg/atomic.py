@@ -213,3 +213,19 @@ def write_json_atomic(obj: Any, path: str | os.PathLike, overwrite: bool = True)
     """
     text = json.dumps(obj, indent=2, default=_json_default) + "\n"
     return write_text_atomic(text, path, overwrite=overwrite)
+
+
+def make_output_folder(path: str | os.PathLike, hint: str) -> Path:
+    """Create the output folder ``path`` (and parents) if needed.
+
+    Raises:
+        OutputError: it cannot be created (exit 9); ``hint`` says what to do.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(
+            f"cannot create the output folder {p} ({err.strerror or err})", hint
+        ) from err
+    return p

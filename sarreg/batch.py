@@ -725,16 +725,9 @@ def check_output_folder(out_dir: str | os.PathLike) -> Path:
     Raises:
         OutputError: it cannot be created or written.
     """
-    from sarreg.atomic import check_output_path
+    from sarreg.atomic import check_output_path, make_output_folder
 
-    out = Path(_abspath(out_dir))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(
-            f"cannot create the output folder {out} ({err.strerror or err})",
-            "choose another -o folder",
-        ) from err
+    out = make_output_folder(_abspath(out_dir), "choose another -o folder")
     check_output_path(out / SUMMARY_CSV, overwrite=True)
     return out
 

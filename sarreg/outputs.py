@@ -209,15 +209,11 @@ class RunFolder:
     @classmethod
     def open(cls, path: str | os.PathLike) -> RunFolder:
         """Create ``path`` (and parents) if needed; remember what was there."""
+        from sarreg.atomic import make_output_folder
+
         p = Path(path)
         created = not p.exists()
-        try:
-            p.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(
-                f"cannot create the output folder {p} ({err.strerror or err})",
-                "choose a writable --out folder",
-            ) from err
+        make_output_folder(p, "choose a writable --out folder")
         return cls(p, created, frozenset(os.listdir(p)))
 
     def discard_if_untrained(self) -> None:

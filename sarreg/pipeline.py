@@ -50,10 +50,6 @@ __all__ = [
     "validate_config",
 ]
 
-#: kept for callers of the old names
-_check_outputs = check_outputs
-
-
 @dataclass
 class RegistrationResult:
     """What ``register`` found and wrote.
