@@ -34,10 +34,11 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sarreg.config import RegisterConfig, with_values
 from sarreg.errors import (
     ClusterError,
     ConfigError,
@@ -45,7 +46,6 @@ from sarreg.errors import (
     OutputError,
     SarregError,
 )
-from sarreg.pipeline import RegisterConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,9 @@ CSV_COLUMNS = (
     "exit_code",
     "message",
 )
-#: RegisterConfig fields that do not change a registration's result (left out of fingerprints).
-_NOT_RESULT_FIELDS = ("overwrite", "report", "plot", "progress", "model")
+#: RegisterConfig settings (dotted names) that do not change a registration's result (left
+#: out of fingerprints).
+_NOT_RESULT_FIELDS = ("output.overwrite", "output.report", "output.plot", "progress", "model")
 #: SarregErrors that do not follow from the inputs and settings: a scene that failed with one
 #: of these (or with an unexpected exception) is retried by the next run; one that failed with
 #: any other SarregError would fail the same way again and is not (unless ``retry_failed``).
@@ -434,7 +435,11 @@ def result_settings(config: RegisterConfig) -> dict[str, Any]:
 
     settings = asdict(config)
     for key in _NOT_RESULT_FIELDS:
-        settings.pop(key, None)
+        *groups, name = key.split(".")
+        group = settings
+        for g in groups:
+            group = group[g]
+        group.pop(name, None)
     return drop(settings)
 
 
@@ -632,7 +637,11 @@ def run_scene(
     before = {p: _stat(p) for p in (job.output, job.report)}
     try:
         _set_threads(threads)
-        cfg = replace(config, overwrite=True, report=job.report, plot=None, progress=False)
+        cfg = with_values(
+            config,
+            {"output.overwrite": True, "output.report": job.report, "output.plot": None,
+             "progress": False},
+        )  # fmt: skip
         res = register(job.reference, job.moving, job.output, cfg)
         geometry, source = _footprint_from_report(res.report)
         out = SceneResult(

@@ -72,13 +72,13 @@ def read_coarse(ctx: RunContext):
 
     config = ctx.config
     size_ref, size_mov = work_sizes(
-        ctx.ref_info, ctx.mov_info, config.coarse_read_size, ctx.inputs.prior_scale
+        ctx.ref_info, ctx.mov_info, config.input.coarse_read_size, ctx.inputs.prior_scale
     )
     ref = io.read_raster(
-        ctx.ref_path, band=config.band_ref, kind=config.kind_ref, max_size=size_ref
+        ctx.ref_path, band=config.input.band_ref, kind=config.input.kind_ref, max_size=size_ref
     )
     mov = io.read_raster(
-        ctx.mov_path, band=config.band_mov, kind=config.kind_mov, max_size=size_mov
+        ctx.mov_path, band=config.input.band_mov, kind=config.input.kind_mov, max_size=size_mov
     )
     return ref, mov
 
@@ -128,7 +128,7 @@ def estimate_coarse(
 
     # prior at work resolution: moving work px -> reference work px
     prior_work = None
-    if ctx.georef and config.use_prior:
+    if ctx.georef and config.estimate.use_prior:
         prior_work = prior_at_work_resolution(ctx.inputs.prior_full, ref, mov)
 
     found = fit_searched(
@@ -154,7 +154,7 @@ def fit_searched(
     Returns the :class:`sarreg.search.SearchResult`; its ``best.payload`` is ``(matches,
     moving features in moving work px, tie points, fit, reference features)``. Raises the
     first attempt's error when no attempt gave a fit, and :class:`DegenerateTransformError`
-    (exit 8) when a mirrored hypothesis wins without ``config.allow_reflection``."""
+    (exit 8) when a mirrored hypothesis wins without ``config.estimate.allow_reflection``."""
     from sarreg import geometry, search, verify
     from sarreg.errors import DegenerateTransformError, TooFewMatchesError
     from sarreg.features import extract
@@ -205,7 +205,9 @@ def fit_searched(
 
             att.stage = "match"
             with timer.stage("match"):
-                matches = match_guided(f_ref, feats, config, prior_h, model, config.search_radius)
+                matches = match_guided(
+                    f_ref, feats, config.match, prior_h, model, config.estimate.search_radius
+                )
                 feats = refine_keypoints(f_ref, feats, matches)
             att.stage = "fit"
             kp = geometry.apply_matrix(h_inv, feats.keypoints.astype(np.float64))
@@ -217,9 +219,9 @@ def fit_searched(
                 # fit in the hypothesis' frame (G x_mov), then compose: M = M_fit @ G
                 g = hyp.linear() if not hyp.is_identity and model.linear else np.eye(3)
                 tie_g = replace(tie, xy_mov=geometry.apply_matrix(g, tie.xy_mov))
-                threshold = config.ransac_threshold * ref.decimation * hyp.ref_shrink
+                threshold = config.estimate.ransac_threshold * ref.decimation * hyp.ref_shrink
                 fit = fit_checked(
-                    tie_g, config, model, threshold, ctx.mov_info.shape, what, check=False
+                    tie_g, config.estimate, model, threshold, ctx.mov_info.shape, what, check=False
                 )
                 fit = replace(fit, matrix=fit.matrix @ g)
             att.n_inliers, att.inlier_share = int(fit.n_inliers), fit.n_inliers / len(tie)
@@ -229,7 +231,11 @@ def fit_searched(
                 )
             try:
                 check_fit(
-                    fit, config, model, ctx.mov_info.shape, config.allow_reflection or hyp.flip
+                    fit,
+                    config.estimate,
+                    model,
+                    ctx.mov_info.shape,
+                    config.estimate.allow_reflection or hyp.flip,
                 )
             except DegenerateTransformError:
                 # a verified but implausible fit (e.g. outside the scale range) ends the search
@@ -243,7 +249,7 @@ def fit_searched(
     used_prior = prior_work is not None
     first = try_one(search.Hypothesis(), used_prior, feat_mov)
     # too few matches at all: a strict --min-similarity or unrelated images, not orientation
-    if not config.search or not search.is_weak(first) or first.stage == "match":
+    if not config.estimate.search or not search.is_weak(first) or first.stage == "match":
         found = search.SearchResult(first, [first])
     else:
         log.info("the plain fit is weak or fails its check; searching orientation and scale")
@@ -252,7 +258,7 @@ def fit_searched(
         todo += [
             (h, False)
             for h in search.hypotheses(
-                flips=True, size_ratio=ratio, flips_first=config.allow_reflection
+                flips=True, size_ratio=ratio, flips_first=config.estimate.allow_reflection
             )
         ]
         found = search.run_search(todo, try_one, first)
@@ -262,7 +268,7 @@ def fit_searched(
         raise final_errors[0].error
     if best.payload is None:
         raise first.error if first.error is not None else best.error
-    if best.hypothesis.flip and not config.allow_reflection and best.passed:
+    if best.hypothesis.flip and not config.estimate.allow_reflection and best.passed:
         raise DegenerateTransformError(
             "the moving image is mirrored relative to the reference",
             "pass --allow-reflection to register mirrored images (e.g. ascending against "

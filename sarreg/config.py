@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sarreg.errors import BandError, ConfigError
-
-if TYPE_CHECKING:
-    from sarreg.features import ExtractConfig
-    from sarreg.matching import MatchConfig
 
 
 class Choice(str, Enum):
@@ -70,81 +66,184 @@ class Kind(Choice):
 GCP_SUFFIXES = (".geojson", ".json", ".gpkg", ".csv")
 
 
-def _default_extract():
-    from sarreg.features import ExtractConfig
-
-    return ExtractConfig()
-
-
-def _default_match():
-    from sarreg.matching import MatchConfig
-
-    return MatchConfig()
+# ------------------------------------------------------------------------- per-stage settings
 
 
 @dataclass
-class RegisterConfig:
-    """Settings of one registration. Defaults are what ``sarreg register`` uses.
-
-    Every registration runs the same stages (see :mod:`sarreg.pipeline`): a **coarse pass**
-    on both images read decimated to at most ``min(coarse_size, max_size)`` pixels (smaller
-    images as they are) and, when an image is larger than that read, **full-resolution tiles**
-    over the overlap, matched with the coarse transform as prior, and one global fit on all
-    tiles' tie points. Small images are the case with no tiles.
+class InputConfig:
+    """How both images are read (stage ``inputs`` and the coarse pass's reads).
 
     Attributes:
-        model: checkpoint path; ``None`` = the model bundled with sarreg.
-        transform: one of :class:`Transform` (see :data:`TRANSFORM_MODELS`).
-        mode: 'resample' (moving image resampled onto the reference grid) or 'georef'
-            (moving pixels unchanged, corrected geotransform, or GCPs for a homography).
-        resampling: 'bilinear' | 'nearest' | 'cubic' (mode 'resample').
-        band_ref, band_mov: 1-based bands.
-        kind_ref, kind_mov: 'auto' | 'power' | 'amplitude' | 'db' | 'display'.
+        band_ref, band_mov: 1-based bands of the reference and the moving image.
+        kind_ref, kind_mov: what the pixel values are, one of :class:`Kind`.
         max_size: largest side of the coarse pass's reads, together with ``coarse_size`` (the
             smaller of the two applies).
+        coarse_size: larger side of the decimated reads of the coarse pass (smaller images are
+            read as they are).
+    """
+
+    band_ref: int = 1
+    band_mov: int = 1
+    kind_ref: str = "auto"
+    kind_mov: str = "auto"
+    max_size: int = 4096
+    coarse_size: int = 1024
+
+    @property
+    def coarse_read_size(self) -> int:
+        """Larger side of the coarse pass's reads."""
+        return int(min(self.coarse_size, self.max_size))
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Keypoint extraction settings.
+
+    Attributes:
+        scale_factor: ratio between successive pyramid scales (> 1).
+        min_scale, max_scale: pyramid scales run from ``max_scale`` down to ``min_scale``.
+        min_size, max_size: pyramid levels whose larger side (level pixels) is outside
+            ``[min_size, max_size]`` are skipped (when none is left, the level closest to the
+            range is kept).
+        scales: explicit scales; overrides the pyramid and its size limits.
+        rep_threshold: minimum repeatability of a keypoint (0 = rank by score alone).
+        rel_threshold: minimum reliability of a keypoint (0 = rank by score alone). The
+            scale of both maps depends on the model, so by default keypoints are selected by
+            ``top_k`` on the score alone; raise these to drop weak points in flat areas.
+        top_k: keypoints kept over all scales, by their ranking score (``rank``).
+        peaks: map whose 3x3 local maxima are the candidate keypoints: 'repeatability' (the
+            R2D2 detector), 'reliability' or 'score' (reliability x repeatability).
+        rank: score that ranks the candidates: 'reliability' (how well the descriptor is
+            expected to match; the default, which gives more correct matches on speckled
+            data) or 'score' (reliability x repeatability, as in R2D2).
+        refine_radius: keep, for every keypoint, the descriptors at the integer offsets of
+            the ``(2 r + 1)^2`` square of level pixels around it (``Features.local_descriptors``),
+            which :func:`sarreg.matching.refine_keypoints` uses to move a matched keypoint
+            to where its descriptor best matches the other image's; 0 = keep none. Memory:
+            ``top_k * (2 r + 1)^2 * dim * 2`` bytes (float16).
+        context_scale: each keypoint's descriptor is extended by a context descriptor, the
+            descriptor at the same place of its pyramid level resized by ``context_scale``
+            (0.5: twice the footprint), which tells apart structures that look alike under
+            speckle at the keypoint's own scale; ``None`` = point descriptors only.
+        context_weight: weight ``w`` of the context: the similarity of two extended
+            descriptors is ``(s_point + w s_context) / (1 + w)``.
+        border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
+        tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
+        tile_overlap: context added on every side of a tile's core, level pixels; at least the
+            network's receptive-field radius + 1 (28 px for Fast-R2D2) for tiling-independent
+            results. Rounded up to an even number (pooling alignment).
+        device: torch device the network runs on (the network is moved there).
+        progress: show a tqdm progress bar (only when stderr is a terminal).
+    """
+
+    scale_factor: float = 2**0.5
+    min_scale: float = 0.5
+    max_scale: float = 1.0
+    min_size: int = 256
+    max_size: int = 4096
+    scales: tuple[float, ...] | None = None
+    rep_threshold: float = 0.0
+    rel_threshold: float = 0.0
+    top_k: int = 5000
+    peaks: str = "repeatability"
+    rank: str = "reliability"
+    refine_radius: int = 3
+    context_scale: float | None = 0.5
+    context_weight: float = 0.5
+    border: int = 8
+    tile_size: int = 1024
+    tile_overlap: int = 64
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scale_factor <= 1.0:
+            raise ValueError("scale_factor must be > 1")
+        if not 0 < self.min_scale <= self.max_scale:
+            raise ValueError("need 0 < min_scale <= max_scale")
+        if self.scales is not None and (
+            len(self.scales) == 0 or any(not s > 0 for s in self.scales)
+        ):
+            raise ValueError("scales must be a non-empty tuple of positive numbers")
+        if self.peaks not in ("repeatability", "reliability", "score"):
+            raise ValueError("peaks must be 'repeatability', 'reliability' or 'score'")
+        if self.rank not in ("reliability", "score"):
+            raise ValueError("rank must be 'reliability' or 'score'")
+        if int(self.refine_radius) != self.refine_radius or not 0 <= self.refine_radius <= 16:
+            raise ValueError("refine_radius must be an integer in 0..16")
+        if self.context_scale is not None and not 0.0 < self.context_scale < 1.0:
+            raise ValueError("context_scale must be in (0, 1) or None")
+        if not self.context_weight > 0.0:
+            raise ValueError("context_weight must be positive")
+        if self.top_k < 1 or self.border < 0 or self.tile_overlap < 0:
+            raise ValueError("top_k must be >= 1, border and tile_overlap >= 0")
+        if self.tile_size <= 2 * (self.tile_overlap + self.tile_overlap % 2) + 2:
+            raise ValueError("tile_size must exceed twice the tile_overlap")
+
+
+@dataclass(frozen=True)
+class MatchConfig:
+    """Matching settings.
+
+    Attributes:
+        min_similarity: minimum cosine similarity of a match; a loose default that drops
+            only clearly unrelated pairs (mutual nearest neighbours and RANSAC do most of the
+            filtering); -1 disables the test.
+        ratio: Lowe's ratio test on descriptor distances, best / second best < ``ratio``
+            (in both directions), e.g. 0.9; ``None`` disables it.
+        radius: with a prior, only pairs whose reference keypoint lies within ``radius``
+            reference pixels of the prior's prediction are considered; ``None`` = no limit.
+        chunk: block size of the similarity computation (memory ~ 4 * chunk^2 bytes).
+        local_radius: when the moving Features carry local descriptors
+            (``ExtractConfig.refine_radius``), a pair's similarity is the best similarity of
+            the reference descriptor to the moving descriptors within ``local_radius`` level
+            pixels of the moving keypoint (Chebyshev), so that keypoints detected a pixel or
+            two apart on the same structure still match at full strength; 0 = the keypoints'
+            own descriptors only.
+        candidates: with ``local_radius``, the pairs scored that way are each moving
+            keypoint's ``candidates`` most similar references by their own descriptors.
+    """
+
+    min_similarity: float = 0.5
+    ratio: float | None = None
+    radius: float | None = None
+    chunk: int = 4096
+    local_radius: int = 2
+    candidates: int = 16
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ValueError("min_similarity must be in [-1, 1]")
+        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
+            raise ValueError("ratio must be in (0, 1]")
+        if self.radius is not None and not self.radius > 0:
+            raise ValueError("radius must be positive")
+        if self.chunk < 1:
+            raise ValueError("chunk must be positive")
+        if int(self.local_radius) != self.local_radius or self.local_radius < 0:
+            raise ValueError("local_radius must be a non-negative integer")
+        if self.candidates < 1:
+            raise ValueError("candidates must be positive")
+
+
+@dataclass
+class EstimateConfig:
+    """How the transform is estimated from the matches (stages ``coarse`` and ``tiles``) and
+    checked.
+
+    Attributes:
+        transform: one of :class:`Transform` (see :data:`TRANSFORM_MODELS`).
         use_prior: use the georeferencing of both images to restrict matches to
             ``search_radius`` reference pixels (at coarse resolution) of the predicted position.
         search_radius: see ``use_prior``.
         ransac_threshold: inlier threshold in reference pixels at work resolution.
         scale_range: plausible scale of the transform (reference px per moving px).
+        min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
+            fewer means the images could not be registered reliably.
         georef_scales: pyramid of the coarse pass when both images are georeferenced (they
             are then read at about the same pixel size, so little scale search is needed)
             and ``extract.scales`` is not set (see :func:`pyramid_plan`).
-        min_inliers: fewest RANSAC inliers accepted (at least the model's own minimum);
-            fewer means the images could not be registered reliably.
-        extract, match: feature extraction and matching settings.
-        overwrite: replace existing outputs.
-        report: path of the JSON report; ``None`` = next to the output (``OUT.json``).
-        plot: path of a PNG with the matches and a checkerboard overlay, or ``None``.
-        progress: show progress bars.
         seed: RANSAC seed.
-        window_size: deprecated, no effect (every registration is coarse to fine); a value
-            other than ``None`` logs a warning.
-        tiles: tile grid per side; ``None`` = chosen from the overlap and the transform
-            model (:func:`sarreg.scene.tile_grid`). Also the grid of the per-region residuals
-            reported when there are no tiles (4 when ``None``).
-        tile_size: tile side in pixels at tile resolution (reference pixels, or moving pixels
-            when the reference is finer and read decimated to them); ``None`` = chosen with
-            the grid (512 at most).
-        coarse_size: larger side of the decimated reads of the coarse pass.
-        tile_search_radius: prior search radius in full-resolution reference pixels around
-            the coarse transform's prediction, in the tiles.
-        tile_scales: pyramid of the tiles (the coarse pass put both images at the same
-            pixel size) unless ``extract.scales`` is set.
-        tile_min_valid: tiles (and their moving windows) with a smaller fraction of valid
-            pixels are skipped as mostly nodata.
-        tile_max_points: at most this many RANSAC inliers kept per tile (spread over it) for
-            the global fit.
-        tile_top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
-        gcps: path of a tie-point export, ``.geojson`` or ``.gpkg`` (points in the reference
-            CRS) or ``.csv``; ``None`` = none.
-        max_gcps: at most this many inlier tie points (spread over the image) are written as
-            GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
-            output gets all its inliers).
-        cog: write the output image as a Cloud-Optimized GeoTIFF (internal overviews).
-        shifts: path of a GeoTIFF of the (dx, dy) the model applies on a coarse grid of the
-            reference (:mod:`sarreg.gis`); ``None`` = none. With ``plot``, a tie-point quality
-            map is written next to it as ``<plot>_quality.png``.
         verify: refuse a result that fails the independent check of :mod:`sarreg.verify`
             (exit 7); False (``--no-verify``): report the check only.
         allow_reflection: mirrored images may be registered (the search includes the flip);
@@ -154,49 +253,153 @@ class RegisterConfig:
             (:mod:`sarreg.search`).
     """
 
-    model: str | None = None
     transform: str = "affine"
-    mode: str = "resample"
-    resampling: str = "bilinear"
-    band_ref: int = 1
-    band_mov: int = 1
-    kind_ref: str = "auto"
-    kind_mov: str = "auto"
-    max_size: int = 4096
     use_prior: bool = True
     search_radius: float = 64.0
     ransac_threshold: float = 3.0
     scale_range: tuple[float, float] = (0.1, 10.0)
     min_inliers: int = 10
     georef_scales: tuple[float, ...] = (1.0, 2**-0.5)
-    extract: ExtractConfig = field(default_factory=_default_extract)
-    match: MatchConfig = field(default_factory=_default_match)
-    overwrite: bool = False
-    report: str | None = None
-    plot: str | None = None
-    progress: bool = False
     seed: int = 0
-    window_size: int | None = None
-    tiles: int | None = None
-    tile_size: int | None = None
-    coarse_size: int = 1024
-    tile_search_radius: float = 24.0
-    tile_scales: tuple[float, ...] = (1.0,)
-    tile_min_valid: float = 0.5
-    tile_max_points: int = 400
-    tile_top_k: int = 2000
-    gcps: str | None = None
-    max_gcps: int = 2000
-    cog: bool = False
-    shifts: str | None = None
     verify: bool = True
     allow_reflection: bool = False
     search: bool = True
 
-    @property
-    def coarse_read_size(self) -> int:
-        """Larger side of the coarse pass's reads."""
-        return int(min(self.coarse_size, self.max_size))
+
+@dataclass
+class TilingConfig:
+    """The full-resolution tiles over the overlap (stage ``tiles``, images larger than the
+    coarse read).
+
+    Attributes:
+        tiles: tile grid per side; ``None`` = chosen from the overlap and the transform
+            model (:func:`sarreg.scene.tile_grid`). Also the grid of the per-region residuals
+            reported when there are no tiles (4 when ``None``).
+        size: tile side in pixels at tile resolution (reference pixels, or moving pixels
+            when the reference is finer and read decimated to them); ``None`` = chosen with
+            the grid (512 at most).
+        search_radius: prior search radius in full-resolution reference pixels around the
+            coarse transform's prediction.
+        scales: pyramid of the tiles (the coarse pass put both images at the same pixel
+            size) unless ``extract.scales`` is set.
+        min_valid: tiles (and their moving windows) with a smaller fraction of valid pixels
+            are skipped as mostly nodata.
+        max_points: at most this many RANSAC inliers kept per tile (spread over it) for the
+            global fit.
+        top_k: keypoints kept per tile and image (unless ``extract.top_k`` is smaller).
+        window_size: deprecated, no effect (every registration is coarse to fine); a value
+            other than ``None`` logs a warning.
+    """
+
+    tiles: int | None = None
+    size: int | None = None
+    search_radius: float = 24.0
+    scales: tuple[float, ...] = (1.0,)
+    min_valid: float = 0.5
+    max_points: int = 400
+    top_k: int = 2000
+    window_size: int | None = None
+
+
+@dataclass
+class OutputConfig:
+    """What is written (stage ``output``) and where.
+
+    Attributes:
+        mode: one of :class:`Mode`: 'resample' (moving image resampled onto the reference
+            grid) or 'georef' (moving pixels unchanged, corrected geotransform, or GCPs for a
+            homography and the non-linear models).
+        resampling: one of :class:`Resampling` (mode 'resample').
+        overwrite: replace existing outputs.
+        report: path of the JSON report; ``None`` = next to the output (``OUT.json``).
+        plot: path of a PNG with the matches and a checkerboard overlay, or ``None``.
+        gcps: path of a tie-point export, ``.geojson`` or ``.gpkg`` (points in the reference
+            CRS) or ``.csv``; ``None`` = none.
+        max_gcps: at most this many inlier tie points (spread over the image) are written as
+            GCPs into ``--mode georef`` outputs of the non-linear models (a homography's
+            output gets all its inliers).
+        cog: write the output image as a Cloud-Optimized GeoTIFF (internal overviews).
+        shifts: path of a GeoTIFF of the (dx, dy) the model applies on a coarse grid of the
+            reference (:mod:`sarreg.gis`); ``None`` = none. With ``plot``, a tie-point quality
+            map is written next to it as ``<plot>_quality.png``.
+    """
+
+    mode: str = "resample"
+    resampling: str = "bilinear"
+    overwrite: bool = False
+    report: str | None = None
+    plot: str | None = None
+    gcps: str | None = None
+    max_gcps: int = 2000
+    cog: bool = False
+    shifts: str | None = None
+
+
+@dataclass
+class RegisterConfig:
+    """Settings of one registration, one group per stage. Defaults are what
+    ``sarreg register`` uses.
+
+    Every registration runs the same stages (see :mod:`sarreg.pipeline`): a **coarse pass**
+    on both images read decimated to at most ``input.coarse_read_size`` pixels (smaller
+    images as they are) and, when an image is larger than that read, **full-resolution
+    tiles** over the overlap, matched with the coarse transform as prior, and one global fit
+    on all tiles' tie points. Small images are the case with no tiles.
+
+    Build one with the groups that differ from the defaults, e.g.
+    ``RegisterConfig(estimate=EstimateConfig(transform="similarity"))``, or with dotted
+    names: ``with_values(RegisterConfig(), {"estimate.transform": "similarity"})``.
+
+    Attributes:
+        model: checkpoint path; ``None`` = the model bundled with sarreg.
+        input: :class:`InputConfig` (bands, value kinds, read sizes).
+        extract: :class:`ExtractConfig` (keypoints and descriptors).
+        match: :class:`MatchConfig` (descriptor matching).
+        estimate: :class:`EstimateConfig` (transform model, prior, RANSAC, checks).
+        tiling: :class:`TilingConfig` (full-resolution tiles).
+        output: :class:`OutputConfig` (output image, report, tie points, plots).
+        progress: show progress bars.
+    """
+
+    model: str | None = None
+    input: InputConfig = field(default_factory=InputConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    progress: bool = False
+
+
+def with_values(config: Any, values: Mapping[str, Any]) -> Any:
+    """A copy of ``config`` (a settings dataclass) with the settings named by dotted keys
+    (``"estimate.transform"``, ``"model"``) set to the given values; the values are not
+    checked (see :func:`validate_config`). Raises :class:`ConfigError` for an unknown name."""
+    own: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            groups.setdefault(head, {})[rest] = value
+        else:
+            own[head] = value
+    names = {f.name for f in fields(config)}
+    for head in (*own, *groups):
+        if head not in names:
+            raise ConfigError(
+                f"unknown setting {head!r} of {type(config).__name__}",
+                f"use one of {', '.join(sorted(names))}",
+            )
+    for head, sub in groups.items():
+        own[head] = with_values(getattr(config, head), sub)
+    return replace(config, **own)
+
+
+def get_value(config: Any, key: str) -> Any:
+    """The setting named by the dotted ``key`` of ``config``."""
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
 
 
 @dataclass(frozen=True)
@@ -221,18 +424,20 @@ class PyramidPlan:
 
 def pyramid_plan(config: RegisterConfig, georef: bool) -> PyramidPlan:
     """The one pyramid rule: explicit ``extract.scales`` everywhere; otherwise the coarse pass
-    runs ``georef_scales`` when both images are georeferenced (read at about the same pixel
-    size) and the extractor's own pyramid when not (unknown scale), and the tiles run
-    ``tile_scales`` (the coarse transform has put both at the same pixel size)."""
+    runs ``estimate.georef_scales`` when both images are georeferenced (read at about the same
+    pixel size) and the extractor's own pyramid when not (unknown scale), and the tiles run
+    ``tiling.scales`` (the coarse transform has put both at the same pixel size)."""
     if config.extract.scales is not None:
         s = tuple(config.extract.scales)
         return PyramidPlan(s, s, "extract.scales (explicit)")
-    tiles = tuple(config.tile_scales) if config.tile_scales else None
-    if georef and config.georef_scales:
+    tiles = tuple(config.tiling.scales) if config.tiling.scales else None
+    if georef and config.estimate.georef_scales:
         return PyramidPlan(
-            tuple(config.georef_scales), tiles, "georeferenced: georef_scales, tiles tile_scales"
+            tuple(config.estimate.georef_scales),
+            tiles,
+            "georeferenced: estimate.georef_scales, tiles tiling.scales",
         )
-    return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tile_scales")
+    return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tiling.scales")
 
 
 # --------------------------------------------------------------------------- transform models
@@ -379,41 +584,44 @@ def _choices(cls: type[Choice]) -> str:
     return f"one of {', '.join(cls.values())}"
 
 
-#: every checked setting of RegisterConfig and its ExtractConfig / MatchConfig, in CLI order
+#: every checked setting of RegisterConfig by its dotted name, those with a CLI flag first
 # fmt: off
 RULES: tuple[Rule, ...] = (
-    Rule("transform", "--transform", _one_of(Transform.values()), _choices(Transform)),
-    Rule("mode", "--mode", _one_of(Mode.values()), _choices(Mode)),
-    Rule("resampling", "--resampling", _one_of(Resampling.values()), _choices(Resampling)),
-    Rule("band_ref", "--band-ref", _int_in(1), "a band number >= 1", error=BandError),
-    Rule("band_mov", "--band-mov", _int_in(1), "a band number >= 1", error=BandError),
-    Rule("kind_ref", "--kind-ref", _one_of(Kind.values()), _choices(Kind)),
-    Rule("kind_mov", "--kind-mov", _one_of(Kind.values()), _choices(Kind)),
-    Rule("max_size", "--max-size", _int_in(64), "an integer >= 64 (pixels)"),
+    Rule("estimate.transform", "--transform", _one_of(Transform.values()), _choices(Transform)),
+    Rule("output.mode", "--mode", _one_of(Mode.values()), _choices(Mode)),
+    Rule("output.resampling", "--resampling", _one_of(Resampling.values()),
+         _choices(Resampling)),
+    Rule("input.band_ref", "--band-ref", _int_in(1), "a band number >= 1", error=BandError),
+    Rule("input.band_mov", "--band-mov", _int_in(1), "a band number >= 1", error=BandError),
+    Rule("input.kind_ref", "--kind-ref", _one_of(Kind.values()), _choices(Kind)),
+    Rule("input.kind_mov", "--kind-mov", _one_of(Kind.values()), _choices(Kind)),
+    Rule("input.max_size", "--max-size", _int_in(64), "an integer >= 64 (pixels)"),
     Rule("extract.top_k", "--top-k", _int_in(1), "an integer >= 1"),
     Rule("extract.scales", "--scales", _scales, "scales in (0, 4], e.g. 1,0.71,0.5", True),
     Rule("match.min_similarity", "--min-similarity", _num(-1, 1), "a number in [-1, 1]"),
     Rule("match.ratio", "--ratio", _num(0, 1, lo_open=True), "a number in (0, 1]", True),
-    Rule("search_radius", "--search-radius", _num(0, lo_open=True), "a number > 0 (pixels)"),
-    Rule("ransac_threshold", "--ransac-threshold", _num(0, lo_open=True),
+    Rule("estimate.search_radius", "--search-radius", _num(0, lo_open=True),
          "a number > 0 (pixels)"),
-    Rule("min_inliers", "--min-inliers", _int_in(0), "an integer >= 0"),
-    Rule("seed", "--seed", _int_in(0, 2**31 - 1), "an integer in 0..2147483647"),
-    Rule("window_size", "--window-size", _int_in(0), "an integer >= 0 (deprecated)", True),
-    Rule("tiles", "--tiles", _int_in(1, 32), "an integer in 1..32", True),
-    Rule("tile_size", "--tile-size", _int_in(128, 8192), "an integer in 128..8192 (pixels)",
+    Rule("estimate.ransac_threshold", "--ransac-threshold", _num(0, lo_open=True),
+         "a number > 0 (pixels)"),
+    Rule("estimate.min_inliers", "--min-inliers", _int_in(0), "an integer >= 0"),
+    Rule("estimate.seed", "--seed", _int_in(0, 2**31 - 1), "an integer in 0..2147483647"),
+    Rule("tiling.window_size", "--window-size", _int_in(0), "an integer >= 0 (deprecated)", True),
+    Rule("tiling.tiles", "--tiles", _int_in(1, 32), "an integer in 1..32", True),
+    Rule("tiling.size", "--tile-size", _int_in(128, 8192), "an integer in 128..8192 (pixels)",
          True),
-    Rule("coarse_size", "--coarse-size", _int_in(256, 8192), "an integer in 256..8192 (pixels)"),
-    Rule("gcps", "--gcps", _gcp_path, f"a file named {' or '.join('*' + s for s in GCP_SUFFIXES)}",
-         True),
-    Rule("max_gcps", None, _int_in(3), "an integer >= 3"),
-    Rule("scale_range", None, _scale_range, "two numbers 0 < low < high"),
-    Rule("georef_scales", None, _scales, "scales in (0, 4]", True),
-    Rule("tile_scales", None, _scales, "scales in (0, 4]", True),
-    Rule("tile_search_radius", None, _num(0, lo_open=True), "a number > 0 (pixels)"),
-    Rule("tile_min_valid", None, _num(0, 1), "a number in [0, 1]"),
-    Rule("tile_max_points", None, _int_in(1), "an integer >= 1"),
-    Rule("tile_top_k", None, _int_in(1), "an integer >= 1"),
+    Rule("input.coarse_size", "--coarse-size", _int_in(256, 8192),
+         "an integer in 256..8192 (pixels)"),
+    Rule("output.gcps", "--gcps", _gcp_path,
+         f"a file named {' or '.join('*' + s for s in GCP_SUFFIXES)}", True),
+    Rule("output.max_gcps", None, _int_in(3), "an integer >= 3"),
+    Rule("estimate.scale_range", None, _scale_range, "two numbers 0 < low < high"),
+    Rule("estimate.georef_scales", None, _scales, "scales in (0, 4]", True),
+    Rule("tiling.scales", None, _scales, "scales in (0, 4]", True),
+    Rule("tiling.search_radius", None, _num(0, lo_open=True), "a number > 0 (pixels)"),
+    Rule("tiling.min_valid", None, _num(0, 1), "a number in [0, 1]"),
+    Rule("tiling.max_points", None, _int_in(1), "an integer >= 1"),
+    Rule("tiling.top_k", None, _int_in(1), "an integer >= 1"),
     Rule("extract.refine_radius", None, _int_in(0, 16), "an integer in 0..16"),
     Rule("extract.context_scale", None, _num(0, 1, True, True), "a number in (0, 1)", True),
     Rule("extract.context_weight", None, _num(0, lo_open=True), "a number > 0"),
@@ -461,9 +669,9 @@ def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def validate_config(config: Any) -> None:
-    """Check every setting of a ``RegisterConfig`` (and its extract / match settings) against
+    """Check every setting of a :class:`RegisterConfig` (all its stage groups) against
     :data:`RULES`; raises :class:`ConfigError` for the first bad one."""
     check_values(dict(_flatten(config)))
     from sarreg import gis
 
-    gis.validate(config)
+    gis.validate(config.output)

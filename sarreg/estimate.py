@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sarreg.config import RegisterConfig, TransformModel, transform_model
+from sarreg.config import EstimateConfig, MatchConfig, TransformModel, transform_model
 from sarreg.errors import TooFewMatchesError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def work_to_full(raster) -> np.ndarray:
 def match_guided(
     feat_ref: Features,
     feat_mov: Features,
-    config: RegisterConfig,
+    config: MatchConfig,
     prior,
     model: TransformModel,
     radius: float,
@@ -98,9 +98,7 @@ def match_guided(
 
     need = model.min_points
     if prior is not None:
-        matches = match_mutual(
-            feat_ref, feat_mov, replace(config.match, radius=radius), prior=prior
-        )
+        matches = match_mutual(feat_ref, feat_mov, replace(config, radius=radius), prior=prior)
         if len(matches) >= max(need, 20):
             return matches
         if not fallback:
@@ -111,7 +109,7 @@ def match_guided(
         log.info(
             "only %d matches within the search radius; matching without the prior", len(matches)
         )
-    matches = match_mutual(feat_ref, feat_mov, replace(config.match, radius=None))
+    matches = match_mutual(feat_ref, feat_mov, replace(config, radius=None))
     if len(matches) < need:
         raise TooFewMatchesError(
             f"only {len(matches)} matches between the images (need >= {need} for a "
@@ -124,7 +122,7 @@ def match_guided(
 
 def fit_checked(
     tie: TiePoints,
-    config: RegisterConfig,
+    config: EstimateConfig,
     model: TransformModel | str,
     threshold: float,
     mov_shape,
@@ -154,7 +152,7 @@ def fit_checked(
 
 
 def check_fit(
-    fit, config: RegisterConfig, model: TransformModel, mov_shape, allow_reflection=None
+    fit, config: EstimateConfig, model: TransformModel, mov_shape, allow_reflection=None
 ) -> None:
     """:func:`sarreg.geometry.check_plausible` of a fit (DegenerateTransformError, exit 8);
     ``allow_reflection`` None: ``config.allow_reflection``."""

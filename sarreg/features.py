@@ -27,97 +27,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from sarreg.config import ExtractConfig  # defined with the other settings (torch-free)
+
 log = logging.getLogger(__name__)
 
 #: receptive-field radius of the Fast-R2D2 network in input pixels, measured (R2D2: 25); a
 #: tile_overlap of at least this + 1 (for the 3x3 non-maximum suppression) makes tiling exact
 FAST_R2D2_RADIUS = 27
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Keypoint extraction settings.
-
-    Attributes:
-        scale_factor: ratio between successive pyramid scales (> 1).
-        min_scale, max_scale: pyramid scales run from ``max_scale`` down to ``min_scale``.
-        min_size, max_size: pyramid levels whose larger side (level pixels) is outside
-            ``[min_size, max_size]`` are skipped (when none is left, the level closest to the
-            range is kept).
-        scales: explicit scales; overrides the pyramid and its size limits.
-        rep_threshold: minimum repeatability of a keypoint (0 = rank by score alone).
-        rel_threshold: minimum reliability of a keypoint (0 = rank by score alone). The
-            scale of both maps depends on the model, so by default keypoints are selected by
-            ``top_k`` on the score alone; raise these to drop weak points in flat areas.
-        top_k: keypoints kept over all scales, by their ranking score (``rank``).
-        peaks: map whose 3x3 local maxima are the candidate keypoints: 'repeatability' (the
-            R2D2 detector), 'reliability' or 'score' (reliability x repeatability).
-        rank: score that ranks the candidates: 'reliability' (how well the descriptor is
-            expected to match; the default, which gives more correct matches on speckled
-            data) or 'score' (reliability x repeatability, as in R2D2).
-        refine_radius: keep, for every keypoint, the descriptors at the integer offsets of
-            the ``(2 r + 1)^2`` square of level pixels around it (``Features.local_descriptors``),
-            which :func:`sarreg.matching.refine_keypoints` uses to move a matched keypoint
-            to where its descriptor best matches the other image's; 0 = keep none. Memory:
-            ``top_k * (2 r + 1)^2 * dim * 2`` bytes (float16).
-        context_scale: each keypoint's descriptor is extended by a context descriptor, the
-            descriptor at the same place of its pyramid level resized by ``context_scale``
-            (0.5: twice the footprint), which tells apart structures that look alike under
-            speckle at the keypoint's own scale; ``None`` = point descriptors only.
-        context_weight: weight ``w`` of the context: the similarity of two extended
-            descriptors is ``(s_point + w s_context) / (1 + w)``.
-        border: keypoints closer than ``border`` level pixels to the level's edge are dropped.
-        tile_size: tile side in level pixels (memory ~ ``(4 + 4 dim / 4) * tile_size^2`` bytes).
-        tile_overlap: context added on every side of a tile's core, level pixels; at least the
-            network's receptive-field radius + 1 (28 px for Fast-R2D2) for tiling-independent
-            results. Rounded up to an even number (pooling alignment).
-        device: torch device the network runs on (the network is moved there).
-        progress: show a tqdm progress bar (only when stderr is a terminal).
-    """
-
-    scale_factor: float = 2**0.5
-    min_scale: float = 0.5
-    max_scale: float = 1.0
-    min_size: int = 256
-    max_size: int = 4096
-    scales: tuple[float, ...] | None = None
-    rep_threshold: float = 0.0
-    rel_threshold: float = 0.0
-    top_k: int = 5000
-    peaks: str = "repeatability"
-    rank: str = "reliability"
-    refine_radius: int = 3
-    context_scale: float | None = 0.5
-    context_weight: float = 0.5
-    border: int = 8
-    tile_size: int = 1024
-    tile_overlap: int = 64
-    device: str = "cpu"
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.scale_factor <= 1.0:
-            raise ValueError("scale_factor must be > 1")
-        if not 0 < self.min_scale <= self.max_scale:
-            raise ValueError("need 0 < min_scale <= max_scale")
-        if self.scales is not None and (
-            len(self.scales) == 0 or any(not s > 0 for s in self.scales)
-        ):
-            raise ValueError("scales must be a non-empty tuple of positive numbers")
-        if self.peaks not in ("repeatability", "reliability", "score"):
-            raise ValueError("peaks must be 'repeatability', 'reliability' or 'score'")
-        if self.rank not in ("reliability", "score"):
-            raise ValueError("rank must be 'reliability' or 'score'")
-        if int(self.refine_radius) != self.refine_radius or not 0 <= self.refine_radius <= 16:
-            raise ValueError("refine_radius must be an integer in 0..16")
-        if self.context_scale is not None and not 0.0 < self.context_scale < 1.0:
-            raise ValueError("context_scale must be in (0, 1) or None")
-        if not self.context_weight > 0.0:
-            raise ValueError("context_weight must be positive")
-        if self.top_k < 1 or self.border < 0 or self.tile_overlap < 0:
-            raise ValueError("top_k must be >= 1, border and tile_overlap >= 0")
-        if self.tile_size <= 2 * _even(self.tile_overlap) + 2:
-            raise ValueError("tile_size must exceed twice the tile_overlap")
 
 
 @dataclass

@@ -44,18 +44,20 @@ def quality_plot_path(plot: str | os.PathLike) -> str:
 
 
 def extra_outputs(config: Any) -> list[str]:
-    """Paths of this module's outputs for a :class:`~sarreg.pipeline.RegisterConfig`."""
+    """Paths of this module's outputs for a registration's
+    :class:`~sarreg.config.OutputConfig`."""
     paths = []
-    if getattr(config, "shifts", None):
+    if config.shifts:
         paths.append(str(config.shifts))
-    if getattr(config, "plot", None):
+    if config.plot:
         paths.append(quality_plot_path(config.plot))
     return paths
 
 
 def validate(config: Any) -> None:
-    """Reject a ``--shifts`` path that is not a GeoTIFF name (ConfigError)."""
-    shifts = getattr(config, "shifts", None)
+    """Reject a ``--shifts`` path of an :class:`~sarreg.config.OutputConfig` that is not a
+    GeoTIFF name (ConfigError)."""
+    shifts = config.shifts
     if shifts and Path(shifts).suffix.lower() not in SHIFT_SUFFIXES:
         raise ConfigError(
             f"the shift raster {shifts} must be a GeoTIFF", "name the --shifts file *.tif"
@@ -235,7 +237,8 @@ def write_outputs(
     threshold: float,
     written: list[str],
 ) -> None:
-    """Write the shift raster and the quality map a registration's config asks for.
+    """Write the shift raster and the quality map a registration's
+    :class:`~sarreg.config.OutputConfig` asks for.
 
     Each path written is appended to ``written`` at once, so that the caller removes it again
     when a later output fails (outputs go as a group). ``ref_info``: the reference's
@@ -243,13 +246,13 @@ def write_outputs(
     ``residuals``, ``inliers``); ``ref_img``/``work_to_full``/``xy_ref``/``threshold``: see
     :func:`plot_quality`.
     """
-    if getattr(config, "shifts", None):
+    if config.shifts:
         write_shifts(
             config.shifts, ref_info.shape, ref_info.transform, ref_info.crs, model_inverse(fit),
             overwrite=config.overwrite,
         )  # fmt: skip
         written.append(str(config.shifts))
-    if getattr(config, "plot", None):
+    if config.plot:
         path = quality_plot_path(config.plot)
         plot_quality(
             path, ref_img, work_to_full, xy_ref, fit.residuals, fit.inliers, threshold,

@@ -97,15 +97,19 @@ def open_inputs(ref_path: str, mov_path: str, config: RegisterConfig) -> Inputs:
     overlapping footprints when both are georeferenced. Raises a ``SarregError`` subclass."""
     from sarreg import geometry, io
 
-    ref_info = io.raster_info(ref_path, band=config.band_ref)
-    mov_info = io.raster_info(mov_path, band=config.band_mov)
+    ref_info = io.raster_info(ref_path, band=config.input.band_ref)
+    mov_info = io.raster_info(mov_path, band=config.input.band_mov)
     inputs = Inputs(ref_path, mov_path, ref_info, mov_info)
-    if config.mode == "georef" and ref_info.transform is None:
+    if config.output.mode == "georef" and ref_info.transform is None:
         raise NotGeoreferencedError(
             f"--mode georef needs a georeferenced reference, but {ref_path} has no geotransform",
             "use --mode resample, or a georeferenced reference image",
         )
-    if config.gcps and Path(config.gcps).suffix.lower() != ".csv" and not inputs.georef:
+    if (
+        config.output.gcps
+        and Path(config.output.gcps).suffix.lower() != ".csv"
+        and not inputs.georef
+    ):
         raise NotGeoreferencedError(
             f"a GeoJSON tie-point export needs georeferenced images, but {ref_path} or "
             f"{mov_path} has no geotransform",

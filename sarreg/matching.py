@@ -23,54 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sarreg.config import MatchConfig  # defined with the other settings (torch-free)
+
 log = logging.getLogger(__name__)
 
 _NEG = float("-inf")
-
-
-@dataclass(frozen=True)
-class MatchConfig:
-    """Matching settings.
-
-    Attributes:
-        min_similarity: minimum cosine similarity of a match; a loose default that drops
-            only clearly unrelated pairs (mutual nearest neighbours and RANSAC do most of the
-            filtering); -1 disables the test.
-        ratio: Lowe's ratio test on descriptor distances, best / second best < ``ratio``
-            (in both directions), e.g. 0.9; ``None`` disables it.
-        radius: with a prior, only pairs whose reference keypoint lies within ``radius``
-            reference pixels of the prior's prediction are considered; ``None`` = no limit.
-        chunk: block size of the similarity computation (memory ~ 4 * chunk^2 bytes).
-        local_radius: when the moving Features carry local descriptors
-            (``ExtractConfig.refine_radius``), a pair's similarity is the best similarity of
-            the reference descriptor to the moving descriptors within ``local_radius`` level
-            pixels of the moving keypoint (Chebyshev), so that keypoints detected a pixel or
-            two apart on the same structure still match at full strength; 0 = the keypoints'
-            own descriptors only.
-        candidates: with ``local_radius``, the pairs scored that way are each moving
-            keypoint's ``candidates`` most similar references by their own descriptors.
-    """
-
-    min_similarity: float = 0.5
-    ratio: float | None = None
-    radius: float | None = None
-    chunk: int = 4096
-    local_radius: int = 2
-    candidates: int = 16
-
-    def __post_init__(self) -> None:
-        if not -1.0 <= self.min_similarity <= 1.0:
-            raise ValueError("min_similarity must be in [-1, 1]")
-        if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
-            raise ValueError("ratio must be in (0, 1]")
-        if self.radius is not None and not self.radius > 0:
-            raise ValueError("radius must be positive")
-        if self.chunk < 1:
-            raise ValueError("chunk must be positive")
-        if int(self.local_radius) != self.local_radius or self.local_radius < 0:
-            raise ValueError("local_radius must be a non-negative integer")
-        if self.candidates < 1:
-            raise ValueError("candidates must be positive")
 
 
 @dataclass

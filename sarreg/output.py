@@ -23,17 +23,17 @@ def check_outputs(out_path, config: RegisterConfig, inputs=()) -> str | None:
 
     report_path = None
     if out_path is not None:
-        report_path = config.report or str(Path(str(out_path)).with_suffix(".json"))
-    elif config.report:
-        report_path = config.report
+        report_path = config.output.report or str(Path(str(out_path)).with_suffix(".json"))
+    elif config.output.report:
+        report_path = config.output.report
     register_guard(out_path, report_path, config, inputs)
     if out_path is not None:
-        check_output_path(str(out_path), overwrite=config.overwrite)
+        check_output_path(str(out_path), overwrite=config.output.overwrite)
     if report_path is not None:
-        check_output_path(report_path, overwrite=config.overwrite)
-    for extra in (config.plot, config.gcps, *extra_outputs(config)):
+        check_output_path(report_path, overwrite=config.output.overwrite)
+    for extra in (config.output.plot, config.output.gcps, *extra_outputs(config.output)):
         if extra:
-            check_output_path(extra, overwrite=config.overwrite)
+            check_output_path(extra, overwrite=config.output.overwrite)
     return report_path
 
 
@@ -48,17 +48,17 @@ def remove_quietly(paths: list[str]) -> None:
 
 def gcp_indices(fit, xy_mov: np.ndarray, config: RegisterConfig) -> np.ndarray | None:
     """Indices of the tie points written as GCPs into a ``--mode georef`` output (inliers; for
-    the non-linear models thinned to ``config.max_gcps`` spread over the moving image), or None
-    when the output gets a geotransform instead (translation/similarity/affine)."""
+    the non-linear models thinned to ``config.output.max_gcps`` spread over the moving image),
+    or None when the output gets a geotransform instead (translation/similarity/affine)."""
     from sarreg.mapping import thin_points
 
-    if config.mode != "georef" or transform_model(config.transform).geotransform:
+    if config.output.mode != "georef" or transform_model(config.estimate.transform).geotransform:
         return None
     inl = np.flatnonzero(np.asarray(fit.inliers, dtype=bool))
     if fit.mapping is None:  # homography: every inlier, as always
         return inl
     res = np.asarray(fit.residuals)[inl]
-    return inl[thin_points(xy_mov[inl], res, config.max_gcps)]
+    return inl[thin_points(xy_mov[inl], res, config.output.max_gcps)]
 
 
 def write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, config) -> str:
@@ -66,7 +66,7 @@ def write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, con
     resample) or its pixels with a corrected geotransform / GCPs (mode georef)."""
     from sarreg import geometry, warp
 
-    if config.mode == "resample":
+    if config.output.mode == "resample":
         if ref_info.transform is not None:
             transform, crs = ref_info.transform, ref_info.crs
         else:
@@ -78,14 +78,14 @@ def write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, con
         )
         warp.resample_to_grid(
             mov_path,
-            config.band_mov,
+            config.input.band_mov,
             fit.mapping if fit.mapping is not None else fit.matrix,
             grid,
             out_path,
-            resampling=config.resampling,
-            overwrite=config.overwrite,
+            resampling=config.output.resampling,
+            overwrite=config.output.overwrite,
             progress=config.progress,
-            cog=config.cog,
+            cog=config.output.cog,
         )
         return out_path
     # georef mode
@@ -97,22 +97,22 @@ def write_output(out_path, mov_path, ref_info, fit, xy_ref, xy_mov, gcp_idx, con
         ]
         warp.write_georeferenced(
             mov_path,
-            config.band_mov,
+            config.input.band_mov,
             out_path,
             crs=ref_info.crs,
             gcps=gcps,
-            overwrite=config.overwrite,
-            cog=config.cog,
+            overwrite=config.output.overwrite,
+            cog=config.output.cog,
         )
     else:
         new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
         warp.write_georeferenced(
             mov_path,
-            config.band_mov,
+            config.input.band_mov,
             out_path,
             transform=new_t,
             crs=ref_info.crs,
-            overwrite=config.overwrite,
-            cog=config.cog,
+            overwrite=config.output.overwrite,
+            cog=config.output.cog,
         )
     return out_path

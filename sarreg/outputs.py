@@ -156,17 +156,17 @@ def register_guard(out_path, report_path, config, inputs: Iterable = ()) -> None
     """:func:`guard_outputs` for one registration: the image (``-o``), its report, ``--gcps``
     and ``--plot`` against the reference, the moving image and ``--model``.
 
-    ``config`` is a :class:`sarreg.pipeline.RegisterConfig`; ``inputs`` ``(reference,
+    ``config`` is a :class:`sarreg.config.RegisterConfig`; ``inputs`` ``(reference,
     moving)``."""
     names = ("reference image", "moving image")
     guard_outputs(
         [
             ("output image", out_path),
             ("report", report_path),
-            ("tie-point export (--gcps)", getattr(config, "gcps", None)),
-            ("plot (--plot)", getattr(config, "plot", None)),
+            ("tie-point export (--gcps)", config.output.gcps),
+            ("plot (--plot)", config.output.plot),
         ],
-        [*zip(names, inputs, strict=False), ("model (--model)", getattr(config, "model", None))],
+        [*zip(names, inputs, strict=False), ("model (--model)", config.model)],
     )
 
 

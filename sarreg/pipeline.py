@@ -50,6 +50,7 @@ __all__ = [
     "validate_config",
 ]
 
+
 @dataclass
 class RegistrationResult:
     """What ``register`` found and wrote.
@@ -125,8 +126,8 @@ def register(
     """Register ``mov_path`` onto ``ref_path`` and write ``out_path`` plus a JSON report.
 
     ``out_path`` may be ``None`` to only estimate the transform (no image, report only if
-    ``config.report`` is set). Raises a :class:`~sarreg.errors.SarregError` subclass for every
-    bad input; nothing is left half-written. The stages are listed in the module docstring.
+    ``config.output.report`` is set). Raises a :class:`~sarreg.errors.SarregError` subclass for
+    every bad input; nothing is left half-written. The stages are listed in the module docstring.
     """
     config = config or RegisterConfig()
     validate_config(config)
@@ -166,7 +167,7 @@ def register(
 
 
 def _warn_deprecated(config: RegisterConfig) -> None:
-    if config.window_size is not None:
+    if config.tiling.window_size is not None:
         log.warning(
             "--window-size / window_size is deprecated and has no effect: every registration "
             "is coarse to fine (coarse pass, then full-resolution tiles for larger images)"
@@ -189,7 +190,7 @@ def estimate(ctx: RunContext) -> Estimate:
     from sarreg.tiles import refine_with_tiles
 
     config, timer = ctx.config, ctx.timer
-    model = transform_model(config.transform)
+    model = transform_model(config.estimate.transform)
     with timer.stage("read"):
         ref, mov = read_coarse(ctx)
     tiled = needs_tiles(ref, mov, ctx.inputs.prior_scale)
@@ -198,7 +199,7 @@ def estimate(ctx: RunContext) -> Estimate:
     if not tiled:
         with timer.stage("estimate"):
             regions = region_stats(
-                ctx.ref_info.shape, config.tiles or 4, coarse.tie.xy_ref, coarse.fit
+                ctx.ref_info.shape, config.tiling.tiles or 4, coarse.tie.xy_ref, coarse.fit
             )
         return Estimate(coarse, coarse.tie, coarse.fit, regions)
     log.info(
@@ -219,13 +220,15 @@ def estimate(ctx: RunContext) -> Estimate:
             with timer.stage("estimate"):
                 fit = fit_checked(
                     coarse.tie,
-                    config,
+                    config.estimate,
                     model,
-                    config.ransac_threshold * ref.decimation,
+                    config.estimate.ransac_threshold * ref.decimation,
                     ctx.mov_info.shape,
                 )
         with timer.stage("estimate"):
-            regions = region_stats(ctx.ref_info.shape, config.tiles or 4, coarse.tie.xy_ref, fit)
+            regions = region_stats(
+                ctx.ref_info.shape, config.tiling.tiles or 4, coarse.tie.xy_ref, fit
+            )
         info = coarse.to_dict(0, 0)
         info["refined_by_tiles"] = False
         info["tiles_failed"] = str(err)
@@ -249,7 +252,7 @@ def check_result(ctx: RunContext, est: Estimate) -> dict:
         with ctx.timer.stage("verify"):
             ver = verify.verify_fit(c.ref, c.mov, c.img_ref, c.img_mov, fit.matrix,
                                     mapping=fit.mapping)  # fmt: skip
-    verify.refuse_unless_passed(ver, config.verify)
+    verify.refuse_unless_passed(ver, config.estimate.verify)
     inl = np.asarray(fit.inliers, dtype=bool)
     t = ctx.ref_info.transform
     px = None if t is None else float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
@@ -315,20 +318,20 @@ def _write_outputs(
         if report_path is not None:
             write_report(report, report_path)
             written.append(report_path)
-        if config.gcps:
+        if config.output.gcps:
             from sarreg.tiepoints import write_tie_points
 
-            write_tie_points(report, config.gcps, overwrite=config.overwrite)
-            written.append(config.gcps)
+            write_tie_points(report, config.output.gcps, overwrite=config.output.overwrite)
+            written.append(config.output.gcps)
         from sarreg import gis
         from sarreg.estimate import work_to_full
 
         gis.write_outputs(
-            config, inputs.ref_info, est.fit, c.img_ref, work_to_full(c.ref), est.tie.xy_ref,
-            config.ransac_threshold * float(c.ref.decimation), written,
+            config.output, inputs.ref_info, est.fit, c.img_ref, work_to_full(c.ref), est.tie.xy_ref,
+            config.estimate.ransac_threshold * float(c.ref.decimation), written,
         )  # fmt: skip
-        if config.plot:
-            plot_coarse(config.plot, c, est.fit, out_written is not None)
+        if config.output.plot:
+            plot_coarse(config.output.plot, c, est.fit, out_written is not None)
     except BaseException:
         remove_quietly(written)
         raise

@@ -339,7 +339,7 @@ def transform_entry(fit, config, ref_info, mov_info, prior_full) -> dict:
     centre = np.array([[(w - 1) / 2.0, (h - 1) / 2.0]])
     info["moving_centre_to_reference_px"] = forward(centre)[0].tolist()
     if ref_info.transform is not None:
-        if transform_model(config.transform).geotransform:
+        if transform_model(config.estimate.transform).geotransform:
             new_t = geometry.corrected_geotransform(ref_info.transform, fit.matrix)
             info["corrected_geotransform"] = list(new_t)[:6]
             info["corrected_geotransform_gdal"] = list(new_t.to_gdal())
@@ -392,14 +392,14 @@ def build_report(
         "reference": ref.to_dict(),
         "moving": mov.to_dict(),
         "output": output,
-        "mode": config.mode,
+        "mode": config.output.mode,
         "transform": transform_entry(fit, config, ref.info, mov.info, prior_full),
         "matches": int(len(tie)),
         "inliers": int(inl.sum()),
         "inlier_ratio": float(inl.mean()) if len(inl) else 0.0,
         "rmse_px": float(fit.rmse),
         "loo_rmse_px": float(fit.loo_rmse),
-        "used_georeferencing_prior": bool(prior_full is not None and config.use_prior),
+        "used_georeferencing_prior": bool(prior_full is not None and config.estimate.use_prior),
         "windowed": coarse is not None and coarse.get("tiles_used", 0) > 0,
         "coarse": coarse,
         "tiles": tiles,

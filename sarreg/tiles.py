@@ -119,7 +119,7 @@ def refine_with_tiles(
         # reference finer: read it at the moving pixel size (and vice versa)
         dec_ref, dec_mov = tile_decimations(scale)
         n, size_work = scene.tile_grid(
-            overlap.area / dec_ref**2, model.linear, config.tiles, config.tile_size
+            overlap.area / dec_ref**2, model.linear, config.tiling.tiles, config.tiling.size
         )
         size = int(round(size_work * dec_ref))  # size_work pixels at tile resolution
         if dec_ref == int(dec_ref):  # whole bins of the decimated read
@@ -145,7 +145,7 @@ def refine_with_tiles(
         "size_px": size,
         "decimation_ref": dec_ref,
         "decimation_mov": dec_mov,
-        "chosen": "auto" if config.tiles is None and config.tile_size is None else "set",
+        "chosen": "auto" if config.tiling.tiles is None and config.tiling.size is None else "set",
     }
     if not parts:
         reasons = sorted({r.reason or "" for r in records})
@@ -164,9 +164,9 @@ def refine_with_tiles(
     with timer.stage("estimate"):
         fit = fit_checked(
             tie,
-            config,
+            config.estimate,
             model,
-            config.ransac_threshold * dec_ref,
+            config.estimate.ransac_threshold * dec_ref,
             ctx.mov_info.shape,
             initial_inliers=np.ones(len(tie), dtype=bool),
         )
@@ -196,7 +196,7 @@ def register_tile(
 
     config, timer = ctx.config, ctx.timer
     rec = TileRecord(k, [int(win.col_off), int(win.row_off), int(win.width), int(win.height)])
-    margin = config.tile_search_radius + 8.0
+    margin = config.tiling.search_radius + 8.0
     multiple = 2 * int(dec_mov) if dec_mov == int(dec_mov) else 2
     mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, multiple)
     if mwin is None:
@@ -210,14 +210,14 @@ def register_tile(
         with timer.stage("read"):
             ref = io.read_raster(
                 ctx.ref_path,
-                band=config.band_ref,
+                band=config.input.band_ref,
                 kind=coarse.ref.kind,
                 window=win,
                 max_size=side(win, dec_ref),
             )
             mov = io.read_raster(
                 ctx.mov_path,
-                band=config.band_mov,
+                band=config.input.band_mov,
                 kind=coarse.mov.kind,
                 window=mwin,
                 max_size=side(mwin, dec_mov),
@@ -225,7 +225,7 @@ def register_tile(
     except EmptyImageError:
         return rec.skip("nodata"), None
     rec.valid_fraction = [float(ref.mask.mean()), float(mov.mask.mean())]
-    if ref.mask.mean() < config.tile_min_valid or mov.mask.mean() < config.tile_min_valid / 2:
+    if ref.mask.mean() < config.tiling.min_valid or mov.mask.mean() < config.tiling.min_valid / 2:
         return rec.skip("mostly nodata"), None
     try:
         with timer.stage("preprocess"):
@@ -239,7 +239,7 @@ def register_tile(
         xcfg = config.extract
         if ctx.pyramid.tiles is not None:
             xcfg = replace(xcfg, scales=tuple(ctx.pyramid.tiles))
-        xcfg = replace(xcfg, progress=False, top_k=min(xcfg.top_k, config.tile_top_k))
+        xcfg = replace(xcfg, progress=False, top_k=min(xcfg.top_k, config.tiling.top_k))
         f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius=0))
         f_mov = extract(ctx.loaded.net, img_m, kpm_m, xcfg)
     rec.keypoints = [len(f_ref), len(f_mov)]
@@ -257,24 +257,24 @@ def register_tile(
             matches = match_guided(
                 f_ref,
                 f_mov,
-                config,
+                config.match,
                 prior,
                 local,
-                config.tile_search_radius / ref.decimation,
+                config.tiling.search_radius / ref.decimation,
                 fallback=False,
             )
             f_mov = refine_keypoints(f_ref, f_mov, matches)
         rec.matches = len(matches)
         with timer.stage("estimate"):
             tie = TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
-            threshold = config.ransac_threshold * ref.decimation
-            fit = local.fit(tie.xy_mov, tie.xy_ref, threshold, config.seed)
+            threshold = config.estimate.ransac_threshold * ref.decimation
+            fit = local.fit(tie.xy_mov, tie.xy_ref, threshold, config.estimate.seed)
     except SarregError as err:  # too few matches / inliers in this tile
         return rec.skip(f"too few matches ({err.message})"), None
-    if fit.n_inliers < max(config.min_inliers, local.min_points):
+    if fit.n_inliers < max(config.estimate.min_inliers, local.min_points):
         return rec.skip(f"too few inliers ({fit.n_inliers})"), None
     inl = np.flatnonzero(fit.inliers)
-    keep = inl[thin_points(tie.xy_ref[inl], -tie.similarity[inl], config.tile_max_points)]
+    keep = inl[thin_points(tie.xy_ref[inl], -tie.similarity[inl], config.tiling.max_points)]
     rec.status = TileStatus.used
     rec.tile_inliers, rec.tile_rmse_px = int(fit.n_inliers), float(fit.rmse)
     rec.tie_points = int(len(keep))

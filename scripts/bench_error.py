@@ -29,6 +29,7 @@ def main() -> int:
     ap.add_argument("--transform", default="affine")
     opts = ap.parse_args()
     from sarreg import io
+    from sarreg.config import EstimateConfig
     from sarreg.errors import SarregError
     from sarreg.pipeline import RegisterConfig, register
     from sarreg.uncertainty import predicted_error, true_error
@@ -40,7 +41,7 @@ def main() -> int:
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, ref, mov, truth in pairs(opts.n, opts.difficulty, Path(tmp)):
-            cfg = RegisterConfig(transform=opts.transform, progress=False)
+            cfg = RegisterConfig(estimate=EstimateConfig(transform=opts.transform), progress=False)
             try:
                 res = register(ref, mov, None, cfg)
             except SarregError as err:

@@ -19,6 +19,7 @@ from test_verify_search import _moving, _umbra, _write  # noqa: E402
 
 
 def main() -> int:
+    from sarreg.config import with_values
     from sarreg.errors import SarregError
     from sarreg.geometry import mapping_rmse, similarity_about_centre
     from sarreg.pipeline import RegisterConfig, register
@@ -35,7 +36,7 @@ def main() -> int:
     m = _moving(crop, w)
     cases.append(("mirrored", crop, m, None, None, np.linalg.inv(w), {}))
     cases.append(("mirrored --allow-reflection", crop, m, None, None, np.linalg.inv(w),
-                  {"allow_reflection": True}))  # fmt: skip
+                  {"estimate.allow_reflection": True}))  # fmt: skip
     q = _umbra(data, 900, 900, 400)[0]
     big = _umbra(data, 300, 300, 1600, out_shape=(400, 400))[0]
     cases.append(("scaled 1/4", q, big, None, None,
@@ -55,7 +56,9 @@ def main() -> int:
         for k, (name, a, b, ga, gb, truth, extra) in enumerate(cases):
             ref = _write(Path(tmp) / f"r{k}.tif", a, *(ga or ()))
             mov = _write(Path(tmp) / f"m{k}.tif", b, *(gb or ()))
-            cfg = RegisterConfig(transform="similarity", progress=False, **extra)
+            cfg = with_values(
+                RegisterConfig(progress=False), {"estimate.transform": "similarity", **extra}
+            )
             try:
                 res = register(ref, mov, None, cfg)
             except SarregError as err:
@@ -64,13 +67,16 @@ def main() -> int:
             true = mapping_rmse(res.matrix, truth, b.shape) if truth is not None else np.inf
             if name == "scaled 1/4":  # only the overlap is defined
                 from sarreg.geometry import apply_matrix
+
                 pts = np.array([[160.0, 160], [240, 160], [240, 240], [160, 240]])
                 d = apply_matrix(res.matrix, pts) - apply_matrix(truth, pts)
                 true = float(np.sqrt((d**2).sum(axis=1).mean()))
             hyp = res.report["search"]["hypothesis"]["description"]
             prior = res.report["search"]["georeferencing_prior"]
-            print(f"{name:<30} {'registered':<10} {true:8.3f} {res.predicted_error:8.3f}  "
-                  f"{hyp}{' (prior)' if prior else ''}")
+            print(
+                f"{name:<30} {'registered':<10} {true:8.3f} {res.predicted_error:8.3f}  "
+                f"{hyp}{' (prior)' if prior else ''}"
+            )
     return 0
 
 

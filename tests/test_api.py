@@ -16,7 +16,7 @@ def test_import_sarreg_does_no_work():
         "assert 'sarreg.pipeline' not in sys.modules and 'torch' not in sys.modules; "
         "from sarreg import register, RegisterConfig; "
         "assert 'sarreg.pipeline' in sys.modules; "
-        "assert register.__module__ == 'sarreg.pipeline' and RegisterConfig().cog is False"
+        "assert register.__module__ == 'sarreg.pipeline' and RegisterConfig().output.cog is False"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr

@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -28,13 +27,16 @@ from sarreg.batch import (
     run_batch,
 )
 from sarreg.cli import main
+from sarreg.config import EstimateConfig, InputConfig, with_values
 from sarreg.errors import ClusterError, ConfigError
 from sarreg.geometry import similarity_about_centre
 from sarreg.pipeline import RegisterConfig, register
 
 SIZE = 512
 #: Small, fast registrations (about a second each on 2 idle cores): 256 px reads, one scale.
-CONFIG = RegisterConfig(max_size=256, georef_scales=(1.0,))
+CONFIG = RegisterConfig(
+    input=InputConfig(max_size=256), estimate=EstimateConfig(georef_scales=(1.0,))
+)
 WARPS = [(3.0, 1.02, (5.0, -3.0)), (-4.0, 0.97, (-7.0, 4.0)), (2.0, 1.04, (8.0, 6.0))]
 
 
@@ -200,9 +202,15 @@ def test_fingerprint_follows_inputs_and_settings(scenes, tmp_path):
     (job,) = plan_jobs(tmp_path, reference=scenes["ref"], moving=[str(scenes["good"][0])])
     base = fingerprint(job, result_settings(CONFIG), "abc")
     assert base == fingerprint(job, result_settings(CONFIG), "abc")
-    unrelated = replace(CONFIG, overwrite=True, progress=True, report="x.json", plot="p.png")
+    unrelated = with_values(
+        CONFIG,
+        {"output.overwrite": True, "progress": True, "output.report": "x.json",
+         "output.plot": "p.png"},
+    )  # fmt: skip
     assert fingerprint(job, result_settings(unrelated), "abc") == base
-    assert fingerprint(job, result_settings(replace(CONFIG, seed=1)), "abc") != base
+    assert (
+        fingerprint(job, result_settings(with_values(CONFIG, {"estimate.seed": 1})), "abc") != base
+    )
     assert fingerprint(job, result_settings(CONFIG), "abd") != base
     copy = tmp_path / "copy.tif"
     copy.write_bytes(Path(job.moving).read_bytes())
@@ -285,7 +293,7 @@ def test_plan_rejects_colliding_outputs_and_mixed_inputs(scenes, tmp_path):
 
 def test_batch_takes_every_registration_option():
     """Every option of `sarreg register` that is not about one scene's outputs is a batch
-    option too (same RegisterConfig through cli.register.config_from_options)."""
+    option too (one table: sarreg.cli.options.OPTIONS)."""
     import inspect
 
     from sarreg.cli.batch import batch_cmd

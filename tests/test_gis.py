@@ -124,6 +124,7 @@ def test_new_outputs_are_checked_before_work(tmp_path, data_dir, capsys):
 
 def test_failed_later_output_removes_the_shift_raster(tmp_path, data_dir, monkeypatch):
     from sarreg import report as report_mod
+    from sarreg.config import OutputConfig
     from sarreg.pipeline import RegisterConfig, register
 
     def broken(*args, **kwargs):
@@ -131,7 +132,9 @@ def test_failed_later_output_removes_the_shift_raster(tmp_path, data_dir, monkey
 
     monkeypatch.setattr(report_mod, "plot_registration", broken)
     demo = data_dir / "demo"
-    cfg = RegisterConfig(shifts=str(tmp_path / "s.tif"), plot=str(tmp_path / "m.png"), cog=True)
+    cfg = RegisterConfig(
+        output=OutputConfig(shifts=str(tmp_path / "s.tif"), plot=str(tmp_path / "m.png"), cog=True)
+    )
     with pytest.raises(OSError, match="disk full"):
         register(demo / "reference.tif", demo / "moving.tif", tmp_path / "a.tif", cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

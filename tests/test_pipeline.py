@@ -13,6 +13,7 @@ import rasterio
 from rasterio.windows import Window
 
 from sarreg.cli import main
+from sarreg.config import EstimateConfig, OutputConfig
 from sarreg.errors import DegenerateTransformError
 from sarreg.geometry import mapping_rmse, pixel_to_map, similarity_about_centre
 from sarreg.pipeline import RegisterConfig, register
@@ -93,7 +94,9 @@ def opera_pair(tmp_path_factory, data_dir):
 def test_umbra_known_affine_subpixel_and_output_grid(umbra_pair, tmp_path):
     ref_path, mov_path, m_true, shape = umbra_pair
     out = tmp_path / "aligned.tif"
-    res = register(ref_path, mov_path, out, RegisterConfig(plot=str(tmp_path / "m.png")))
+    res = register(
+        ref_path, mov_path, out, RegisterConfig(output=OutputConfig(plot=str(tmp_path / "m.png")))
+    )
     err = grid_error(res.matrix, m_true, shape)
     assert err < 0.3, f"registration error {err:.3f} px"  # measured 0.174
     assert res.n_inliers >= 50
@@ -123,7 +126,12 @@ def test_umbra_known_affine_subpixel_and_output_grid(umbra_pair, tmp_path):
 def test_opera_multidate_pair_recovered(opera_pair, tmp_path):
     ref_path, mov_path, m_true, shape = opera_pair
     # the pair differs by a similarity (rotation, scale, shift): fitted as one
-    res = register(ref_path, mov_path, tmp_path / "out.tif", RegisterConfig(transform="similarity"))
+    res = register(
+        ref_path,
+        mov_path,
+        tmp_path / "out.tif",
+        RegisterConfig(estimate=EstimateConfig(transform="similarity")),
+    )
     err = grid_error(res.matrix, m_true, shape)
     assert err < 0.4, f"registration error {err:.3f} px"  # measured 0.266 (affine: 0.971)
     with rasterio.open(tmp_path / "out.tif") as o:
@@ -136,7 +144,7 @@ def test_opera_multidate_pair_recovered(opera_pair, tmp_path):
 def test_georef_mode_maps_tie_points(umbra_pair, tmp_path):
     ref_path, mov_path, m_true, shape = umbra_pair
     out = tmp_path / "fixed.tif"
-    res = register(ref_path, mov_path, out, RegisterConfig(mode="georef"))
+    res = register(ref_path, mov_path, out, RegisterConfig(output=OutputConfig(mode="georef")))
     report = res.report
     with rasterio.open(out) as o, rasterio.open(mov_path) as m, rasterio.open(ref_path) as r:
         np.testing.assert_array_equal(o.read(1), m.read(1))  # pixels unchanged
@@ -162,7 +170,14 @@ def test_georef_mode_maps_tie_points(umbra_pair, tmp_path):
 def test_georef_homography_writes_gcps(umbra_pair, tmp_path):
     ref_path, mov_path, _, _ = umbra_pair
     out = tmp_path / "gcps.tif"
-    res = register(ref_path, mov_path, out, RegisterConfig(mode="georef", transform="homography"))
+    res = register(
+        ref_path,
+        mov_path,
+        out,
+        RegisterConfig(
+            estimate=EstimateConfig(transform="homography"), output=OutputConfig(mode="georef")
+        ),
+    )
     with rasterio.open(out) as o:
         gcps, crs = o.gcps
     assert crs is not None
@@ -173,7 +188,9 @@ def test_implausible_scale_is_rejected(umbra_pair, tmp_path):
     ref_path, mov_path, _, _ = umbra_pair
     out = tmp_path / "o.tif"
     with pytest.raises(DegenerateTransformError):
-        register(ref_path, mov_path, out, RegisterConfig(scale_range=(0.5, 0.9)))
+        register(
+            ref_path, mov_path, out, RegisterConfig(estimate=EstimateConfig(scale_range=(0.5, 0.9)))
+        )
     assert not out.exists() and not (tmp_path / "o.json").exists()
     assert list(tmp_path.iterdir()) == []
 

@@ -19,6 +19,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from sarreg.cli import main
+from sarreg.config import EstimateConfig
 from sarreg.geometry import mapping_rmse
 from sarreg.pipeline import RegisterConfig, register
 
@@ -55,7 +56,7 @@ def _predicted(mov_px: np.ndarray) -> np.ndarray:
 
 def test_prior_picks_the_right_copy_and_reports_the_georeferencing_shift(periodic_pair):
     ref, mov = periodic_pair
-    res = register(ref, mov, None, RegisterConfig(transform="translation"))
+    res = register(ref, mov, None, RegisterConfig(estimate=EstimateConfig(transform="translation")))
     err = mapping_rmse(res.matrix, TRUTH, (SIZE, SIZE))
     assert err < 0.1, f"registration error {err:.3f} px (0.06 px measured)"
     report = res.report
@@ -78,7 +79,7 @@ def test_without_the_prior_the_texture_is_ambiguous(periodic_pair, tmp_path, cap
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["used_georeferencing_prior"] is False
-    assert report["settings"]["use_prior"] is False
+    assert report["settings"]["estimate"]["use_prior"] is False
     m = np.array(report["transform"]["pixel_matrix"])
     assert mapping_rmse(m, TRUTH, (SIZE, SIZE)) > PERIOD / 2  # another copy, not the truth
     shift = report["transform"]["georeferencing_shift_at_centre"]["ref_px"]
@@ -90,13 +91,15 @@ def test_search_radius_bounds_every_match(periodic_pair, tmp_path, capsys):
     """Tie points lie within the search radius (plus the refinement's +-2.5 px) of the position
     the georeferencing predicts; the default radius lets matches come from farther."""
     ref, mov = periodic_pair
-    wide = register(ref, mov, None, RegisterConfig(transform="translation"))
+    wide = register(
+        ref, mov, None, RegisterConfig(estimate=EstimateConfig(transform="translation"))
+    )
     out = tmp_path / "o.tif"
     code = main(["register", str(ref), str(mov), "-o", str(out), "--search-radius", "30",
                  "--no-progress", "--transform", "translation"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     narrow = json.loads(out.with_suffix(".json").read_text())
-    assert narrow["settings"]["search_radius"] == 30.0
+    assert narrow["settings"]["estimate"]["search_radius"] == 30.0
     assert narrow["used_georeferencing_prior"] is True
 
     def distances(report):
@@ -119,7 +122,12 @@ def test_a_radius_smaller_than_the_georeferencing_error_is_not_a_wrong_answer(pe
 
     ref, mov = periodic_pair
     try:
-        res = register(ref, mov, None, RegisterConfig(transform="translation", search_radius=8.0))
+        res = register(
+            ref,
+            mov,
+            None,
+            RegisterConfig(estimate=EstimateConfig(transform="translation", search_radius=8.0)),
+        )
     except SarregError:
         return
     dx = res.matrix[0, 2] - X0

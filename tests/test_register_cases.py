@@ -14,6 +14,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from rasterio.windows import Window
 
 from sarreg.cli import main
+from sarreg.config import EstimateConfig
 from sarreg.geometry import apply_matrix, mapping_rmse, prior_from_georef
 from sarreg.pipeline import RegisterConfig, register
 
@@ -48,7 +49,9 @@ def test_moving_image_finer_than_the_reference(umbra_crop, tmp_path):
     mov_t = ref_t @ Affine.translation(8.0, 5.0) @ Affine.scale(0.5)  # off by (8, 5) ref px
     r = _write(tmp_path / "ref.tif", ref, ref_t, crs)
     m = _write(tmp_path / "mov.tif", mov, mov_t, crs)
-    res = register(r, m, tmp_path / "o.tif", RegisterConfig(transform="similarity"))
+    res = register(
+        r, m, tmp_path / "o.tif", RegisterConfig(estimate=EstimateConfig(transform="similarity"))
+    )
     err = mapping_rmse(res.matrix, truth, mov.shape)
     assert err < 0.03, f"registration error {err:.3f} px"  # measured 0.009
     rep = res.report

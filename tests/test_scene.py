@@ -14,6 +14,7 @@ from shapely.geometry import box
 
 from sarreg import scene
 from sarreg.cli import main
+from sarreg.config import EstimateConfig, InputConfig, OutputConfig, TilingConfig
 from sarreg.geometry import apply_matrix, mapping_rmse, similarity_about_centre
 from sarreg.mapping import fit_mapping
 from sarreg.pipeline import RegisterConfig, register
@@ -87,7 +88,9 @@ def test_windowed_registration_matches_in_memory(large_pair, tmp_path):
     ref, mov, m_true, shape = large_pair
     mem = register(ref, mov, None, RegisterConfig())
     cfg = RegisterConfig(
-        window_size=900, tiles=2, tile_size=448, coarse_size=512, gcps=str(tmp_path / "t.csv")
+        input=InputConfig(coarse_size=512),
+        tiling=TilingConfig(window_size=900, tiles=2, size=448),
+        output=OutputConfig(gcps=str(tmp_path / "t.csv")),
     )
     win = register(ref, mov, tmp_path / "o.tif", cfg)
     assert not mem.windowed and win.windowed
@@ -121,7 +124,7 @@ def test_in_memory_report_has_per_region_residuals(large_pair):
     # image no larger than the coarse read: coarse pass only, per-region residuals over a
     # tiles x tiles grid
     ref, mov, _, _ = large_pair
-    res = register(ref, mov, None, RegisterConfig(tiles=2))
+    res = register(ref, mov, None, RegisterConfig(tiling=TilingConfig(tiles=2)))
     assert not res.windowed and res.report["coarse"] is None
     assert len(res.tiles) == 4 and all(t["status"] == "region" for t in res.tiles)
     assert sum(t["residuals"]["tie_points"] for t in res.tiles) == res.n_matches
@@ -133,7 +136,10 @@ def test_in_memory_report_has_per_region_residuals(large_pair):
 def test_poly2_recovers_known_quadratic_warp(quadratic_pair, tmp_path):
     ref, mov, g, shape = quadratic_pair
     gj = tmp_path / "tie.geojson"
-    res = register(ref, mov, tmp_path / "o.tif", RegisterConfig(transform="poly2", gcps=str(gj)))
+    cfg = RegisterConfig(
+        estimate=EstimateConfig(transform="poly2"), output=OutputConfig(gcps=str(gj))
+    )
+    res = register(ref, mov, tmp_path / "o.tif", cfg)
     assert res.mapping is not None and res.model == "poly2"
     ys, xs = np.mgrid[16 : shape[0] - 16 : 16, 16 : shape[1] - 16 : 16]
     pts = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
@@ -168,7 +174,11 @@ def test_poly2_recovers_known_quadratic_warp(quadratic_pair, tmp_path):
 def test_georef_nonlinear_writes_gcps_matching_report(quadratic_pair, tmp_path):
     ref, mov, _, _ = quadratic_pair
     out = tmp_path / "fixed.tif"
-    res = register(ref, mov, out, RegisterConfig(transform="poly3", mode="georef", max_gcps=150))
+    cfg = RegisterConfig(
+        estimate=EstimateConfig(transform="poly3"),
+        output=OutputConfig(mode="georef", max_gcps=150),
+    )
+    res = register(ref, mov, out, cfg)
     gcp_tps = [tp for tp in res.report["tie_points"] if tp["gcp"]]
     assert 20 <= len(gcp_tps) <= 150 and res.report["gcps_written"] == len(gcp_tps)
     assert all(tp["inlier"] for tp in gcp_tps)
@@ -290,7 +300,9 @@ def test_windowed_reference_finer_than_moving(large_pair, tmp_path):
     half = cv2.resize(data, (shape[1] // 2, shape[0] // 2), interpolation=cv2.INTER_AREA)
     low = _write(tmp_path / "low.tif", profile, half, t @ rasterio.Affine.scale(2))
     s = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])  # low-res px -> moving px
-    cfg = RegisterConfig(window_size=500, tiles=2, tile_size=192, coarse_size=400)
+    cfg = RegisterConfig(
+        input=InputConfig(coarse_size=400), tiling=TilingConfig(window_size=500, tiles=2, size=192)
+    )
     res = register(ref, low, None, cfg)
     assert res.windowed
     assert mapping_rmse(res.matrix, m_true @ s, half.shape) < 0.3  # measured 0.155
@@ -308,7 +320,9 @@ def test_windowed_skips_nodata_tiles(large_pair, tmp_path):
     half = _write(tmp_path / "half.tif", {**profile, "nodata": 0}, data, t)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    cfg = RegisterConfig(window_size=500, tiles=2, tile_size=384, coarse_size=400)
+    cfg = RegisterConfig(
+        input=InputConfig(coarse_size=400), tiling=TilingConfig(window_size=500, tiles=2, size=384)
+    )
     res = register(ref, half, out_dir / "o.tif", cfg)
     status = [(t["status"], t.get("reason")) for t in res.tiles]
     assert status.count(("used", None)) == 2

@@ -75,11 +75,12 @@ def umbra_1024(tmp_path_factory, data_dir):
 def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
     """The same pair once small enough for the coarse pass alone (no tiles) and once with a
     coarse read of half the size, refined on full-resolution tiles: same transform."""
+    from sarreg.config import InputConfig
     from sarreg.pipeline import RegisterConfig, register
 
     ref, mov, truth, shape = umbra_1024
     alone = register(ref, mov, None, RegisterConfig())
-    tiled = register(ref, mov, None, RegisterConfig(coarse_size=512))
+    tiled = register(ref, mov, None, RegisterConfig(input=InputConfig(coarse_size=512)))
     assert not alone.windowed and alone.report["coarse"] is None
     assert all(t["status"] == "region" for t in alone.tiles)
     assert tiled.windowed and tiled.report["coarse"]["decimation_ref"] == 2

@@ -17,6 +17,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from sarreg.cli import main
+from sarreg.config import EstimateConfig
 from sarreg.errors import SarregError
 from sarreg.geometry import apply_matrix, mapping_rmse, similarity_about_centre
 from sarreg.pipeline import RegisterConfig, register
@@ -78,7 +79,12 @@ def test_rotated_right_angles_register(crop, tmp_path, deg):
     w = similarity_about_centre(crop.shape, deg + 3.0, 1.0, (4.0, -3.0))
     ref = _write(tmp_path / "ref.tif", crop)
     mov = _write(tmp_path / "mov.tif", _moving(crop, w))
-    res = register(ref, mov, tmp_path / "o.tif", RegisterConfig(transform="similarity"))
+    res = register(
+        ref,
+        mov,
+        tmp_path / "o.tif",
+        RegisterConfig(estimate=EstimateConfig(transform="similarity")),
+    )
     assert mapping_rmse(res.matrix, np.linalg.inv(w), crop.shape) < 1.0
     rep = json.loads((tmp_path / "o.json").read_text())
     assert rep["search"]["searched"] and rep["search"]["hypothesis"]["rotation_deg"] == deg
@@ -118,7 +124,9 @@ def test_scaled_quarter_registers(data_dir, tmp_path):
     truth = np.array([[4.0, 0.0, 1.5 + 300 - 900], [0.0, 4.0, 1.5 + 300 - 900], [0, 0, 1.0]])
     out = tmp_path / "o.tif"
     try:
-        res = register(ref, mov, out, RegisterConfig(transform="similarity"))
+        res = register(
+            ref, mov, out, RegisterConfig(estimate=EstimateConfig(transform="similarity"))
+        )
     except SarregError as err:  # refused: no output
         assert err.exit_code in (7, 8), err
         assert not out.exists()
@@ -139,7 +147,9 @@ def test_scaled_four_registers(data_dir, tmp_path):
     truth = np.array([[0.25, 0.0, 600.5 / 4 - 0.5], [0.0, 0.25, 600.5 / 4 - 0.5], [0, 0, 1.0]])
     out = tmp_path / "o.tif"
     try:
-        res = register(ref, mov, out, RegisterConfig(transform="similarity"))
+        res = register(
+            ref, mov, out, RegisterConfig(estimate=EstimateConfig(transform="similarity"))
+        )
     except SarregError as err:  # refused (the overlap is 100 x 100 reference px): no output
         assert err.exit_code in (7, 8), err
         assert not out.exists() and not out.with_suffix(".json").exists()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import typer
 
-from sarreg.cli.register import config_from_options, register_cmd
+from sarreg.cli.options import BATCH, config_from_options, with_options
 
 # Paragraphs are single lines (help renderers keep line breaks); examples keep theirs.
 BATCH_HELP = (
@@ -30,16 +29,12 @@ BATCH_HELP = (
     "  sarreg batch --pairs pairs.csv -o aligned/ --scheduler tcp://10.0.0.5:8786\n"
 )
 
-#: The registration options of ``sarreg register``, shared (same flags, defaults and help).
-_REGISTER_OPTIONS = {
-    name: p.default for name, p in inspect.signature(register_cmd).parameters.items()
-}
-
 
 def attach(app: typer.Typer) -> None:
     app.command("batch", help=BATCH_HELP, no_args_is_help=True)(batch_cmd)
 
 
+@with_options(BATCH)
 def batch_cmd(
     moving: list[str] | None = typer.Argument(
         None, metavar="MOVING...", help="Moving scenes: paths or quoted glob patterns."
@@ -73,49 +68,17 @@ def batch_cmd(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Retry scenes that failed before with the same settings."
     ),
-    model: Path | None = _REGISTER_OPTIONS["model"],
-    transform: str = _REGISTER_OPTIONS["transform"],
-    mode: str = _REGISTER_OPTIONS["mode"],
-    resampling: str = _REGISTER_OPTIONS["resampling"],
-    band_ref: int = _REGISTER_OPTIONS["band_ref"],
-    band_mov: int = _REGISTER_OPTIONS["band_mov"],
-    kind_ref: str = _REGISTER_OPTIONS["kind_ref"],
-    kind_mov: str = _REGISTER_OPTIONS["kind_mov"],
-    max_size: int = _REGISTER_OPTIONS["max_size"],
-    top_k: int | None = _REGISTER_OPTIONS["top_k"],
-    scales: str | None = _REGISTER_OPTIONS["scales"],
-    context: bool = _REGISTER_OPTIONS["context"],
-    min_similarity: float | None = _REGISTER_OPTIONS["min_similarity"],
-    ratio: float | None = _REGISTER_OPTIONS["ratio"],
-    no_prior: bool = _REGISTER_OPTIONS["no_prior"],
-    search_radius: float = _REGISTER_OPTIONS["search_radius"],
-    ransac_threshold: float = _REGISTER_OPTIONS["ransac_threshold"],
-    min_inliers: int = _REGISTER_OPTIONS["min_inliers"],
-    seed: int = _REGISTER_OPTIONS["seed"],
-    window_size: int | None = _REGISTER_OPTIONS["window_size"],
-    coarse_size: int = _REGISTER_OPTIONS["coarse_size"],
-    tiles: int | None = _REGISTER_OPTIONS["tiles"],
-    tile_size: int | None = _REGISTER_OPTIONS["tile_size"],
-    cog: bool = _REGISTER_OPTIONS["cog"],
-    no_verify: bool = _REGISTER_OPTIONS["no_verify"],
-    allow_reflection: bool = _REGISTER_OPTIONS["allow_reflection"],
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Progress bar over scenes."
     ),
+    **options,
 ) -> None:
+    """``sarreg batch``; ``options``: the registration options of
+    :data:`sarreg.cli.options.OPTIONS` that batch has."""
     from sarreg.batch import BatchSettings, plan_jobs, run_batch
     from sarreg.errors import SceneFailuresError
 
-    config = config_from_options(
-        model=model, transform=transform, mode=mode, resampling=resampling, band_ref=band_ref,
-        band_mov=band_mov, kind_ref=kind_ref, kind_mov=kind_mov, max_size=max_size, top_k=top_k,
-        scales=scales, context=context, min_similarity=min_similarity, ratio=ratio,
-        no_prior=no_prior, search_radius=search_radius, ransac_threshold=ransac_threshold,
-        min_inliers=min_inliers, seed=seed, window_size=window_size, tiles=tiles,
-        tile_size=tile_size, coarse_size=coarse_size, no_verify=no_verify,
-        allow_reflection=allow_reflection,
-    )  # fmt: skip
-    config.cog = cog
+    config = config_from_options(BATCH, options)
     jobs = plan_jobs(
         output, reference=reference, moving=moving or (), moving_list=moving_list, pairs_csv=pairs
     )
