@@ -7,8 +7,9 @@ Python API (imported on first use, so ``import sarreg`` does no work)::
     result = register("reference.tif", "moving.tif", "aligned.tif", RegisterConfig())
     print(result.n_inliers, result.rmse, result.report["transform"]["pixel_matrix"])
 
-:func:`register` is :func:`sarreg.pipeline.register`, :class:`RegisterConfig` and
-:class:`RegistrationResult` come from :mod:`sarreg.pipeline`.
+:func:`register` is :func:`sarreg.pipeline.register` and :class:`RegistrationResult` comes
+from :mod:`sarreg.pipeline`; :class:`RegisterConfig` (one group of settings per stage) from
+:mod:`sarreg.config`, which imports no torch.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ __all__ = ["register", "RegisterConfig", "RegistrationResult", "__version__"]
 
 _LAZY = {
     "register": "sarreg.pipeline",
-    "RegisterConfig": "sarreg.pipeline",
+    "RegisterConfig": "sarreg.config",
     "RegistrationResult": "sarreg.pipeline",
 }
 
 if TYPE_CHECKING:
-    from sarreg.pipeline import RegisterConfig, RegistrationResult, register
+    from sarreg.config import RegisterConfig
+    from sarreg.pipeline import RegistrationResult, register
 
 
 def __getattr__(name: str) -> Any:

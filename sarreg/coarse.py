@@ -1,5 +1,5 @@
 """Stage 3 of a registration: the coarse pass. Both images read whole, decimated to at most
-``RegisterConfig.coarse_read_size`` pixels (smaller images as they are, at about the same pixel
+``config.input.coarse_read_size`` pixels (smaller images as they are, at about the same pixel
 size when the georeferencing tells the scale), normalized, extracted, matched (guided by the
 georeferencing when both have it) and fitted.
 

@@ -22,6 +22,15 @@ def test_import_sarreg_does_no_work():
     assert out.returncode == 0, out.stderr
 
 
+def test_register_config_alone_imports_no_torch():
+    code = (
+        "import sys; from sarreg import RegisterConfig; RegisterConfig(); "
+        "assert 'torch' not in sys.modules and 'sarreg.pipeline' not in sys.modules"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+
+
 def test_unknown_attribute_is_an_attribute_error():
     import sarreg
 
