@@ -60,6 +60,24 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "sarreg/atomic.py",
         ("tests/test_atomic.py", "tests/test_properties.py", "tests/test_outputs_checked_first.py"),
     ),
+    "outputs": (  # the output guard
+        "sarreg/outputs.py",
+        ("tests/test_bad_inputs.py", "tests/test_outputs_checked_first.py"),
+    ),
+    # pipeline stages (inputs -> coarse -> tiles -> estimate -> verify -> output, report)
+    "inputs": (
+        "sarreg/inputs.py",
+        ("tests/test_stages.py", "tests/test_outputs_checked_first.py", "tests/test_prior.py"),
+    ),
+    "coarse": ("sarreg/coarse.py", ("tests/test_stages.py", "tests/test_prior.py")),
+    "tiles": ("sarreg/tiles.py", ("tests/test_stages.py", "tests/test_scene.py")),
+    "estimate": ("sarreg/estimate.py", ("tests/test_stages.py", "tests/test_prior.py")),
+    "verify": ("sarreg/verify.py", ("tests/test_uncertainty.py", "tests/test_stages.py")),
+    "output": (
+        "sarreg/output.py",
+        ("tests/test_outputs_checked_first.py", "tests/test_gis.py", "tests/test_stages.py"),
+    ),
+    "report": ("sarreg/report.py", ("tests/test_report.py", "tests/test_stages.py")),
 }
 
 
