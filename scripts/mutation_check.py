@@ -11,9 +11,12 @@ Each mutant (one operator at one place: ``<`` -> ``<=``, ``+`` -> ``-``, ``True`
 ``False``, a number changed, a statement removed, ...) is applied to a copy of the working
 tree in a temporary folder (the tree itself is never touched), and the module's test selection
 runs with ``pytest -x``: a failure kills the mutant, a pass lets it survive, a run past the
-timeout counts as killed. Prints a table per module (killed, survived, incompetent, survival
-rate) and writes ``--out`` (JSON) with the diff of every surviving mutant to review: some are
-equivalent (no behaviour can tell them apart), the others want a test.
+timeout counts as killed; a mutant inside a type annotation (never evaluated, the modules use
+``from __future__ import annotations``) is counted as equivalent without running it. The
+survival rate is survived / (killed + survived). Prints a table per module (killed, survived,
+incompetent, equivalent, survival rate) and writes ``--out`` (JSON) with the diff of every
+surviving mutant to review: some are equivalent (no behaviour can tell them apart), the others
+want a test.
 
 Needs ``pip install cosmic-ray`` (the ``dev`` extra installs it).
 """
@@ -60,6 +63,24 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "sarreg/atomic.py",
         ("tests/test_atomic.py", "tests/test_properties.py", "tests/test_outputs_checked_first.py"),
     ),
+    "outputs": (  # the output guard
+        "sarreg/outputs.py",
+        ("tests/test_bad_inputs.py", "tests/test_outputs_checked_first.py"),
+    ),
+    # pipeline stages (inputs -> coarse -> tiles -> estimate -> verify -> output, report)
+    "inputs": (
+        "sarreg/inputs.py",
+        ("tests/test_stages.py", "tests/test_outputs_checked_first.py", "tests/test_prior.py"),
+    ),
+    "coarse": ("sarreg/coarse.py", ("tests/test_stages.py", "tests/test_prior.py")),
+    "tiles": ("sarreg/tiles.py", ("tests/test_stages.py", "tests/test_scene.py")),
+    "estimate": ("sarreg/estimate.py", ("tests/test_stages.py", "tests/test_prior.py")),
+    "verify": ("sarreg/verify.py", ("tests/test_uncertainty.py", "tests/test_stages.py")),
+    "output": (
+        "sarreg/output.py",
+        ("tests/test_outputs_checked_first.py", "tests/test_gis.py", "tests/test_stages.py"),
+    ),
+    "report": ("sarreg/report.py", ("tests/test_report.py", "tests/test_stages.py")),
 }
 
 
@@ -81,6 +102,27 @@ def _mutants(path: Path):
     from cosmic_ray.commands.init import _all_work_items
 
     return [item.mutations[0] for item in _all_work_items([path], {})]
+
+
+def _annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``((line, col), (end_line, end_col))`` of every annotation in ``source``: with
+    ``from __future__ import annotations`` they are never evaluated, so a mutant inside one
+    (``X | None`` -> ``X ** None``) is equivalent and is not run."""
+    import ast
+
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        anns = []
+        if isinstance(node, ast.arg | ast.AnnAssign) and node.annotation is not None:
+            anns.append(node.annotation)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns is not None:
+            anns.append(node.returns)
+        spans += [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in anns]
+    return spans
+
+
+def _in_annotation(pos: tuple[int, int], spans) -> bool:
+    return any(start <= tuple(pos) < end for start, end in spans)
 
 
 def _run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[str, float]:
@@ -116,10 +158,17 @@ def check_module(name: str, copy: Path, sample: int | None, seed: int) -> dict:
     total = len(mutants)
     if sample is not None and sample < total:
         mutants = random.Random(seed).sample(mutants, sample)
-    counts = {"killed": 0, "survived": 0, "incompetent": 0}
+    counts = {"killed": 0, "survived": 0, "incompetent": 0, "equivalent": 0}
     survivors = []
     original = path.read_text()
+    future = "from __future__ import annotations" in original
+    spans = _annotation_spans(original) if future else []
     for i, m in enumerate(mutants, 1):
+        if _in_annotation(m.start_pos, spans):
+            counts["equivalent"] += 1
+            print(f"  [{i}/{len(mutants)}] {name}:{m.start_pos[0]} {m.operator_name} -> "
+                  "equivalent (in an annotation, not run)", flush=True)  # fmt: skip
+            continue
         operator = get_operator(m.operator_name)(**(m.operator_args or {}))
         with use_mutation(path, operator, m.occurrence) as (_, mutated):
             if mutated is None:
@@ -177,12 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             print(f"{name}: mutating {MODULES[name][0]}", flush=True)
             results.append(check_module(name, copy, args.sample, args.seed))
-    print(f"\n{'module':28s} {'mutants':>8s} {'run':>5s} {'killed':>7s} {'survived':>9s} "
-          f"{'incomp.':>8s} {'survival':>9s}")  # fmt: skip
+    print(f"\n{'module':28s} {'mutants':>8s} {'drawn':>6s} {'killed':>7s} {'survived':>9s} "
+          f"{'incomp.':>8s} {'equiv.':>7s} {'survival':>9s}")  # fmt: skip
     for r in results:
-        print(f"{r['module']:28s} {r['mutants_total']:8d} {r['mutants_run']:5d} "
+        print(f"{r['module']:28s} {r['mutants_total']:8d} {r['mutants_run']:6d} "
               f"{r['killed']:7d} {r['survived']:9d} {r['incompetent']:8d} "
-              f"{100 * r['survival_rate']:8.1f}%")  # fmt: skip
+              f"{r['equivalent']:7d} {100 * r['survival_rate']:8.1f}%")  # fmt: skip
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"surviving mutants: {args.out}")
     return 0

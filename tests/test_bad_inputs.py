@@ -455,6 +455,7 @@ def test_cint16_reads_as_amplitude_and_registers(inputs: Path, tmp_path: Path, c
     )
     report = json.loads((tmp_path / "o.json").read_text())
     assert report["inliers"] >= 100 and report["rmse_px"] < 2.0
+    assert _demo_error(report) < 0.65  # the demo's known transform, measured 0.486 (affine)
     with rasterio.open(tmp_path / "o.tif") as dst:
         assert dst.dtypes[0] == "float32"
     assert main(["extract", str(path), "-o", str(tmp_path / "f.npz")]) == 0
@@ -475,6 +476,15 @@ def test_scattered_nonfinite_pixels_register_and_are_counted(inputs: Path, tmp_p
     assert report["moving"]["nonfinite_pixels"] == int(bad.sum())
     assert report["reference"]["nonfinite_pixels"] == 0
     assert report["inliers"] >= 100
+    assert _demo_error(report) < 0.4  # the demo's known transform, measured 0.300 (affine)
+
+
+def _demo_error(report: dict) -> float:
+    """RMSE (px) of the report's transform against the demo pair's known one."""
+    from sarreg.geometry import mapping_rmse
+
+    truth = np.array(json.loads((DEMO / "truth.json").read_text())["matrix_mov_to_ref"])
+    return mapping_rmse(np.array(report["transform"]["pixel_matrix"]), truth, (250, 350))
 
 
 def test_negative_values_read_as_power_warn(inputs: Path, caplog) -> None:

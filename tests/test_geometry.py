@@ -211,3 +211,27 @@ def test_similarity_about_centre_and_mapping_rmse():
     shift = similarity_about_centre((64, 64), 0.0, 1.0, (3.0, 4.0))
     assert mapping_rmse(shift, np.eye(3), (64, 64)) == pytest.approx(5.0)
     assert mapping_rmse(m, m, (101, 201)) == 0.0
+
+
+def test_translation_fits_tie_points_that_all_coincide():
+    """A translation needs one point: matches that all sit at the same place (a single
+    repeated tie point) give its shift, not a numerical failure."""
+    src = np.tile([[120.0, 80.0]], (g.MIN_INLIERS["translation"] + 3, 1))
+    fit = g.fit_transform(src, src + [4.5, -2.25], "translation")
+    np.testing.assert_allclose(fit.matrix, [[1, 0, 4.5], [0, 1, -2.25], [0, 0, 1]], atol=1e-9)
+    assert fit.n_inliers == len(src)
+
+
+def test_similarity_fit_finds_the_similarity_consensus_not_a_larger_shear_one():
+    """45 % of the matches follow a similarity, 55 % a strong shear (which no similarity
+    explains): a similarity fit returns the similarity and its matches as inliers."""
+    rng = np.random.default_rng(3)
+    s_true = g.similarity_about_centre((1000, 1000), 3.0, 1.02, (6.0, -4.0))
+    shear = np.array([[1.0, 0.35, -20.0], [0.25, 1.0, 15.0], [0, 0, 1.0]])
+    src = rng.uniform(0, 1000, (400, 2))
+    on_sim = np.arange(400) < 180
+    dst = np.where(on_sim[:, None], g.apply_matrix(s_true, src), g.apply_matrix(shear, src))
+    dst = dst + rng.normal(0, 0.3, dst.shape)
+    fit = g.fit_transform(src, dst, "similarity", threshold=2.0)
+    assert g.mapping_rmse(fit.matrix, s_true, (1000, 1000)) < 0.1
+    np.testing.assert_array_equal(fit.inliers, on_sim)

@@ -223,6 +223,10 @@ def test_subpixel_peak_of_a_parabola():
     edge = np.zeros((1, side, side))
     edge[0, 0, 0] = 1.0
     np.testing.assert_array_equal(_subpixel(edge, np.array([0]), side), [[0.0, 0.0]])
+    # ... on either edge: no extrapolation past the last neighbour searched
+    far = np.zeros((1, side, side))
+    far[0, side - 1, side - 1], far[0, side - 2, side - 2] = 1.0, 0.5
+    np.testing.assert_array_equal(_subpixel(far, np.array([side * side - 1]), side), [[0, 0]])
 
 
 def _with_local(rng, ref_desc, perm, sigma, offset):
@@ -350,3 +354,67 @@ def test_local_matching_with_context_adds_the_keypoints_context():
     np.testing.assert_array_equal(got.idx_ref, best_ref[got.idx_mov])
     np.testing.assert_allclose(got.similarity, sim[got.idx_mov, got.idx_ref], atol=2e-3)
     assert np.all(perm[got.idx_mov] == got.idx_ref)
+
+
+def test_match_config_refuses_values_out_of_range():
+    MatchConfig(min_similarity=1.0, chunk=1)  # the bounds themselves are allowed
+    MatchConfig(min_similarity=-1.0)
+    for bad in ({"min_similarity": 1.5}, {"min_similarity": -1.5}, {"chunk": 0}):
+        with pytest.raises(ValueError):
+            MatchConfig(**bad)
+
+
+def test_ratio_one_still_rejects_an_exact_tie():
+    """A moving descriptor equally close to two references is ambiguous: even the loosest
+    ratio test (1.0) refuses it, while the other keypoints match."""
+    rng = np.random.default_rng(11)
+    ref = unit(rng, 6)
+    ref[5] = ref[4]  # two references with the same descriptor
+    mov = noisy(ref[:5], rng, 0.05)
+    mov[4] = ref[4]
+    got = match_mutual(ref, mov, MatchConfig(min_similarity=-1, ratio=1.0))
+    assert sorted(got.idx_mov.tolist()) == [0, 1, 2, 3]
+    assert len(match_mutual(ref, mov, MatchConfig(min_similarity=-1))) == 5
+
+
+def test_refine_keeps_keypoints_on_the_image_at_its_last_pixel():
+    """A keypoint on the last column/row whose best neighbour lies outside the image is moved
+    to the image's last pixel centre, not beyond it (nor short of it)."""
+    from sarreg.features import local_offsets
+    from sarreg.matching import refine_keypoints
+
+    rng = np.random.default_rng(13)
+    ref_desc = unit(rng, 2)
+    offsets = local_offsets(2)
+    local = unit(rng, 2 * 25).reshape(2, 25, 32)
+    k = int(np.flatnonzero((offsets == [2, 2]).all(axis=1))[0])
+    local[0, k], local[1, k] = ref_desc[0], ref_desc[1]
+    for shape in ((80, 100), (81, 101)):  # even and odd sizes
+        h, w = shape
+        mov = _features([[w - 1, 10], [10, h - 1]], unit(rng, 2), local.astype(np.float16),
+                        offsets, shape=shape)  # fmt: skip
+        ref = _features([[0, 0], [1, 1]], ref_desc)
+        out = refine_keypoints(ref, mov, Matches(np.array([0, 1]), np.array([0, 1]), np.ones(2)))
+        assert out.keypoints[0, 0] == w - 1 and out.keypoints[1, 1] == h - 1
+        np.testing.assert_allclose([out.keypoints[0, 1], out.keypoints[1, 0]], [12, 12], atol=0.5)
+
+
+def test_refine_of_many_matches_equals_refining_them_in_parts():
+    """Each keypoint's refinement depends on its own match only: more matches than one block
+    of the computation (1024) give the same positions as refining them in smaller sets."""
+    from sarreg.features import local_offsets
+    from sarreg.matching import refine_keypoints
+
+    rng = np.random.default_rng(14)
+    n = 2500
+    offsets = local_offsets(1)
+    ref = _features(rng.uniform(0, 1000, (n, 2)), unit(rng, n))
+    local = unit(rng, n * 9).reshape(n, 9, 32).astype(np.float16)
+    mov = _features(rng.uniform(5, 995, (n, 2)), unit(rng, n), local, offsets, shape=(1000, 1000))
+    idx = rng.permutation(n)
+    all_at_once = refine_keypoints(ref, mov, Matches(idx, idx, np.ones(n, np.float32)))
+    moved = np.hypot(*(all_at_once.keypoints - mov.keypoints).T)
+    assert np.mean(moved > 0.5) > 0.5  # the random neighbourhoods do move most keypoints
+    for part in np.array_split(idx, 7):
+        one = refine_keypoints(ref, mov, Matches(part, part, np.ones(len(part), np.float32)))
+        np.testing.assert_array_equal(all_at_once.keypoints[part], one.keypoints[part])

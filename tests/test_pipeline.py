@@ -99,6 +99,8 @@ def test_umbra_known_affine_subpixel_and_output_grid(umbra_pair, tmp_path):
     )
     err = grid_error(res.matrix, m_true, shape)
     assert err < 0.3, f"registration error {err:.3f} px"  # measured 0.174
+    # the report's predicted error is honest: within 2x of the true error (measured 0.298)
+    assert err / 2 < res.report["error_estimate"]["rms_px"] < 2 * err
     assert res.n_inliers >= 50
     # output lies on the reference grid: CRS, rotated transform, size, dtype
     with rasterio.open(ref_path) as r, rasterio.open(out) as o:
@@ -133,7 +135,8 @@ def test_opera_multidate_pair_recovered(opera_pair, tmp_path):
         RegisterConfig(estimate=EstimateConfig(transform="similarity")),
     )
     err = grid_error(res.matrix, m_true, shape)
-    assert err < 0.4, f"registration error {err:.3f} px"  # measured 0.266 (affine: 0.971)
+    assert err < 0.42, f"registration error {err:.3f} px"  # measured 0.311 (affine: 0.971)
+    assert err / 2 < res.report["error_estimate"]["rms_px"] < 2 * err  # measured 0.509
     with rasterio.open(tmp_path / "out.tif") as o:
         assert o.dtypes[0] == "float32"
         assert np.isnan(o.nodata)
@@ -358,7 +361,9 @@ def test_plain_png_pair_registers(data_dir, tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), a)
     cv2.imwrite(str(tmp_path / "b.png"), b)
     res = register(tmp_path / "a.png", tmp_path / "b.png", tmp_path / "o.tif")
-    assert grid_error(res.matrix, np.linalg.inv(w), a.shape) < 0.15  # measured 0.059
+    err = grid_error(res.matrix, np.linalg.inv(w), a.shape)
+    assert err < 0.15  # measured 0.059
+    assert err / 2 < res.predicted_error < 2 * err  # measured 0.107
     with rasterio.open(tmp_path / "o.tif") as o:
         assert o.crs is None and (o.width, o.height) == (384, 384)
 

@@ -59,6 +59,7 @@ def test_prior_picks_the_right_copy_and_reports_the_georeferencing_shift(periodi
     res = register(ref, mov, None, RegisterConfig(estimate=EstimateConfig(transform="translation")))
     err = mapping_rmse(res.matrix, TRUTH, (SIZE, SIZE))
     assert err < 0.1, f"registration error {err:.3f} px (0.06 px measured)"
+    assert err / 2 < res.predicted_error < 2 * err  # measured 0.052
     report = res.report
     assert report["used_georeferencing_prior"] is True
     shift = report["transform"]["georeferencing_shift_at_centre"]

@@ -34,12 +34,15 @@ def vsimem_moving():
 def test_vsimem_moving_image_registers_end_to_end(vsimem_moving, tmp_path, mode, capsys):
     out = tmp_path / "o.tif"
     code = main(["register", str(DEMO / "reference.tif"), vsimem_moving, "-o", str(out),
-                 "--mode", mode, "--no-progress"])  # fmt: skip
+                 "--mode", mode, "--transform", "similarity", "--no-progress"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     rep = json.loads(out.with_suffix(".json").read_text())
     truth = np.array(json.loads((DEMO / "truth.json").read_text())["matrix_mov_to_ref"])
     assert rep["moving"]["path"] == vsimem_moving
-    assert mapping_rmse(np.array(rep["transform"]["pixel_matrix"]), truth, (250, 350)) < 0.5
+    # the demo pair differs by a similarity, fitted as one (affine: 0.483 px)
+    err = mapping_rmse(np.array(rep["transform"]["pixel_matrix"]), truth, (250, 350))
+    assert err < 0.42  # measured 0.317
+    assert err / 2 < rep["error_estimate"]["rms_px"] < 2 * err  # measured 0.456
     with rasterio.open(out) as o, rasterio.open(vsimem_moving) as m:
         assert o.read(1).any()
         if mode == "georef":  # the moving pixels, unchanged
@@ -89,9 +92,14 @@ def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
     # the automatic grid never covers the whole overlap (no dense pass)
     covered = sum(t["ref_window"][2] * t["ref_window"][3] for t in tiled.report["tiles"])
     assert covered <= 0.55 * shape[0] * shape[1]
-    assert mapping_rmse(tiled.matrix, alone.matrix, shape) < 0.1
-    assert mapping_rmse(tiled.matrix, truth, shape) < 0.1
-    assert mapping_rmse(alone.matrix, truth, shape) < 0.1
+    # measured 0.082, 0.039, 0.052
+    assert mapping_rmse(tiled.matrix, alone.matrix, shape) < 0.11
+    err_tiled = mapping_rmse(tiled.matrix, truth, shape)
+    err_alone = mapping_rmse(alone.matrix, truth, shape)
+    assert err_tiled < 0.07 and err_alone < 0.07
+    # predicted errors within 2x of the true ones (measured 0.066, 0.087)
+    assert err_tiled / 2 < tiled.predicted_error < 2 * err_tiled
+    assert err_alone / 2 < alone.predicted_error < 2 * err_alone
     assert tiled.report["pyramid"] == alone.report["pyramid"]
     assert tiled.report["pyramid"]["coarse"] == pytest.approx([1.0, 2**-0.5])
 
