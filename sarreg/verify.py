@@ -162,6 +162,49 @@ def _window_size(shape: tuple[int, int], cfg: VerifyConfig) -> int:
     return int(np.clip(min(shape) // 5, 32, 96))
 
 
+def _grid_origins(lo: int, hi: int, size: int, win: int, m: int, grid: int) -> np.ndarray:
+    """Origins of the reference search areas (side ``win + 2 m``) along one axis, spread over
+    the overlap ``[lo, hi)`` and inside ``[0, size)``: at most ``grid``, at least half a
+    window apart."""
+    first = min(max(0, lo - m), size - win - 2 * m)
+    last = max(min(size - win - 2 * m, hi - win - m), first)
+    n = int(min(grid, 1 + (last - first) // max(1, win // 2)))
+    return np.unique(np.linspace(first, last, max(n, 1)).round().astype(int))
+
+
+def _shrink_finer_moving(img_mov, mask_mov, matrix, inverse):
+    """A moving image finer than the reference (more than 1.5 moving pixels per reference
+    pixel) area-averaged to about the reference pixel size before it is warped, so that its
+    speckle is averaged as the reference's, not aliased. Returns ``(img, mask, matrix,
+    inverse)`` for the shrunk image (``matrix``/``inverse`` composed with the shrink)."""
+    import cv2
+
+    m = np.asarray(matrix, dtype=np.float64)
+    det = abs(float(np.linalg.det(m[:2, :2])))
+    k = 1.0 / np.sqrt(det) if det > 0 else 1.0  # moving px per reference px
+    if k < 1.5:
+        return img_mov, mask_mov, matrix, inverse
+    h, w = img_mov.shape[:2]
+    size = (max(8, round(w / k)), max(8, round(h / k)))
+    small = cv2.resize(np.ascontiguousarray(img_mov, np.float32), size,
+                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    msk = None
+    if mask_mov is not None:  # valid only where the whole averaged block was
+        frac = cv2.resize(np.asarray(mask_mov, np.float32), size, interpolation=cv2.INTER_AREA)
+        msk = frac > 0.999
+    fx, fy = size[0] / w, size[1] / h
+    s_mat = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
+    inv_s = np.linalg.inv(s_mat)
+    new_inverse = None
+    if inverse is not None:
+
+        def new_inverse(xy: np.ndarray) -> np.ndarray:
+            p = inverse(xy)
+            return p * np.array([fx, fy]) + np.array([0.5 * fx - 0.5, 0.5 * fy - 0.5])
+
+    return small, msk, m @ inv_s, new_inverse
+
+
 def _subpixel(surface: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
     """Parabola through the peak and its two neighbours along each axis (offsets in px)."""
 
@@ -233,21 +276,26 @@ def verify_registration(
 
     cfg = config or VerifyConfig()
     shape = img_ref.shape[:2]
+    img_mov, mask_mov, matrix, inverse = _shrink_finer_moving(img_mov, mask_mov, matrix, inverse)
     if inverse is None:
         warped, wvalid = warp_to_reference(img_mov, mask_mov, matrix, shape)
     else:
         warped, wvalid = _remap_to_reference(img_mov, mask_mov, inverse, shape)
     rvalid = np.ones(shape, bool) if mask_ref is None else np.asarray(mask_ref, bool)
     ref = np.ascontiguousarray(img_ref, dtype=np.float32)
-    win = _window_size(shape, cfg)
     m = int(cfg.margin)
     h, w = shape
     both = rvalid & wvalid
+    rows, cols = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
+    if not len(rows):
+        return Verification(Verdict.INCONCLUSIVE, 0, 0, np.nan, np.nan, np.nan, scale)
+    # the grid covers the overlap's bounding box (a small overlap: smaller, fewer windows)
+    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    win = _window_size((box[1] - box[0], box[3] - box[2]), cfg)
     if h < win + 2 * m or w < win + 2 * m:
         return Verification(Verdict.INCONCLUSIVE, 0, 0, np.nan, np.nan, np.nan, scale)
-    # window origins (of the reference search area, win + 2m) over a regular grid
-    ys = np.unique(np.linspace(0, h - win - 2 * m, cfg.grid).round().astype(int))
-    xs = np.unique(np.linspace(0, w - win - 2 * m, cfg.grid).round().astype(int))
+    ys = _grid_origins(box[0], box[1], h, win, m, cfg.grid)
+    xs = _grid_origins(box[2], box[3], w, win, m, cfg.grid)
     records: list[dict] = []
     for y0 in ys:
         for x0 in xs:
