@@ -193,3 +193,25 @@ def test_common_case_does_not_search(data_dir, tmp_path):
     assert rep["error_estimate"]["rms_map_units"] == pytest.approx(
         rep["error_estimate"]["rms_px"] * 30.0, rel=1e-3
     )
+
+
+@pytest.mark.parametrize("deg,mirrored", [(93.0, False), (268.0, True)])
+def test_rotated_large_scene_registers_on_tiles(data_dir, tmp_path, deg, mirrored):
+    """A scene larger than the coarse read, rotated (and mirrored): the full-resolution tiles
+    are turned by the coarse hypothesis before extraction, so they match and refine it."""
+    with rasterio.open(data_dir / UMBRA) as ds:
+        a = ds.read(1, window=Window(400, 400, 1200, 1200))
+    w = similarity_about_centre(a.shape, deg, 1.0, (5.0, -7.0))
+    if mirrored:
+        w = w @ np.array([[-1.0, 0.0, a.shape[1] - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    ref = _write(tmp_path / "ref.tif", a)
+    mov = _write(tmp_path / "mov.tif", _moving(a, w))
+    cfg = RegisterConfig(transform="similarity", allow_reflection=mirrored)
+    res = register(ref, mov, tmp_path / "o.tif", cfg)
+    rep = res.report
+    assert rep["coarse"]["refined_by_tiles"] and rep["coarse"]["tiles_used"] >= 2
+    assert rep["search"]["hypothesis"]["flip"] is mirrored
+    if not mirrored:  # (a mirror composed with a rotation is the mirror of another one)
+        assert rep["search"]["hypothesis"]["rotation_deg"] == 90
+    assert mapping_rmse(res.matrix, np.linalg.inv(w), a.shape) < 1.0
+    assert rep["verification"]["verdict"] == "pass"
