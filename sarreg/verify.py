@@ -356,16 +356,142 @@ def verify_registration(
     return Verification(verdict, n, k, med, p90, amed, scale, records)
 
 
+def _work_to_full(r) -> np.ndarray:
+    """3x3 work pixel centre -> full-resolution pixel centre of a ``sarreg.io.Raster`` read."""
+    d = float(r.decimation)
+    ox, oy = r.window_offset
+    return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0, 0, 1.0]])
+
+
 def work_matrix(ref_raster, mov_raster, matrix_full: np.ndarray) -> np.ndarray:
     """``matrix_full`` (full-resolution moving -> reference pixel centres) at the resolution
     and window of two ``sarreg.io.Raster`` reads (their ``decimation``, ``window_offset``)."""
+    return np.linalg.inv(_work_to_full(ref_raster)) @ matrix_full @ _work_to_full(mov_raster)
 
-    def work_to_full(r) -> np.ndarray:
-        d = float(r.decimation)
-        ox, oy = r.window_offset
-        return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0, 0, 1.0]])
 
-    return np.linalg.inv(work_to_full(ref_raster)) @ matrix_full @ work_to_full(mov_raster)
+#: a misalignment that the check's windows measure beyond this (full-resolution reference px,
+#: RMS at the moving image's corners and centre) is corrected by :func:`correct_by_windows`
+CORRECT_MIN_PX = 0.5
+#: windows needed to fit a correction (fewer: translation only below
+#: :data:`CORRECTION_AFFINE_MIN`)
+CORRECTION_MIN_WINDOWS = 4
+CORRECTION_AFFINE_MIN = 8
+
+
+def window_correction(verification: Verification, model: str) -> np.ndarray | None:
+    """The correction that the residual shifts of the check's windows call for: a 3x3 ``C``
+    in checked reference pixels with ``C x ~ x + (dx, dy)`` at the clear windows' centres
+    ``x``, robust (OpenCV least median of squares), in the family of ``model`` (translation;
+    similarity; affine for 'affine' and 'homography'); translation only with fewer than
+    :data:`CORRECTION_AFFINE_MIN` windows. ``None`` with fewer than
+    :data:`CORRECTION_MIN_WINDOWS` clear windows."""
+    import cv2
+
+    wins = [w for w in verification.windows if w["clear"]]
+    if len(wins) < CORRECTION_MIN_WINDOWS:
+        return None
+    src = np.array([[w["x"], w["y"]] for w in wins], np.float64)
+    d = np.array([[w["dx"], w["dy"]] for w in wins], np.float64)
+    c = np.eye(3)
+    if model == "translation" or len(wins) < CORRECTION_AFFINE_MIN:
+        c[:2, 2] = np.median(d, axis=0)
+        return c
+    dst = src + d
+    if model == "similarity":
+        m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    else:
+        m, _ = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
+    if m is None:
+        return None
+    c[:2] = m
+    return c
+
+
+def _field_rms(correction: np.ndarray, pts: np.ndarray) -> float:
+    """RMS length of ``correction(p) - p`` over ``pts`` ``(K, 2)``."""
+    from sarreg.geometry import apply_matrix
+
+    return float(np.sqrt(((apply_matrix(correction, pts) - pts) ** 2).sum(axis=1).mean()))
+
+
+@dataclass
+class Correction:
+    """What :func:`correct_by_windows` did: the misalignment measured before and after (RMS
+    at the moving image's corners and centre, full-resolution reference px) and whether the
+    corrected transform was kept."""
+
+    before_px: float
+    after_px: float | None = None
+    applied: bool = False
+
+    def to_dict(self) -> dict:
+        return {"before_px": _r(self.before_px), "after_px": _r(self.after_px or np.nan),
+                "applied": self.applied}  # fmt: skip
+
+
+def correct_by_windows(
+    ref_raster, mov_raster, img_ref: np.ndarray, img_mov: np.ndarray, fit, tie,
+    verification: Verification, mov_shape: tuple[int, int], rounds: int = 2,
+):  # fmt: skip
+    """Correct a verified linear fit by the residual shifts its check measured.
+
+    The check's windows locate the moving content in the reference independently of the tie
+    points; when they agree on a misalignment larger than :data:`CORRECT_MIN_PX` over the
+    moving image (e.g. tie points biased by speckle or change), the fit's matrix is composed
+    with :func:`window_correction` (``M' = C M``, in full-resolution pixels) and checked
+    again; the corrected fit is kept when its check passes and measures less misalignment.
+
+    Args:
+        ref_raster, mov_raster, img_ref, img_mov: as :func:`verify_fit`.
+        fit: ``sarreg.geometry.TransformFit`` (full-resolution pixels); a non-linear one
+            (``mapping``) or one whose check did not pass is returned unchanged.
+        tie: ``sarreg.estimate.TiePoints`` of the fit (its residuals are recomputed).
+        verification: :class:`Verification` of ``fit``.
+        mov_shape: ``(H, W)`` of the full-resolution moving image.
+
+    Returns:
+        ``(fit, verification, Correction or None)``: the corrected pair, or the given one.
+    """
+    from dataclasses import replace
+
+    from sarreg import geometry
+
+    if fit.mapping is not None or verification.verdict is not Verdict.PASS:
+        return fit, verification, None
+    h, w = mov_shape
+    corners = np.array([[0.0, 0.0], [w - 1.0, 0.0], [w - 1.0, h - 1.0], [0.0, h - 1.0],
+                        [(w - 1) / 2.0, (h - 1) / 2.0]])  # fmt: skip
+    to_full = _work_to_full(ref_raster)
+    model = fit.model if fit.model in geometry.MODELS else "affine"
+
+    def measured(v: Verification, matrix: np.ndarray) -> tuple[float, np.ndarray | None]:
+        c = window_correction(v, model)
+        if c is None:
+            return np.nan, None
+        c_full = to_full @ c @ np.linalg.inv(to_full)
+        return _field_rms(c_full, geometry.apply_matrix(matrix, corners)), c_full
+
+    before, c_full = measured(verification, fit.matrix)
+    record = Correction(before)
+    if c_full is None or not before > CORRECT_MIN_PX:
+        return fit, verification, record
+    best_fit, best_ver, best = fit, verification, before
+    for _ in range(rounds):
+        matrix = c_full @ best_fit.matrix
+        ver = verify_fit(ref_raster, mov_raster, img_ref, img_mov, matrix)
+        after, c_next = measured(ver, matrix)
+        if ver.verdict is not Verdict.PASS or not after < best:
+            break
+        res = geometry.residuals(matrix, tie.xy_mov, tie.xy_ref)
+        inl = np.asarray(fit.inliers, bool)
+        rmse = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
+        best_fit = replace(fit, matrix=matrix, residuals=res, rmse=rmse)
+        best_ver, best = ver, after
+        record.applied, record.after_px = True, after
+        if c_next is None or not after > CORRECT_MIN_PX:
+            break
+        c_full = c_next
+    return best_fit, best_ver, record
 
 
 def verify_fit(
