@@ -164,34 +164,34 @@ def fit_searched(
     img_ref, kpm_ref = ref_img
     img_mov, kpm_mov = mov_img
     what = None if final else "coarse "
-    ref_levels = {1.0: feat_ref}
+    ref_levels = {(1.0, 1.0): feat_ref}
 
-    def reference_features(shrink: float):
-        """Reference features of the reference shrunk by ``shrink``, keypoints in work px."""
-        if shrink not in ref_levels:
+    def reference_features(shrink: float, up: float = 1.0):
+        """Reference features of the reference shrunk by ``shrink`` (area average) and then
+        enlarged by ``up`` (bilinear), keypoints in work px."""
+        if (shrink, up) not in ref_levels:
             import cv2
 
-            h, w = img_ref.shape
-            size = (max(16, round(w / shrink)), max(16, round(h / shrink)))
-            small = cv2.resize(img_ref, size, interpolation=cv2.INTER_AREA)
-            msk = cv2.resize(kpm_ref.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+            small, msk, s_mat = search.resize(img_ref, kpm_ref, 1.0 / shrink, cv2.INTER_AREA)
+            small, msk, u_mat = search.resize(small, msk, up, cv2.INTER_LINEAR)
             with timer.stage("extract"):
                 f = extract(
                     ctx.loaded.net, small, msk, replace(xcfg, progress=False, refine_radius=0)
                 )
-            sx, sy = w / size[0], h / size[1]
-            kp = (f.keypoints + 0.5) * np.array([sx, sy], np.float32) - 0.5
-            ref_levels[shrink] = replace(
+            back = np.linalg.inv(u_mat @ s_mat)
+            kp = geometry.apply_matrix(back, f.keypoints.astype(np.float64))
+            ref_levels[(shrink, up)] = replace(
                 f, keypoints=kp.astype(np.float32), image_shape=tuple(img_ref.shape)
             )
-        return ref_levels[shrink]
+        return ref_levels[(shrink, up)]
 
     def try_one(hyp, use_prior: bool, feats=None):
         att = search.Attempt(hyp, use_prior)
         try:
-            f_ref = reference_features(hyp.ref_shrink)
+            up = search.upsample_factor(hyp, img_ref.shape, img_mov.shape)
+            f_ref = reference_features(hyp.ref_shrink, up)
             if feats is None:
-                img_h, msk_h, h_mat = hyp.apply(img_mov, kpm_mov)
+                img_h, msk_h, h_mat = hyp.apply(img_mov, kpm_mov, up)
                 with timer.stage("extract"):
                     feats = extract(ctx.loaded.net, img_h, msk_h, replace(xcfg, progress=False))
             else:

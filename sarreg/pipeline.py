@@ -252,6 +252,10 @@ def check_result(ctx: RunContext, est: Estimate) -> dict:
         with ctx.timer.stage("verify"):
             ver = verify.verify_fit(c.ref, c.mov, c.img_ref, c.img_mov, fit.matrix,
                                     mapping=fit.mapping)  # fmt: skip
+    # the windows' residual shifts correct a biased linear fit (checked again)
+    fit, ver, corr = verify.correct_by_windows(c.ref, c.mov, c.img_ref, c.img_mov, fit, tie,
+                                               ver, ctx.mov_info.shape)  # fmt: skip
+    est.fit = fit
     verify.refuse_unless_passed(ver, config.estimate.verify)
     inl = np.asarray(fit.inliers, dtype=bool)
     t = ctx.ref_info.transform
@@ -261,10 +265,18 @@ def check_result(ctx: RunContext, est: Estimate) -> dict:
     if c.search is not None and not c.search.best.hypothesis.is_identity:
         pre = c.search.best.hypothesis.linear()
     err = uncertainty.estimate_error(
-        model, tie.xy_mov[inl], tie.xy_ref[inl], ctx.mov_info.shape, fit.matrix, ver, px, pre
+        model,
+        tie.xy_mov[inl],
+        tie.xy_ref[inl],
+        ctx.mov_info.shape,
+        fit.matrix,
+        ver,
+        px,
+        pre,
+        corrected=corr is not None and corr.applied,
     )
     return {
-        "verification": ver.to_dict(),
+        "verification": {**ver.to_dict(), "correction": corr and corr.to_dict()},
         "error_estimate": err.to_dict(),
         "search": None if c.search is None else c.search.to_dict(),
         "keypoint_scatter_px": float(fit.rmse),

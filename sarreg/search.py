@@ -115,26 +115,70 @@ class Hypothesis:
         return m, out
 
     def apply(
-        self, image: np.ndarray, mask: np.ndarray
+        self, image: np.ndarray, mask: np.ndarray, upsample: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The resampled ``(image, mask, H)``: float32 image (bilinear, area when shrinking),
-        bool mask (nearest), and the 3x3 matrix of :meth:`matrix`."""
+        """The resampled ``(image, mask, H)``: float32 image, bool mask and the 3x3 matrix
+        moving pixel centre -> resampled pixel centre.
+
+        Steps: shrunk by :attr:`mov_shrink` (area average, so that speckle is averaged as
+        in a coarser acquisition), rotated / flipped (exact pixel copies), then enlarged by
+        ``upsample`` (bilinear; see :func:`upsample_factor`). The mask follows by nearest
+        neighbour."""
         import cv2
 
-        m, (oh, ow) = self.matrix(image.shape[:2])
-        if self.is_identity:
-            return image, mask, m
-        interp = cv2.INTER_AREA
-        if self.mov_shrink == 1.0:
-            interp = cv2.INTER_NEAREST  # right angles and flips: exact pixel copies
-        img = cv2.warpAffine(
-            np.ascontiguousarray(image, np.float32), m[:2], (ow, oh), flags=interp,
-            borderMode=cv2.BORDER_REPLICATE,
-        )  # fmt: skip
-        msk = cv2.warpAffine(
-            mask.astype(np.uint8), m[:2], (ow, oh), flags=cv2.INTER_NEAREST, borderValue=0
-        )
-        return img, msk.astype(bool), m
+        img = np.ascontiguousarray(image, np.float32)
+        msk = np.asarray(mask, bool)
+        if self.is_identity and upsample == 1.0:
+            return img, msk, np.eye(3)
+        img, msk, s_mat = resize(img, msk, 1.0 / self.mov_shrink, cv2.INTER_AREA)
+        if self.rotation_deg or self.flip:
+            r_mat, (oh, ow) = Hypothesis(self.rotation_deg, self.flip).matrix(img.shape[:2])
+            img = cv2.warpAffine(img, r_mat[:2], (ow, oh), flags=cv2.INTER_NEAREST,
+                                 borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+            msk = cv2.warpAffine(msk.astype(np.uint8), r_mat[:2], (ow, oh),
+                                 flags=cv2.INTER_NEAREST, borderValue=0) > 0  # fmt: skip
+        else:
+            r_mat = np.eye(3)
+        img, msk, u_mat = resize(img, msk, upsample, cv2.INTER_LINEAR)
+        return img, msk, u_mat @ r_mat @ s_mat
+
+
+def resize(
+    image: np.ndarray, mask: np.ndarray, factor: float, interpolation: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``image`` ``(H, W)`` resized by ``factor`` (OpenCV ``interpolation``), its bool
+    ``mask`` by nearest neighbour, and the 3x3 matrix old pixel centre -> new pixel centre
+    (``x' = (x + 0.5) W' / W - 0.5`` per axis). ``factor == 1``: unchanged, identity."""
+    import cv2
+
+    if factor == 1.0:
+        return image, mask, np.eye(3)
+    h, w = image.shape[:2]
+    size = (max(16, round(w * factor)), max(16, round(h * factor)))
+    out = cv2.resize(image, size, interpolation=interpolation)
+    msk = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+    fx, fy = size[0] / w, size[1] / h
+    m = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
+    return out, msk, m
+
+
+#: a side (pixels) below which the images of a scale hypothesis are enlarged before extraction
+MIN_EXTRACT_SIDE = 256
+#: largest enlargement of a scale hypothesis' images
+MAX_UPSAMPLE = 2.0
+
+
+def upsample_factor(
+    hyp: Hypothesis, shape_ref: tuple[int, int], shape_mov: tuple[int, int]
+) -> float:
+    """Enlargement applied to both images of ``hyp`` after the finer one is shrunk to the
+    coarser one's pixel size: at a large scale ratio the shrunk image (whose side bounds the
+    overlap) would be too small for the network's keypoints, so both meet at a finer pixel
+    size instead (at most :data:`MAX_UPSAMPLE`). 1 for hypotheses at scale 1."""
+    if hyp.scale == 1.0:
+        return 1.0
+    side = min(min(shape_ref) / hyp.ref_shrink, min(shape_mov) / hyp.mov_shrink)
+    return float(np.clip(MIN_EXTRACT_SIDE / max(side, 1.0), 1.0, MAX_UPSAMPLE))
 
 
 def hypotheses(

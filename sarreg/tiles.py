@@ -162,16 +162,43 @@ def refine_with_tiles(
         )
     tie = TiePoints.concat(parts)
     with timer.stage("estimate"):
-        fit = fit_checked(
-            tie,
-            config.estimate,
-            model,
-            config.estimate.ransac_threshold * dec_ref,
-            ctx.mov_info.shape,
-            initial_inliers=np.ones(len(tie), dtype=bool),
+        fit = fit_global(
+            ctx, tie, model, config.estimate.ransac_threshold * dec_ref, orientation(coarse)
         )
         add_tile_residuals(records, tie, fit)
     return TiledEstimate(records, tie, fit, len(windows), grid)
+
+
+def orientation(coarse: CoarseEstimate):
+    """The right-angle rotation / flip of the coarse pass's winning search hypothesis
+    (:class:`sarreg.search.Hypothesis` at scale 1: the tiles are read at the same pixel size
+    anyway), or ``None`` when the moving image was matched as it is."""
+    from sarreg.search import Hypothesis
+
+    hyp = None if coarse.search is None else coarse.search.best.hypothesis
+    if hyp is None or (hyp.rotation_deg == 0 and not hyp.flip):
+        return None
+    return Hypothesis(hyp.rotation_deg, hyp.flip)
+
+
+def fit_global(ctx: RunContext, tie: TiePoints, model: TransformModel, threshold: float, orient):
+    """The global ``model`` fit on all tiles' tie points, checked. With an ``orient``ation
+    (:func:`orientation`) a linear model is fitted in its frame (``G x_mov``, so that a
+    similarity can hold a mirror) and composed, ``M = M_fit @ G``, as on the coarse pass."""
+    from sarreg import geometry
+    from sarreg.estimate import check_fit
+
+    config, shape = ctx.config.estimate, ctx.mov_info.shape
+    initial = np.ones(len(tie), dtype=bool)
+    if orient is None or not model.linear:
+        return fit_checked(tie, config, model, threshold, shape, initial_inliers=initial)
+    g = orient.linear()
+    tie_g = replace(tie, xy_mov=geometry.apply_matrix(g, tie.xy_mov))
+    fit = fit_checked(tie_g, config, model, threshold, shape, initial_inliers=initial,
+                      check=False)  # fmt: skip
+    fit = replace(fit, matrix=fit.matrix @ g)
+    check_fit(fit, config, model, shape, config.allow_reflection or orient.flip)
+    return fit
 
 
 def add_tile_residuals(records: list[TileRecord], tie: TiePoints, fit) -> None:
@@ -235,6 +262,13 @@ def register_tile(
         return rec.skip("featureless (constant)"), None
     if not kpm_r.any() or not kpm_m.any() or float(img_r[kpm_r].std()) < TILE_MIN_CONTRAST:
         return rec.skip("featureless (no contrast)"), None
+    # a rotated / mirrored moving image: its tile is turned into the reference's orientation
+    # (exact pixel copies) before extraction, its keypoints turned back afterwards
+    orient = orientation(coarse)
+    r_inv = np.eye(3)
+    if orient is not None:
+        img_m, kpm_m, r_mat = orient.apply(img_m, kpm_m)
+        r_inv = np.linalg.inv(r_mat)
     with timer.stage("extract"):
         xcfg = config.extract
         if ctx.pyramid.tiles is not None:
@@ -246,7 +280,8 @@ def register_tile(
     if len(f_ref) < 8 or len(f_mov) < 8:
         return rec.skip("featureless"), None
 
-    def prior(xy_mov_work: np.ndarray) -> np.ndarray:
+    def prior(xy_mov_turned: np.ndarray) -> np.ndarray:
+        xy_mov_work = geometry.apply_matrix(r_inv, xy_mov_turned)
         return ref.from_full_res(geometry.apply_matrix(m0, mov.to_full_res(xy_mov_work)))
 
     from sarreg.config import transform_model
@@ -264,11 +299,17 @@ def register_tile(
                 fallback=False,
             )
             f_mov = refine_keypoints(f_ref, f_mov, matches)
+        if orient is not None:  # keypoints back in the moving tile's own pixels
+            kp = geometry.apply_matrix(r_inv, f_mov.keypoints.astype(np.float64))
+            f_mov = replace(f_mov, keypoints=kp.astype(np.float32), image_shape=mov.data.shape)
         rec.matches = len(matches)
         with timer.stage("estimate"):
             tie = TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
             threshold = config.estimate.ransac_threshold * ref.decimation
-            fit = local.fit(tie.xy_mov, tie.xy_ref, threshold, config.estimate.seed)
+            # fitted in the orientation's frame (a similarity cannot mirror)
+            g = np.eye(3) if orient is None else orient.linear()
+            xy_g = geometry.apply_matrix(g, tie.xy_mov)
+            fit = local.fit(xy_g, tie.xy_ref, threshold, config.estimate.seed)
     except SarregError as err:  # too few matches / inliers in this tile
         return rec.skip(f"too few matches ({err.message})"), None
     if fit.n_inliers < max(config.estimate.min_inliers, local.min_points):

@@ -220,6 +220,7 @@ def estimate_error(
     verification=None,
     pixel_size: float | None = None,
     pre: np.ndarray | None = None,
+    corrected: bool = False,
 ) -> ErrorEstimate:
     """The error estimate of a registration: the fit's own uncertainty
     (:func:`predicted_error`) combined with the misalignment that the independent check
@@ -234,6 +235,10 @@ def estimate_error(
         matrix: the fitted 3x3 (moving -> reference pixel centres, full resolution).
         verification: :class:`sarreg.verify.Verification` of that fit, or ``None``.
         pre: see :func:`predicted_error`.
+        corrected: the fit was corrected by the verification windows' residual shifts
+            (:func:`sarreg.verify.correct_by_windows`): its error no longer follows the tie
+            points' covariance, and the misalignment the windows measure after the
+            correction (with its standard error) is the estimate.
     """
     from sarreg import geometry
 
@@ -245,12 +250,13 @@ def estimate_error(
     if field is None:
         return base
     fit = np.array(base.points_px)
-    per = np.sqrt(np.maximum(fit**2, field[0] ** 2 + field[1] ** 2))
+    measured = field[0] ** 2 + field[1] ** 2
+    per = np.sqrt(measured if corrected else np.maximum(fit**2, measured))
     return ErrorEstimate(
         rms_px=float(np.sqrt(np.mean(per**2))),
         max_px=float(per.max()),
         points_px=tuple(float(v) for v in per),
-        method=base.method + "+verification",
+        method=base.method + ("+corrected by verification" if corrected else "+verification"),
         n_points=base.n_points,
         pixel_size=pixel_size,
     )

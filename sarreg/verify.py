@@ -162,6 +162,49 @@ def _window_size(shape: tuple[int, int], cfg: VerifyConfig) -> int:
     return int(np.clip(min(shape) // 5, 32, 96))
 
 
+def _grid_origins(lo: int, hi: int, size: int, win: int, m: int, grid: int) -> np.ndarray:
+    """Origins of the reference search areas (side ``win + 2 m``) along one axis, spread over
+    the overlap ``[lo, hi)`` and inside ``[0, size)``: at most ``grid``, at least half a
+    window apart."""
+    first = min(max(0, lo - m), size - win - 2 * m)
+    last = max(min(size - win - 2 * m, hi - win - m), first)
+    n = int(min(grid, 1 + (last - first) // max(1, win // 2)))
+    return np.unique(np.linspace(first, last, max(n, 1)).round().astype(int))
+
+
+def _shrink_finer_moving(img_mov, mask_mov, matrix, inverse):
+    """A moving image finer than the reference (more than 1.5 moving pixels per reference
+    pixel) area-averaged to about the reference pixel size before it is warped, so that its
+    speckle is averaged as the reference's, not aliased. Returns ``(img, mask, matrix,
+    inverse)`` for the shrunk image (``matrix``/``inverse`` composed with the shrink)."""
+    import cv2
+
+    m = np.asarray(matrix, dtype=np.float64)
+    det = abs(float(np.linalg.det(m[:2, :2])))
+    k = 1.0 / np.sqrt(det) if det > 0 else 1.0  # moving px per reference px
+    if k < 1.5:
+        return img_mov, mask_mov, matrix, inverse
+    h, w = img_mov.shape[:2]
+    size = (max(8, round(w / k)), max(8, round(h / k)))
+    small = cv2.resize(np.ascontiguousarray(img_mov, np.float32), size,
+                       interpolation=cv2.INTER_AREA)  # fmt: skip
+    msk = None
+    if mask_mov is not None:  # valid only where the whole averaged block was
+        frac = cv2.resize(np.asarray(mask_mov, np.float32), size, interpolation=cv2.INTER_AREA)
+        msk = frac > 0.999
+    fx, fy = size[0] / w, size[1] / h
+    s_mat = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
+    inv_s = np.linalg.inv(s_mat)
+    new_inverse = None
+    if inverse is not None:
+
+        def new_inverse(xy: np.ndarray) -> np.ndarray:
+            p = inverse(xy)
+            return p * np.array([fx, fy]) + np.array([0.5 * fx - 0.5, 0.5 * fy - 0.5])
+
+    return small, msk, m @ inv_s, new_inverse
+
+
 def _subpixel(surface: np.ndarray, iy: int, ix: int) -> tuple[float, float]:
     """Parabola through the peak and its two neighbours along each axis (offsets in px)."""
 
@@ -233,21 +276,26 @@ def verify_registration(
 
     cfg = config or VerifyConfig()
     shape = img_ref.shape[:2]
+    img_mov, mask_mov, matrix, inverse = _shrink_finer_moving(img_mov, mask_mov, matrix, inverse)
     if inverse is None:
         warped, wvalid = warp_to_reference(img_mov, mask_mov, matrix, shape)
     else:
         warped, wvalid = _remap_to_reference(img_mov, mask_mov, inverse, shape)
     rvalid = np.ones(shape, bool) if mask_ref is None else np.asarray(mask_ref, bool)
     ref = np.ascontiguousarray(img_ref, dtype=np.float32)
-    win = _window_size(shape, cfg)
     m = int(cfg.margin)
     h, w = shape
     both = rvalid & wvalid
+    rows, cols = np.flatnonzero(both.any(axis=1)), np.flatnonzero(both.any(axis=0))
+    if not len(rows):
+        return Verification(Verdict.INCONCLUSIVE, 0, 0, np.nan, np.nan, np.nan, scale)
+    # the grid covers the overlap's bounding box (a small overlap: smaller, fewer windows)
+    box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    win = _window_size((box[1] - box[0], box[3] - box[2]), cfg)
     if h < win + 2 * m or w < win + 2 * m:
         return Verification(Verdict.INCONCLUSIVE, 0, 0, np.nan, np.nan, np.nan, scale)
-    # window origins (of the reference search area, win + 2m) over a regular grid
-    ys = np.unique(np.linspace(0, h - win - 2 * m, cfg.grid).round().astype(int))
-    xs = np.unique(np.linspace(0, w - win - 2 * m, cfg.grid).round().astype(int))
+    ys = _grid_origins(box[0], box[1], h, win, m, cfg.grid)
+    xs = _grid_origins(box[2], box[3], w, win, m, cfg.grid)
     records: list[dict] = []
     for y0 in ys:
         for x0 in xs:
@@ -308,16 +356,142 @@ def verify_registration(
     return Verification(verdict, n, k, med, p90, amed, scale, records)
 
 
+def _work_to_full(r) -> np.ndarray:
+    """3x3 work pixel centre -> full-resolution pixel centre of a ``sarreg.io.Raster`` read."""
+    d = float(r.decimation)
+    ox, oy = r.window_offset
+    return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0, 0, 1.0]])
+
+
 def work_matrix(ref_raster, mov_raster, matrix_full: np.ndarray) -> np.ndarray:
     """``matrix_full`` (full-resolution moving -> reference pixel centres) at the resolution
     and window of two ``sarreg.io.Raster`` reads (their ``decimation``, ``window_offset``)."""
+    return np.linalg.inv(_work_to_full(ref_raster)) @ matrix_full @ _work_to_full(mov_raster)
 
-    def work_to_full(r) -> np.ndarray:
-        d = float(r.decimation)
-        ox, oy = r.window_offset
-        return np.array([[d, 0.0, 0.5 * d - 0.5 + ox], [0.0, d, 0.5 * d - 0.5 + oy], [0, 0, 1.0]])
 
-    return np.linalg.inv(work_to_full(ref_raster)) @ matrix_full @ work_to_full(mov_raster)
+#: a misalignment that the check's windows measure beyond this (full-resolution reference px,
+#: RMS at the moving image's corners and centre) is corrected by :func:`correct_by_windows`
+CORRECT_MIN_PX = 0.5
+#: windows needed to fit a correction (fewer: translation only below
+#: :data:`CORRECTION_AFFINE_MIN`)
+CORRECTION_MIN_WINDOWS = 4
+CORRECTION_AFFINE_MIN = 8
+
+
+def window_correction(verification: Verification, model: str) -> np.ndarray | None:
+    """The correction that the residual shifts of the check's windows call for: a 3x3 ``C``
+    in checked reference pixels with ``C x ~ x + (dx, dy)`` at the clear windows' centres
+    ``x``, robust (OpenCV least median of squares), in the family of ``model`` (translation;
+    similarity; affine for 'affine' and 'homography'); translation only with fewer than
+    :data:`CORRECTION_AFFINE_MIN` windows. ``None`` with fewer than
+    :data:`CORRECTION_MIN_WINDOWS` clear windows."""
+    import cv2
+
+    wins = [w for w in verification.windows if w["clear"]]
+    if len(wins) < CORRECTION_MIN_WINDOWS:
+        return None
+    src = np.array([[w["x"], w["y"]] for w in wins], np.float64)
+    d = np.array([[w["dx"], w["dy"]] for w in wins], np.float64)
+    c = np.eye(3)
+    if model == "translation" or len(wins) < CORRECTION_AFFINE_MIN:
+        c[:2, 2] = np.median(d, axis=0)
+        return c
+    dst = src + d
+    if model == "similarity":
+        m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+    else:
+        m, _ = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)
+    if m is None:
+        return None
+    c[:2] = m
+    return c
+
+
+def _field_rms(correction: np.ndarray, pts: np.ndarray) -> float:
+    """RMS length of ``correction(p) - p`` over ``pts`` ``(K, 2)``."""
+    from sarreg.geometry import apply_matrix
+
+    return float(np.sqrt(((apply_matrix(correction, pts) - pts) ** 2).sum(axis=1).mean()))
+
+
+@dataclass
+class Correction:
+    """What :func:`correct_by_windows` did: the misalignment measured before and after (RMS
+    at the moving image's corners and centre, full-resolution reference px) and whether the
+    corrected transform was kept."""
+
+    before_px: float
+    after_px: float | None = None
+    applied: bool = False
+
+    def to_dict(self) -> dict:
+        return {"before_px": _r(self.before_px), "after_px": _r(self.after_px or np.nan),
+                "applied": self.applied}  # fmt: skip
+
+
+def correct_by_windows(
+    ref_raster, mov_raster, img_ref: np.ndarray, img_mov: np.ndarray, fit, tie,
+    verification: Verification, mov_shape: tuple[int, int], rounds: int = 2,
+):  # fmt: skip
+    """Correct a verified linear fit by the residual shifts its check measured.
+
+    The check's windows locate the moving content in the reference independently of the tie
+    points; when they agree on a misalignment larger than :data:`CORRECT_MIN_PX` over the
+    moving image (e.g. tie points biased by speckle or change), the fit's matrix is composed
+    with :func:`window_correction` (``M' = C M``, in full-resolution pixels) and checked
+    again; the corrected fit is kept when its check passes and measures less misalignment.
+
+    Args:
+        ref_raster, mov_raster, img_ref, img_mov: as :func:`verify_fit`.
+        fit: ``sarreg.geometry.TransformFit`` (full-resolution pixels); a non-linear one
+            (``mapping``) or one whose check did not pass is returned unchanged.
+        tie: ``sarreg.estimate.TiePoints`` of the fit (its residuals are recomputed).
+        verification: :class:`Verification` of ``fit``.
+        mov_shape: ``(H, W)`` of the full-resolution moving image.
+
+    Returns:
+        ``(fit, verification, Correction or None)``: the corrected pair, or the given one.
+    """
+    from dataclasses import replace
+
+    from sarreg import geometry
+
+    if fit.mapping is not None or verification.verdict is not Verdict.PASS:
+        return fit, verification, None
+    h, w = mov_shape
+    corners = np.array([[0.0, 0.0], [w - 1.0, 0.0], [w - 1.0, h - 1.0], [0.0, h - 1.0],
+                        [(w - 1) / 2.0, (h - 1) / 2.0]])  # fmt: skip
+    to_full = _work_to_full(ref_raster)
+    model = fit.model if fit.model in geometry.MODELS else "affine"
+
+    def measured(v: Verification, matrix: np.ndarray) -> tuple[float, np.ndarray | None]:
+        c = window_correction(v, model)
+        if c is None:
+            return np.nan, None
+        c_full = to_full @ c @ np.linalg.inv(to_full)
+        return _field_rms(c_full, geometry.apply_matrix(matrix, corners)), c_full
+
+    before, c_full = measured(verification, fit.matrix)
+    record = Correction(before)
+    if c_full is None or not before > CORRECT_MIN_PX:
+        return fit, verification, record
+    best_fit, best_ver, best = fit, verification, before
+    for _ in range(rounds):
+        matrix = c_full @ best_fit.matrix
+        ver = verify_fit(ref_raster, mov_raster, img_ref, img_mov, matrix)
+        after, c_next = measured(ver, matrix)
+        if ver.verdict is not Verdict.PASS or not after < best:
+            break
+        res = geometry.residuals(matrix, tie.xy_mov, tie.xy_ref)
+        inl = np.asarray(fit.inliers, bool)
+        rmse = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else float("nan")
+        best_fit = replace(fit, matrix=matrix, residuals=res, rmse=rmse)
+        best_ver, best = ver, after
+        record.applied, record.after_px = True, after
+        if c_next is None or not after > CORRECT_MIN_PX:
+            break
+        c_full = c_next
+    return best_fit, best_ver, record
 
 
 def verify_fit(
