@@ -152,6 +152,12 @@ class RegisterConfig:
         search: when the plain fit is weak or fails the check, retry without the
             georeferencing prior and over rotations by 90 deg, flips and scales
             (:mod:`sarreg.search`).
+        refine_tie_points: images with no full-resolution tiles: move each tie point onto
+            the local phase-correlation peak of the reference and the moving image mapped by
+            the fit (sub-pixel, :func:`sarreg.estimate.refine_by_correlation`), then refit.
+        weighted_fit: the final fit (images with no tiles, linear models but homography)
+            weighted by tie-point quality: correlation response with ``refine_tie_points``,
+            else match similarity.
     """
 
     model: str | None = None
@@ -192,6 +198,8 @@ class RegisterConfig:
     verify: bool = True
     allow_reflection: bool = False
     search: bool = True
+    refine_tie_points: bool = False
+    weighted_fit: bool = False
 
     @property
     def coarse_read_size(self) -> int:
@@ -422,6 +430,8 @@ RULES: tuple[Rule, ...] = (
     Rule("match.local_radius", None, _int_in(0, 16), "an integer in 0..16"),
     Rule("match.candidates", None, _int_in(1), "an integer >= 1"),
     Rule("match.chunk", None, _int_in(1), "an integer >= 1"),
+    Rule("refine_tie_points", None, lambda v: isinstance(v, bool), "true or false"),
+    Rule("weighted_fit", None, lambda v: isinstance(v, bool), "true or false"),
 )
 # fmt: on
 RULES_BY_KEY: dict[str, Rule] = {r.key: r for r in RULES}
