@@ -198,8 +198,8 @@ class RegisterConfig:
     verify: bool = True
     allow_reflection: bool = False
     search: bool = True
-    refine_tie_points: bool = False
-    weighted_fit: bool = False
+    refine_tie_points: bool = True
+    weighted_fit: bool = True
 
     @property
     def coarse_read_size(self) -> int:

@@ -221,6 +221,9 @@ REFINE_MAX_SHIFT = 2.0
 REFINE_MIN_RESPONSE = 0.2
 #: upsampling of the phase correlation (1/20 px)
 REFINE_UPSAMPLE = 20
+#: at most this many inliers are refined (evenly spread over the inlier list); the others keep
+#: their position and a low weight in the weighted fit
+REFINE_MAX_POINTS = 400
 
 
 @dataclass
@@ -330,29 +333,42 @@ def refine_by_correlation(
     return out, resp, refined
 
 
-def refine_tie_points(coarse, tie: TiePoints, fit) -> Refinement:
-    """:func:`refine_by_correlation` of the tie points of a coarse pass (``coarse``:
+def refine_tie_points(
+    coarse, tie: TiePoints, fit, max_points: int = REFINE_MAX_POINTS
+) -> Refinement:
+    """:func:`refine_by_correlation` of the inlier tie points of ``fit`` (at most
+    ``max_points``, evenly spread over them) of a coarse pass (``coarse``:
     :class:`sarreg.coarse.CoarseEstimate`, its rasters and normalized images) under ``fit``
     (full-resolution matrix), back in full-resolution reference pixel centres."""
     from sarreg.verify import work_matrix
 
+    n = len(tie)
+    idx = np.flatnonzero(np.asarray(fit.inliers, dtype=bool))
+    if len(idx) > max_points:
+        idx = idx[np.linspace(0, len(idx) - 1, max_points).round().astype(np.int64)]
     m = work_matrix(coarse.ref, coarse.mov, np.asarray(fit.matrix, np.float64))
-    xy_mov_work = coarse.mov.from_full_res(tie.xy_mov)
-    xy, resp, refined = refine_by_correlation(
+    xy_mov_work = coarse.mov.from_full_res(tie.xy_mov[idx])
+    xy, resp, ok = refine_by_correlation(
         coarse.img_ref, coarse.ref.mask, coarse.img_mov, coarse.mov.mask, m, xy_mov_work
     )
-    xy_full = coarse.ref.to_full_res(xy)
-    xy_full[~refined] = tie.xy_ref[~refined]
-    return Refinement(xy_full, resp, refined)
+    xy_full = tie.xy_ref.copy()
+    xy_full[idx[ok]] = coarse.ref.to_full_res(xy[ok])
+    response = np.zeros(n)
+    response[idx] = resp
+    refined = np.zeros(n, bool)
+    refined[idx[ok]] = True
+    return Refinement(xy_full, response, refined)
 
 
 def refit_refined(ctx, coarse, model: TransformModel):
     """The coarse pass's final fit redone on its refined tie points (``config.refine_tie_points``)
-    and/or weighted by tie-point quality (``config.weighted_fit``: correlation response with
-    refinement, else match similarity), in the search hypothesis' frame as the coarse fit was.
+    and/or weighted by tie-point quality (``config.weighted_fit``: correlation of each refined
+    point, half the median of those for the points not refined; match similarity without
+    refinement), in the search hypothesis' frame as the coarse fit was. Linear models only
+    (the weights do not enter a homography's least squares).
 
     Returns ``(tie points, fit, refinement dict or None)``; the coarse pass's own when
-    neither setting is on, or when the refit fails its checks (logged)."""
+    neither setting is on, or when the refit fails its checks or loses inliers (logged)."""
     from sarreg import geometry
     from sarreg.errors import DegenerateTransformError
 
@@ -364,28 +380,30 @@ def refit_refined(ctx, coarse, model: TransformModel):
     new = tie
     weights = np.clip(tie.similarity, 0.0, None)
     if config.refine_tie_points:
-        ref_ = refine_tie_points(coarse, tie, fit)
-        new = replace(tie, xy_ref=ref_.xy_ref)
-        info = ref_.to_dict()
-        weights = np.where(ref_.refined, ref_.response, 0.5 * np.median(ref_.response[ref_.refined])
-                           if ref_.refined.any() else 1.0)  # fmt: skip
+        rf = refine_tie_points(coarse, tie, fit)
+        new = replace(tie, xy_ref=rf.xy_ref)
+        info = rf.to_dict()
+        rest = 0.5 * float(np.median(rf.response[rf.refined])) if rf.refined.any() else 1.0
+        weights = np.where(rf.refined, rf.response, rest)
     hyp = coarse.search.best.hypothesis if coarse.search is not None else None
     g = hyp.linear() if hyp is not None and not hyp.is_identity else np.eye(3)
     shrink = hyp.ref_shrink if hyp is not None else 1.0
     threshold = config.ransac_threshold * float(coarse.ref.decimation) * shrink
+    xy_mov_g = geometry.apply_matrix(g, new.xy_mov)
     try:
-        tie_g = replace(new, xy_mov=geometry.apply_matrix(g, new.xy_mov))
-        m = model.fit(tie_g.xy_mov, tie_g.xy_ref, threshold, config.seed) if not \
-            config.weighted_fit else geometry.fit_transform(
-                tie_g.xy_mov, tie_g.xy_ref, model.name, threshold, seed=config.seed,
-                weights=np.maximum(weights, 1e-3))  # fmt: skip
-        m = replace(m, matrix=m.matrix @ g)
-        check_fit(m, config, model, ctx.mov_info.shape,
-                  config.allow_reflection or bool(hyp is not None and hyp.flip))  # fmt: skip
+        refit = geometry.fit_transform(
+            xy_mov_g, new.xy_ref, model.name, threshold, seed=config.seed,
+            weights=np.maximum(weights, 1e-3) if config.weighted_fit else None,
+        )  # fmt: skip
+        refit = replace(refit, matrix=refit.matrix @ g)
+        flip = bool(hyp is not None and hyp.flip)
+        check_fit(refit, config, model, ctx.mov_info.shape, config.allow_reflection or flip)
     except (TooFewMatchesError, DegenerateTransformError, ValueError) as err:
         log.info("refit on refined tie points failed (%s); keeping the coarse fit", err)
         return tie, fit, None
-    if m.n_inliers < 0.8 * fit.n_inliers:
-        log.info("refit kept %d of %d inliers; keeping the coarse fit", m.n_inliers, fit.n_inliers)
+    if refit.n_inliers < 0.8 * fit.n_inliers:
+        log.info(
+            "refit kept %d of %d inliers; keeping the coarse fit", refit.n_inliers, fit.n_inliers
+        )
         return tie, fit, None
-    return new, m, info
+    return new, refit, info

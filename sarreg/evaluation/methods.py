@@ -230,9 +230,15 @@ class RegisterMethod(Method):
 
     direct = True
 
-    def __init__(self, checkpoint: str | None = None, max_keypoints: int = 2000) -> None:
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        max_keypoints: int = 2000,
+        overrides: dict | None = None,
+    ) -> None:
         super().__init__(max_keypoints)
         self.checkpoint = checkpoint
+        self.overrides = dict(overrides or {})  # other RegisterConfig fields (benchmarks)
         self.name = "register" if checkpoint is None else f"register:{checkpoint}"
         self.label = (
             "sarreg register"
@@ -263,6 +269,7 @@ class RegisterMethod(Method):
             model=self.checkpoint,
             transform=model,
             allow_reflection=bool(tags.get("allow_reflection", False)),
+            **self.overrides,
         )
         res = register(ref.path, mov.path, None, cfg)
         search = res.report.get("search")
