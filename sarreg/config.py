@@ -155,9 +155,9 @@ class RegisterConfig:
         refine_tie_points: images with no full-resolution tiles: move each tie point onto
             the local phase-correlation peak of the reference and the moving image mapped by
             the fit (sub-pixel, :func:`sarreg.estimate.refine_by_correlation`), then refit.
-        weighted_fit: the final fit (images with no tiles, linear models but homography)
-            weighted by tie-point quality: correlation response with ``refine_tie_points``,
-            else match similarity.
+        weighted_fit: the final fit of images with no tiles weighted by tie-point quality:
+            the correlation of each refined point with ``refine_tie_points``, else the match
+            similarity (a homography's least squares takes no weights).
     """
 
     model: str | None = None
