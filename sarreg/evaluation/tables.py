@@ -96,7 +96,7 @@ def error_table(records: list[dict[str, Any]]) -> str:
             _fmt(r.get("predicted_error"), ".2f"), _fmt(q, ".2f"), ok,
         ]  # fmt: skip
         if not math.isfinite(r["rmse"]):
-            cells[-1] = "failed: " + str(r.get("status", ""))[:80].replace("|", "/")
+            cells[-1] = str(r.get("status", ""))[:100].replace("|", "/")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
