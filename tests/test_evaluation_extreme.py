@@ -119,6 +119,11 @@ def test_refused_pairs_count_as_failures(data_dir, tmp_path):
     assert row["pairs"] == 2 and row["failures"] == 1
     assert row["success@3"] == 0.5  # the refused pair is in the denominator
     assert row["error_within_2x"] in (0.0, 1.0)  # over the one successful pair
+    from sarreg.evaluation.tables import error_table
+
+    lines = error_table(res.records).splitlines()
+    assert len(lines) == 4  # header, rule, one row per pair: the refused one too
+    assert lines[3].startswith("| pair_0001 |") and "failed" in lines[3]
 
 
 def test_error_within_2x_uses_successful_pairs_only():
