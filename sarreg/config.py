@@ -251,6 +251,12 @@ class EstimateConfig:
         search: when the plain fit is weak or fails the check, retry without the
             georeferencing prior and over rotations by 90 deg, flips and scales
             (:mod:`sarreg.search`).
+        refine_tie_points: images with no full-resolution tiles: move each tie point onto
+            the local phase-correlation peak of the reference and the moving image mapped by
+            the fit (sub-pixel, :func:`sarreg.estimate.refine_by_correlation`), then refit.
+        weighted_fit: the final fit of images with no tiles weighted by tie-point quality:
+            the correlation of each refined point with ``refine_tie_points``, else the match
+            similarity (a homography's least squares takes no weights).
     """
 
     transform: str = "affine"
@@ -264,6 +270,8 @@ class EstimateConfig:
     verify: bool = True
     allow_reflection: bool = False
     search: bool = True
+    refine_tie_points: bool = True
+    weighted_fit: bool = True
 
 
 @dataclass
@@ -630,6 +638,8 @@ RULES: tuple[Rule, ...] = (
     Rule("match.local_radius", None, _int_in(0, 16), "an integer in 0..16"),
     Rule("match.candidates", None, _int_in(1), "an integer >= 1"),
     Rule("match.chunk", None, _int_in(1), "an integer >= 1"),
+    Rule("estimate.refine_tie_points", None, lambda v: isinstance(v, bool), "true or false"),
+    Rule("estimate.weighted_fit", None, lambda v: isinstance(v, bool), "true or false"),
 )
 # fmt: on
 RULES_BY_KEY: dict[str, Rule] = {r.key: r for r in RULES}

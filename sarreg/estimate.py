@@ -204,3 +204,204 @@ def region_stats(shape, n: int, xy_ref: np.ndarray, fit) -> list[dict]:
             }
         )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tie-point refinement by local correlation
+
+
+#: side of the windows correlated around each tie point (work pixels)
+REFINE_WINDOW = 32
+#: a correlation shift larger than this (work pixels) is not a refinement: the point is kept
+REFINE_MAX_SHIFT = 2.0
+#: windows whose normalized cross-correlation (at the predicted position) is below this keep
+#: their point as it was
+REFINE_MIN_RESPONSE = 0.2
+#: upsampling of the phase correlation (1/20 px)
+REFINE_UPSAMPLE = 20
+#: at most this many inliers are refined (evenly spread over the inlier list); the others keep
+#: their position and a low weight in the weighted fit
+REFINE_MAX_POINTS = 400
+
+
+@dataclass
+class Refinement:
+    """Tie points moved onto the reference's local correlation peak.
+
+    Attributes:
+        xy_ref: ``(N, 2)`` float64 refined reference positions, full-resolution pixel centres
+            (the moving positions stay as they were).
+        response: ``(N,)`` normalized cross-correlation of the two windows (0: not refined).
+        refined: ``(N,)`` bool, the point was moved.
+    """
+
+    xy_ref: np.ndarray
+    response: np.ndarray
+    refined: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {
+            "tie_points": int(len(self.refined)),
+            "refined": int(self.refined.sum()),
+            "median_response": round(float(np.median(self.response)), 4)
+            if len(self.response)
+            else None,
+        }
+
+
+def refine_by_correlation(
+    img_ref: np.ndarray,
+    valid_ref: np.ndarray,
+    img_mov: np.ndarray,
+    valid_mov: np.ndarray,
+    matrix_work: np.ndarray,
+    xy_mov_work: np.ndarray,
+    window: int = REFINE_WINDOW,
+    max_shift: float = REFINE_MAX_SHIFT,
+    min_response: float = REFINE_MIN_RESPONSE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sub-pixel reference positions of moving points by local phase correlation.
+
+    The moving image is warped onto the reference grid by ``matrix_work`` (moving -> reference
+    work pixel centres, OpenCV ``warpPerspective``); around the predicted position ``p`` of
+    each moving point a ``window`` x ``window`` window of the reference and of the warped
+    moving image are compared by ``skimage.registration.phase_cross_correlation`` (upsampled
+    :data:`REFINE_UPSAMPLE` times): the warped moving content at ``p`` lies at ``p + s`` in
+    the reference, ``s = (dx, dy)`` the shift that registers the moving window. Each point's
+    quality is the windows' normalized cross-correlation.
+
+    Args:
+        img_ref, img_mov: ``(H, W)`` float32 normalized images (work resolution).
+        valid_ref, valid_mov: ``(H, W)`` bool valid pixels of each.
+        matrix_work: ``(3, 3)`` moving -> reference, work pixel centres.
+        xy_mov_work: ``(N, 2)`` moving points, work pixel centres.
+        window: correlation window side (even), pixels.
+        max_shift: larger shifts are rejected (the point keeps its prediction).
+        min_response: windows that correlate less are not refined.
+
+    Returns:
+        ``xy_ref (N, 2)`` reference work pixel centres (the prediction where not refined),
+        ``response (N,)`` (0 where not refined), ``refined (N,)`` bool.
+    """
+    import cv2
+    from skimage.registration import phase_cross_correlation
+
+    from sarreg.geometry import apply_matrix
+
+    h, w = img_ref.shape
+    m = np.asarray(matrix_work, np.float64)
+    warped = cv2.warpPerspective(
+        np.asarray(img_mov, np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+    )  # fmt: skip
+    wvalid = cv2.warpPerspective(
+        np.asarray(valid_mov, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    ) > 0  # fmt: skip
+    both = wvalid & np.asarray(valid_ref, bool)
+    ref32 = np.asarray(img_ref, np.float32)
+    pred = apply_matrix(m, np.asarray(xy_mov_work, np.float64))
+    out = pred.copy()
+    resp = np.zeros(len(pred))
+    refined = np.zeros(len(pred), bool)
+    half = window // 2
+    for i, (x, y) in enumerate(pred):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        x0, y0 = int(round(x)) - half, int(round(y)) - half
+        if x0 < 0 or y0 < 0 or x0 + window > w or y0 + window > h:
+            continue
+        win = (slice(y0, y0 + window), slice(x0, x0 + window))
+        if not both[win].all():
+            continue
+        a = ref32[win] - ref32[win].mean()
+        b = warped[win] - warped[win].mean()
+        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        r = float((a * b).sum()) / den if den > 1e-12 else 0.0
+        if r < min_response:
+            continue
+        (sy, sx), _, _ = phase_cross_correlation(
+            a, b, upsample_factor=REFINE_UPSAMPLE, normalization=None
+        )
+        if not np.hypot(sx, sy) <= max_shift:
+            continue
+        out[i] = (x + sx, y + sy)
+        resp[i] = r
+        refined[i] = True
+    return out, resp, refined
+
+
+def refine_tie_points(
+    coarse, tie: TiePoints, fit, max_points: int = REFINE_MAX_POINTS
+) -> Refinement:
+    """:func:`refine_by_correlation` of the inlier tie points of ``fit`` (at most
+    ``max_points``, evenly spread over them) of a coarse pass (``coarse``:
+    :class:`sarreg.coarse.CoarseEstimate`, its rasters and normalized images) under ``fit``
+    (full-resolution matrix), back in full-resolution reference pixel centres."""
+    from sarreg.verify import work_matrix
+
+    n = len(tie)
+    idx = np.flatnonzero(np.asarray(fit.inliers, dtype=bool))
+    if len(idx) > max_points:
+        idx = idx[np.linspace(0, len(idx) - 1, max_points).round().astype(np.int64)]
+    m = work_matrix(coarse.ref, coarse.mov, np.asarray(fit.matrix, np.float64))
+    xy_mov_work = coarse.mov.from_full_res(tie.xy_mov[idx])
+    xy, resp, ok = refine_by_correlation(
+        coarse.img_ref, coarse.ref.mask, coarse.img_mov, coarse.mov.mask, m, xy_mov_work
+    )
+    xy_full = tie.xy_ref.copy()
+    xy_full[idx[ok]] = coarse.ref.to_full_res(xy[ok])
+    response = np.zeros(n)
+    response[idx] = resp
+    refined = np.zeros(n, bool)
+    refined[idx[ok]] = True
+    return Refinement(xy_full, response, refined)
+
+
+def refit_refined(ctx, coarse, model: TransformModel):
+    """The coarse pass's final fit redone on its refined tie points (``config.refine_tie_points``)
+    and/or weighted by tie-point quality (``config.weighted_fit``: correlation of each refined
+    point, half the median of those for the points not refined; match similarity without
+    refinement), in the search hypothesis' frame as the coarse fit was. Linear models only
+    (the weights do not enter a homography's least squares).
+
+    Returns ``(tie points, fit, refinement dict or None)``; the coarse pass's own when
+    neither setting is on, or when the refit fails its checks or loses inliers (logged)."""
+    from sarreg import geometry
+    from sarreg.errors import DegenerateTransformError
+
+    config = ctx.config.estimate
+    tie, fit = coarse.tie, coarse.fit
+    if not (config.refine_tie_points or config.weighted_fit) or not model.linear:
+        return tie, fit, None
+    info = None
+    new = tie
+    weights = np.clip(tie.similarity, 0.0, None)
+    if config.refine_tie_points:
+        rf = refine_tie_points(coarse, tie, fit)
+        new = replace(tie, xy_ref=rf.xy_ref)
+        info = rf.to_dict()
+        rest = 0.5 * float(np.median(rf.response[rf.refined])) if rf.refined.any() else 1.0
+        weights = np.where(rf.refined, rf.response, rest)
+    hyp = coarse.search.best.hypothesis if coarse.search is not None else None
+    g = hyp.linear() if hyp is not None and not hyp.is_identity else np.eye(3)
+    shrink = hyp.ref_shrink if hyp is not None else 1.0
+    threshold = config.ransac_threshold * float(coarse.ref.decimation) * shrink
+    xy_mov_g = geometry.apply_matrix(g, new.xy_mov)
+    try:
+        refit = geometry.fit_transform(
+            xy_mov_g, new.xy_ref, model.name, threshold, seed=config.seed,
+            weights=np.maximum(weights, 1e-3) if config.weighted_fit else None,
+        )  # fmt: skip
+        refit = replace(refit, matrix=refit.matrix @ g)
+        flip = bool(hyp is not None and hyp.flip)
+        check_fit(refit, config, model, ctx.mov_info.shape, config.allow_reflection or flip)
+    except (TooFewMatchesError, DegenerateTransformError, ValueError) as err:
+        log.info("refit on refined tie points failed (%s); keeping the coarse fit", err)
+        return tie, fit, None
+    if refit.n_inliers < 0.8 * fit.n_inliers:
+        log.info(
+            "refit kept %d of %d inliers; keeping the coarse fit", refit.n_inliers, fit.n_inliers
+        )
+        return tie, fit, None
+    return new, refit, info

@@ -197,11 +197,12 @@ def estimate(ctx: RunContext) -> Estimate:
     coarse_model = transform_model(model.local) if tiled else model
     coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=not tiled)
     if not tiled:
+        from sarreg.estimate import refit_refined
+
         with timer.stage("estimate"):
-            regions = region_stats(
-                ctx.ref_info.shape, config.tiling.tiles or 4, coarse.tie.xy_ref, coarse.fit
-            )
-        return Estimate(coarse, coarse.tie, coarse.fit, regions)
+            tie, fit, _ = refit_refined(ctx, coarse, model)
+            regions = region_stats(ctx.ref_info.shape, config.tiling.tiles or 4, tie.xy_ref, fit)
+        return Estimate(coarse, tie, fit, regions)
     log.info(
         "coarse pass (decimation %.3g / %.3g): %d inliers, rmse %.2f px",
         ref.decimation,

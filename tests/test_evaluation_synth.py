@@ -80,7 +80,7 @@ def test_ground_truth_is_exact(data_dir, tmp_path):
 
 def test_bad_arguments(data_dir, tmp_path):
     with pytest.raises(ConfigError, match="difficulty"):
-        build_benchmark([data_dir / "s1_vv_grd_db.tif"], tmp_path / "x", n=1, difficulty="extreme")
+        build_benchmark([data_dir / "s1_vv_grd_db.tif"], tmp_path / "x", n=1, difficulty="nope")
     build_benchmark([data_dir / "s1_vv_grd_db.tif"], tmp_path / "y", n=1, crop=128)
     with pytest.raises(OutputExistsError):
         build_benchmark([data_dir / "s1_vv_grd_db.tif"], tmp_path / "y", n=1, crop=128)

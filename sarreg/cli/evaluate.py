@@ -25,9 +25,10 @@ SYNTH_HELP = (
     "temporal change stays in); other images give single-image pairs with independent speckle "
     "on both sides. Each pair is warped by a random transform of the chosen difficulty (easy: "
     "rotation <= 5 deg, scale 0.9..1.1; medium: <= 15 deg, 0.8..1.25; hard: <= 30 deg, "
-    "0.6..1.6, perspective) with the training pair generator, in a seed space apart from "
-    "training's. Writes pair_XXXX_ref.tif, pair_XXXX_mov.tif, pair_XXXX.json (ground truth: "
-    "3x3 matrix, moving px -> reference px) and benchmark.yaml.\n\n"
+    "0.6..1.6, perspective; extreme: any rotation, scale 0.3..3, half of the pairs mirrored, "
+    "registered with reflections allowed) with the training pair generator, in a seed space "
+    "apart from training's. Writes pair_XXXX_ref.tif, pair_XXXX_mov.tif, pair_XXXX.json "
+    "(ground truth: 3x3 matrix, moving px -> reference px) and benchmark.yaml.\n\n"
     "Examples:\n\n"
     "  sarreg evaluate synth --images data/umbra_mount_yasur.tif --images data/opera_rtc_s1 "
     "--out bench/medium --n 50\n\n"
@@ -38,7 +39,9 @@ SYNTH_HELP = (
 RUN_HELP = (
     "Run methods on benchmark BENCH (a folder of pair_XXXX.json or an index .csv/.yaml) and "
     "write results.md, results.csv, pairs.json, mma.png and results_by_<tag>.md to --out.\n\n"
-    "Methods: sarreg (bundled model), sarreg:PATH (any checkpoint, naver R2D2 format too), "
+    "Methods: register (the whole sarreg register path: search, verification, error estimate; "
+    "a refused pair is a failure; predicted against true error per pair in errors.md), "
+    "sarreg (bundled model's keypoints), sarreg:PATH (any checkpoint, naver R2D2 format too), "
     "sift, akaze, orb, sarsift, phasecorr; default all available (AKAZE only where OpenCV "
     "has it). All keypoint methods use mutual "
     "nearest-neighbour matching and the same RANSAC + least squares "
@@ -68,7 +71,9 @@ def synth_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Benchmark folder to write."),
     n: int = typer.Option(50, "--n", help="Number of pairs."),
     seed: int = typer.Option(0, "--seed", help="Benchmark seed (same seed -> same pairs)."),
-    difficulty: str = typer.Option("medium", "--difficulty", "-d", help="easy | medium | hard."),
+    difficulty: str = typer.Option(
+        "medium", "--difficulty", "-d", help="easy | medium | hard | extreme."
+    ),
     crop: int = typer.Option(512, "--crop", help="Pair side in pixels (smaller images: less)."),
     min_size: int = typer.Option(128, "--min-size", help="Leave out images smaller than this."),
     min_valid: float = typer.Option(

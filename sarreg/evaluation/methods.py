@@ -10,6 +10,12 @@ Names (``--method``):
 
 - ``sarreg``: the bundled model; ``sarreg:PATH``: any checkpoint (sarreg or naver R2D2 format).
   Input: the image normalized by :func:`sarreg.preprocess.preprocess` (as at inference).
+- ``register``: the whole ``sarreg register`` path (:func:`sarreg.pipeline.register`: coarse
+  pass, orientation / scale / flip search, verification, error estimate) on the pair's files,
+  with the pair's transform model and, for pairs tagged ``allow_reflection``, that setting;
+  ``register:PATH`` with another checkpoint. A refused pair (failed verification, implausible
+  or mirrored transform) is a failure. Its records carry the report's predicted error next to
+  the true error at the same points (:func:`sarreg.uncertainty.true_error`).
 - ``sift``, ``akaze``, ``orb``: OpenCV, on the same normalized image as 8 bit. AKAZE comes from
   ``cv2.xfeatures2d`` (OpenCV 5 contrib, a dependency) or ``cv2`` (4.x): where it is missing it is
   left out of the default list and naming it is an error that says so.
@@ -30,8 +36,10 @@ from sarreg.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-#: method names accepted by :func:`make_method` (``sarreg:PATH`` too)
-METHOD_NAMES: tuple[str, ...] = ("sarreg", "sift", "akaze", "orb", "sarsift", "phasecorr")
+#: method names accepted by :func:`make_method` (``sarreg:PATH`` and ``register:PATH`` too)
+METHOD_NAMES: tuple[str, ...] = (
+    "register", "sarreg", "sift", "akaze", "orb", "sarsift", "phasecorr",
+)  # fmt: skip
 
 
 def _akaze_factory():
@@ -215,6 +223,67 @@ class SarregMethod(Method):
         return xy_ref, xy_mov
 
 
+class RegisterMethod(Method):
+    """The whole registration path, :func:`sarreg.pipeline.register`, on the pair's files
+    (no output written). Direct: :meth:`register_pair` returns the fitted matrix (moving px ->
+    reference px) and the report's figures."""
+
+    direct = True
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        max_keypoints: int = 2000,
+        overrides: dict | None = None,
+    ) -> None:
+        super().__init__(max_keypoints)
+        self.checkpoint = checkpoint
+        self.overrides = dict(overrides or {})  # other settings, dotted names (benchmarks)
+        self.name = "register" if checkpoint is None else f"register:{checkpoint}"
+        self.label = (
+            "sarreg register"
+            if checkpoint is None
+            else f"sarreg register ({Path(checkpoint).name})"
+        )
+        if checkpoint is not None and not Path(checkpoint).is_file():
+            raise CheckpointError(
+                f"checkpoint not found: {checkpoint}",
+                "give an existing sarreg or naver R2D2 checkpoint after 'register:'",
+            )
+
+    def register_pair(
+        self, ref: PreparedImage, mov: PreparedImage, model: str, tags: dict | None = None
+    ) -> dict:
+        """Register ``mov`` onto ``ref`` (their files) with transform ``model``.
+
+        Returns ``{"matrix": (3, 3) moving px -> reference px, "predicted_error": reference
+        px, "matches": int, "inliers": int, "hypothesis": the search's winner (dict) or
+        None}``. Raises the registration's :class:`~sarreg.errors.SarregError` when it
+        refuses the pair.
+        """
+        from sarreg.config import RegisterConfig, with_values
+        from sarreg.pipeline import register
+
+        tags = tags or {}
+        cfg = with_values(
+            RegisterConfig(model=self.checkpoint),
+            {
+                "estimate.transform": model,
+                "estimate.allow_reflection": bool(tags.get("allow_reflection", False)),
+                **self.overrides,
+            },
+        )
+        res = register(ref.path, mov.path, None, cfg)
+        search = res.report.get("search")
+        return {
+            "matrix": np.asarray(res.matrix, np.float64),
+            "predicted_error": float(res.predicted_error),
+            "matches": int(res.n_matches),
+            "inliers": int(res.n_inliers),
+            "hypothesis": search.get("hypothesis") if isinstance(search, dict) else None,
+        }
+
+
 class OpenCVMethod(Method):
     """OpenCV SIFT / AKAZE / ORB on the normalized image as 8 bit, top ``max_keypoints`` by
     detector response."""
@@ -302,6 +371,13 @@ def make_method(spec: str, max_keypoints: int = 2000) -> Method:
     """
     s = spec.strip()
     low = s.lower()
+    if low == "register":
+        return RegisterMethod(None, max_keypoints)
+    if low.startswith("register:"):
+        path = s.split(":", 1)[1]
+        if not path:
+            raise ConfigError("--method register: needs a checkpoint path", "e.g. register:best.pt")
+        return RegisterMethod(path, max_keypoints)
     if low == "sarreg":
         return SarregMethod(None, max_keypoints)
     if low.startswith("sarreg:"):
@@ -326,7 +402,8 @@ def make_method(spec: str, max_keypoints: int = 2000) -> Method:
         return PhaseCorrMethod(max_keypoints)
     raise ConfigError(
         f"unknown method {spec!r}",
-        "valid methods: sarreg, sarreg:PATH/TO/CHECKPOINT, sift, akaze, orb, sarsift, phasecorr",
+        "valid methods: register, register:PATH, sarreg, sarreg:PATH/TO/CHECKPOINT, sift, "
+        "akaze, orb, sarsift, phasecorr",
     )
 
 

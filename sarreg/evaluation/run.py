@@ -165,7 +165,7 @@ def run_benchmark(
                 log.warning("%s on %s: %s", method.label, pair.name, rec["status"])
         if progress is not None:
             done = [r for r in records if r["pair"] == pair.name]
-            status = ", ".join(f"{r['method']} {_fmt_rmse(r['rmse'])}" for r in done)
+            status = ", ".join(f"{r['method']} {_fmt_record(r)}" for r in done)
             progress(f"[{i + 1}/{len(pairs)}] {pair.name}: {status}")
     names = [(m.name, m.label) for m in methods]
     return EvalResult(records, summarize(records, names), skipped, names)
@@ -173,6 +173,14 @@ def run_benchmark(
 
 def _fmt_rmse(v: float) -> str:
     return "failed" if not math.isfinite(v) else f"{v:.2f} px"
+
+
+def _fmt_record(rec: dict[str, Any]) -> str:
+    """RMSE of a record, with predicted against true error where the method estimates it."""
+    out = _fmt_rmse(rec["rmse"])
+    if rec.get("predicted_error") is not None and rec.get("true_error") is not None:
+        out += f" (error predicted {rec['predicted_error']:.2f} / true {rec['true_error']:.2f} px)"
+    return out
 
 
 def _evaluate_one(
@@ -198,11 +206,22 @@ def _evaluate_one(
         "matches": None, "inliers": None, "mma": None, "repeatability3": None,
         "rmse": float("inf"), "matrix": None,
         "time_extract": 0.0, "time_match": 0.0, "time_estimate": 0.0,
+        "predicted_error": None, "true_error": None, "hypothesis": None,
     }  # fmt: skip
     errors = (SarregError, cv2.error, ValueError, RuntimeError, np.linalg.LinAlgError)
     matrix = None
     try:
-        if method.direct:
+        if hasattr(method, "register_pair"):  # the whole registration path
+            t0 = time.perf_counter()
+            try:
+                out = method.register_pair(ref, mov, model, pair.tags)
+            finally:
+                rec["time_estimate"] = time.perf_counter() - t0
+            matrix = out["matrix"]
+            rec["matches"], rec["inliers"] = out["matches"], out["inliers"]
+            rec["predicted_error"] = _none_if_nan(out["predicted_error"])
+            rec["hypothesis"] = out["hypothesis"]
+        elif method.direct:
             t0 = time.perf_counter()
             matrix = method.estimate(ref, mov)
             rec["time_estimate"] = time.perf_counter() - t0
@@ -236,6 +255,10 @@ def _evaluate_one(
     if matrix is not None:
         rec["matrix"] = np.asarray(matrix, np.float64).tolist()
         rec["rmse"] = registration_rmse(matrix, gt.map, grid)
+        if gt.matrix is not None and rec["predicted_error"] is not None:
+            from sarreg.uncertainty import true_error
+
+            rec["true_error"] = _none_if_nan(true_error(matrix, gt.matrix, mov.shape))
     rec["time_total"] = rec["time_extract"] + rec["time_match"] + rec["time_estimate"]
     return rec
 
@@ -244,10 +267,31 @@ def _none_if_nan(v: float) -> float | None:
     return None if not math.isfinite(v) else float(v)
 
 
+def error_ratio(rec: dict[str, Any]) -> float | None:
+    """Predicted over true error (both at the moving image's corners and centre) of one
+    record, or None where either is missing or the true error is 0."""
+    p, t = rec.get("predicted_error"), rec.get("true_error")
+    if p is None or t is None or not (math.isfinite(p) and math.isfinite(t)) or t <= 0:
+        return None
+    return float(p / t)
+
+
+def error_within_2x(records: list[dict[str, Any]], threshold: float = 3.0) -> float | None:
+    """Share of the successful records (``rmse <= threshold``) whose predicted error lies
+    within a factor of 2 of the true error; None when no record has a predicted error."""
+    ok = [r for r in records if math.isfinite(r["rmse"]) and r["rmse"] <= threshold]
+    ratios = [error_ratio(r) for r in ok if r.get("predicted_error") is not None]
+    if not ratios:
+        return None
+    return float(np.mean([q is not None and 0.5 <= q <= 2.0 for q in ratios]))
+
+
 def summarize(records: list[dict[str, Any]], methods: list[tuple[str, str]]) -> list[dict]:
     """One row per method: mean MMA@1..10 over pairs (keypoint methods), mean keypoints,
     matches and repeatability@3, median RMSE over all pairs (failures = inf), mean RMSE over
-    the pairs with an estimate, success rates @1/3/5 px, failures, mean times per pair (s)."""
+    the pairs with an estimate, success rates @1/3/5 px, failures, mean times per pair (s),
+    and for methods with an error estimate the share of successful pairs whose predicted
+    error is within 2x of the true one (:func:`error_within_2x`)."""
     rows = []
     for name, label in methods:
         recs = [r for r in records if r["method"] == name]
@@ -286,5 +330,6 @@ def summarize(records: list[dict[str, Any]], methods: list[tuple[str, str]]) -> 
             row[f"success@{t:g}"] = v
         for part in ("extract", "match", "estimate", "total"):
             row[f"time_{part}"] = float(np.mean([r[f"time_{part}"] for r in recs]))
+        row["error_within_2x"] = error_within_2x(recs)
         rows.append(row)
     return rows

@@ -14,7 +14,11 @@ truth ``M = H^-1`` (moving px -> reference px) in ``pair_XXXX.json``.
 
 Difficulty levels (:data:`DIFFICULTIES`): easy (rotation <= 5 deg, scale 0.9..1.1, looks 2..8),
 medium (<= 15 deg, 0.8..1.25, slight anisotropy and shear, looks 1..4), hard (<= 30 deg,
-0.6..1.6, perspective, looks 1..2; estimated as a homography).
+0.6..1.6, perspective, looks 1..2; estimated as a homography), extreme (any rotation, scale
+0.3..3, half of the pairs mirrored left-right, looks 1..4; estimated as an affine transform and
+registered with reflections allowed: every extreme pair carries the tag ``allow_reflection``
+and its ``mirrored`` flag). Pairs whose scale leaves the moving image inside a small part of
+the reference count their overlap on the smaller side (:func:`overlap_share`).
 """
 
 from __future__ import annotations
@@ -47,9 +51,15 @@ DIFFICULTIES: dict[str, dict] = {
         rotation_deg=30.0, scale=(0.6, 1.6), aspect=1.1, shear=0.05, translation=0.1,
         perspective=0.05, looks=(1.0, 2.0),
     ),
+    "extreme": dict(
+        rotation_deg=180.0, scale=(0.3, 3.0), aspect=1.05, shear=0.02, translation=0.1,
+        perspective=0.0, looks=(1.0, 4.0),
+    ),
 }  # fmt: skip
 #: transform model a pair of each difficulty is estimated with
-MODEL_OF = {"easy": "affine", "medium": "affine", "hard": "homography"}
+MODEL_OF = {"easy": "affine", "medium": "affine", "hard": "homography", "extreme": "affine"}
+#: probability that a pair of the level is mirrored left-right (others: 0)
+FLIP_PROB = {"extreme": 0.5}
 
 
 def synth_config(difficulty: str, overrides: dict | None = None) -> SynthConfig:
@@ -153,6 +163,37 @@ def load_groups(
     return groups
 
 
+def mirror_x(width: int) -> np.ndarray:
+    """``(3, 3)`` left-right mirror of an image ``width`` px wide: ``x -> (width - 1) - x``
+    (pixel centres)."""
+    return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def draw_transform(
+    rng: np.random.Generator, crop: int, synth: SynthConfig, flip_prob: float = 0.0
+) -> tuple[np.ndarray, bool]:
+    """A random ``(3, 3)`` transform reference px -> moving px of a ``crop`` x ``crop`` pair
+    (:func:`sarreg.training.synth.random_homography` with ``synth``'s ranges), mirrored
+    left-right in the moving image with probability ``flip_prob``; returns it and whether it
+    is mirrored."""
+    from sarreg.training.synth import random_homography
+
+    m = random_homography(rng, (crop, crop), config=synth)
+    flip = bool(flip_prob > 0 and rng.uniform() < flip_prob)
+    if flip:
+        m = mirror_x(crop) @ m
+    return m / m[2, 2], flip
+
+
+def overlap_share(valid: np.ndarray, m: np.ndarray) -> float:
+    """Share of the smaller side covered by the overlap: ``valid`` ``(H, W)`` bool marks the
+    reference pixels that the transform ``m`` (reference px -> moving px, same crop size)
+    maps onto valid moving pixels; the moving side of that area is ``|det|`` times larger."""
+    det = abs(float(np.linalg.det(m[:2, :2])))
+    share = float(valid.mean())
+    return min(1.0, max(share, share * det))
+
+
 def _make_one(
     group: _Group,
     crop: int,
@@ -160,8 +201,11 @@ def _make_one(
     synth: SynthConfig,
     min_valid: float,
     tries: int = 50,
+    flip_prob: float = 0.0,
 ):
-    """One pair from ``group``: ``(IntensityPair, scene_a, scene_b, origin, crop)``."""
+    """One pair from ``group``: ``(IntensityPair, scene_a, scene_b, origin, crop, mirrored)``.
+    Without ``flip_prob`` the random draws are those of a training pair (benchmarks of the
+    easy/medium/hard levels keep their pairs)."""
     from sarreg.training.synth import make_intensity_pair
 
     h, w = group.shape
@@ -178,19 +222,23 @@ def _make_one(
         win = (slice(y0, y0 + c), slice(x0, x0 + c))
         if min(sa.mask[win].mean(), sb.mask[win].mean()) < min_valid:
             continue
+        flip, m = False, None
+        if flip_prob > 0:
+            m, flip = draw_transform(rng, c, synth, flip_prob)
         try:
             pair = make_intensity_pair(
                 sa.intensity, sa.mask, (x0, y0), c, rng, synth,
                 scene2=sb.intensity if group.multidate else None,
-                mask2=sb.mask if group.multidate else None,
+                mask2=sb.mask if group.multidate else None, homography=m,
             )  # fmt: skip
         except EmptyImageError as err:
             last = str(err)
             continue
-        if pair.valid.mean() < 0.5 * min_valid or not pair.mask2.any():
+        share = pair.valid.mean() if m is None else overlap_share(pair.valid, pair.homography)
+        if share < 0.5 * min_valid or not pair.mask2.any():
             last = "too little overlap"
             continue
-        return pair, sa, sb, (x0, y0), c
+        return pair, sa, sb, (x0, y0), c, flip
     raise DataError(
         f"could not draw a usable {c}x{c} pair from {group.name} in {tries} tries ({last})",
         "lower --min-valid or use images with more valid pixels",
@@ -233,7 +281,7 @@ def build_benchmark(
         out: output folder (created).
         n: number of pairs.
         seed: benchmark seed (pairs are reproducible from it).
-        difficulty: 'easy' | 'medium' | 'hard'.
+        difficulty: 'easy' | 'medium' | 'hard' | 'extreme'.
         crop: side of the pairs (smaller images give pairs of their smaller side).
         min_size: images with a side below this are left out.
         min_valid: crop windows need this fraction of valid pixels in both dates.
@@ -268,7 +316,9 @@ def build_benchmark(
     for i in range(n):
         rng = np.random.default_rng([SEED_SALT, int(seed), i])
         group = groups[i % len(groups)]
-        p, sa, sb, origin, c = _make_one(group, crop, rng, synth, min_valid)
+        p, sa, sb, origin, c, flip = _make_one(
+            group, crop, rng, synth, min_valid, flip_prob=FLIP_PROB.get(difficulty, 0.0)
+        )
         name = f"pair_{i:04d}"
         ref_path, mov_path = out / f"{name}_ref.tif", out / f"{name}_mov.tif"
         write_image(ref_path, p.intensity1, p.mask1)
@@ -283,6 +333,9 @@ def build_benchmark(
             "origin": list(origin),
             "crop": c,
         }
+        if difficulty in FLIP_PROB:
+            tags["mirrored"] = flip
+            tags["allow_reflection"] = True
         pair = BenchPair(name, ref_path, mov_path, m / m[2, 2], None, model, tags)
         write_pair_json(pair, out)
         pairs.append(pair)
@@ -304,6 +357,7 @@ def _write_meta(out, images, n, seed, difficulty, crop, min_valid, display_as, s
         "seed_salt": SEED_SALT,
         "difficulty": difficulty,
         "model": MODEL_OF[difficulty],
+        "flip_prob": FLIP_PROB.get(difficulty, 0.0),
         "crop": crop,
         "min_valid": min_valid,
         "display_as": display_as,

@@ -24,6 +24,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("success@3", "success@3", ".2f"),
     ("success@5", "success@5", ".2f"),
     ("failed", "failures", "d"),
+    ("predicted error within 2x", "error_within_2x", ".2f"),
     ("keypoints", "keypoints", ".0f"),
     ("matches", "matches", ".0f"),
     ("inliers", "inliers", ".0f"),
@@ -77,6 +78,36 @@ def breakdown_table(records: list[dict[str, Any]], methods: list[tuple[str, str]
     return "\n".join(lines) + "\n"
 
 
+def error_table(records: list[dict[str, Any]]) -> str:
+    """Markdown table of predicted against true error (reference px, RMS at the moving image's
+    corners and centre) per pair, for the methods that estimate their error; '' when none."""
+    from sarreg.evaluation.run import error_ratio
+
+    recs = [r for r in records if "predicted_error" in r and _estimates_error(r, records)]
+    if not recs:
+        return ""
+    lines = ["| pair | method | RMSE px | true error px | predicted px | ratio | within 2x |"]
+    lines.append("|---|---|---:|---:|---:|---:|---|")
+    for r in recs:
+        q = error_ratio(r)
+        ok = "-" if q is None else ("yes" if 0.5 <= q <= 2.0 else "no")
+        cells = [
+            r["pair"], r["label"], _fmt(r["rmse"], ".2f"), _fmt(r.get("true_error"), ".2f"),
+            _fmt(r.get("predicted_error"), ".2f"), _fmt(q, ".2f"), ok,
+        ]  # fmt: skip
+        if not math.isfinite(r["rmse"]):
+            cells[-1] = str(r.get("status", ""))[:100].replace("|", "/")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _estimates_error(rec: dict[str, Any], records: list[dict[str, Any]]) -> bool:
+    """Whether the record's method gave an error estimate on any pair."""
+    return any(
+        r["method"] == rec["method"] and r.get("predicted_error") is not None for r in records
+    )
+
+
 def csv_table(summary: list[dict[str, Any]]) -> str:
     """CSV with every summary key (MMA@1..10 included); empty cells = not applicable."""
     keys: list[str] = []
@@ -124,7 +155,8 @@ def write_outputs(
     by: tuple[str, ...] = ("sensor", "multidate"),
 ) -> dict[str, Path]:
     """Write ``results.md``, ``results.csv``, ``pairs.json`` (per pair and method; a failed
-    registration has ``rmse: null``), ``mma.png`` and, for each pair tag in ``by`` that the
+    registration has ``rmse: null``), ``mma.png``, ``errors.md`` (predicted against true
+    error per pair, for methods with an error estimate) and, for each pair tag in ``by`` that the
     pairs carry, ``results_by_<tag>.md`` into ``out``.
 
     Returns the written paths by kind.
@@ -143,6 +175,9 @@ def write_outputs(
             folder / "pairs.json",
         ),
     }
+    errors = error_table(result.records)
+    if errors:
+        paths["errors"] = write_text_atomic(errors, folder / "errors.md")
     for tag in by:
         if any(tag in r["tags"] for r in result.records):
             text = breakdown_table(result.records, result.methods, tag)
