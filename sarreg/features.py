@@ -352,10 +352,19 @@ class _LocalBlocks:
         return len(self.blocks) - 1
 
     def release_unused(self, kept: _Candidates) -> None:
+        """Drop the blocks ``kept`` no longer references and the rows of the others it does
+        not (``kept.row`` is renumbered), so at most ``top_k`` rows are held in all."""
         used = set(np.unique(kept.block).tolist())
         for i in range(len(self.blocks)):
             if i not in used:
                 self.blocks[i] = None
+        for b in used:
+            block = self.blocks[b]
+            idx = np.flatnonzero(kept.block == b)
+            if len(idx) < 0.75 * len(block):  # compact: copy the used rows, renumbered
+                rows = kept.row[idx]
+                self.blocks[b] = np.ascontiguousarray(block[rows])
+                kept.row[idx] = np.arange(len(idx))
 
     def gather(self, kept: _Candidates, n_local: int, dim: int) -> np.ndarray:
         out = np.zeros((len(kept.block), n_local, dim), np.float16)

@@ -88,7 +88,7 @@ def _load_model_cached(path: str | None):
     from sarreg.model.checkpoint import load_checkpoint, load_default_model
 
     loaded = load_default_model() if path is None else load_checkpoint(path)
-    runtime.attach(loaded.net, loaded.path)  # ONNX Runtime if $SARREG_INFERENCE asks
+    runtime.prepare_inference(loaded.net, loaded.path)  # allocator, runtime
     return loaded
 
 
