@@ -510,6 +510,7 @@ def context_descriptors(
                 maps = net.dense_maps(torch.from_numpy(tile)[None, None].to(device))
                 local_xy = torch.from_numpy(pos[inside] - [t_c0, t_r0])
                 out[idx[inside]] = net.descriptors_at(maps, local_xy).float().cpu().numpy()
+                maps = None  # not held while the next tile runs (peak memory)
     return out
 
 
@@ -604,6 +605,7 @@ def extract(
                             levels[shape_s] = maps
                         bar.update(1)
                         if not len(score):
+                            maps = None
                             continue
                         # descriptors only for the candidates that make the top_k now (stable:
                         # ties go to the keypoints already kept, then to raster order)
@@ -611,6 +613,7 @@ def extract(
                         top = np.argsort(-merged, kind="stable")[: config.top_k]
                         new = np.sort(top[top >= len(kept.score)] - len(kept.score))
                         desc, local = _sample_tile(net, maps, xy_t[new], config.refine_radius)
+                        maps = None  # not held while the next tile runs (peak memory)
                         xy = level_to_input(xy_t[new].numpy() + [cols[2], rows[2]], shape, shape_s)
                         scl = np.full(len(new), 1.0 / s, np.float32)
                         b = np.full(len(new), blocks.add(local), np.int64)
