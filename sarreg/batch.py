@@ -593,12 +593,9 @@ def _polygon_geojson(xy) -> dict:
 
 
 def _set_threads(threads: int) -> None:
-    import cv2
-    import torch
+    from sarreg.model.runtime import set_threads
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
+    set_threads(threads)
 
 
 def _stat(path: str) -> tuple[int, int, int] | None:

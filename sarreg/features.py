@@ -268,10 +268,19 @@ class _LocalBlocks:
         return len(self.blocks) - 1
 
     def release_unused(self, kept: _Candidates) -> None:
+        """Drop the blocks ``kept`` no longer references and the rows of the others it does
+        not (``kept.row`` is renumbered), so at most ``top_k`` rows are held in all."""
         used = set(np.unique(kept.block).tolist())
         for i in range(len(self.blocks)):
             if i not in used:
                 self.blocks[i] = None
+        for b in used:
+            block = self.blocks[b]
+            idx = np.flatnonzero(kept.block == b)
+            if len(idx) < 0.75 * len(block):  # compact: copy the used rows, renumbered
+                rows = kept.row[idx]
+                self.blocks[b] = np.ascontiguousarray(block[rows])
+                kept.row[idx] = np.arange(len(idx))
 
     def gather(self, kept: _Candidates, n_local: int, dim: int) -> np.ndarray:
         out = np.zeros((len(kept.block), n_local, dim), np.float16)
@@ -358,6 +367,24 @@ def input_to_level(xy: np.ndarray, shape: tuple[int, int], shape_s: tuple[int, i
     return (np.asarray(xy, np.float64) + 0.5) * factor - 0.5
 
 
+def context_shape(
+    shape: tuple[int, int], context_scale: float, inv_scale: float
+) -> tuple[int, int]:
+    """``(H_c, W_c)`` of the context image of the keypoints found at scale ``1 / inv_scale``
+    (``inv_scale`` as stored in :attr:`Features.scales`, float32) of an ``(H, W)`` input: the
+    image resized to ``context_scale`` times their level, at least 2 x 2 pixels."""
+    hs, ws = level_shape(shape, context_scale / float(np.float32(inv_scale)))
+    return max(2, hs), max(2, ws)
+
+
+def _single_tile(shape_s: tuple[int, int], config: ExtractConfig) -> bool:
+    hs, ws = shape_s
+    return (
+        len(tile_spans(hs, config.tile_size, config.tile_overlap)) == 1
+        and len(tile_spans(ws, config.tile_size, config.tile_overlap)) == 1
+    )
+
+
 def context_descriptors(
     net,
     image: np.ndarray,
@@ -365,20 +392,29 @@ def context_descriptors(
     inv_scale: np.ndarray,
     config: ExtractConfig,
     device: torch.device,
+    levels: dict | None = None,
 ) -> np.ndarray:
     """Context descriptors ``(N, D)`` float32, unit norm, of keypoints ``xy`` ``(N, 2)``
     (input pixel centres) found at pyramid scales ``1 / inv_scale`` ``(N,)``: the network's
     descriptors at the same places of the image resized to ``config.context_scale`` times each
-    keypoint's level (tiled like the levels, at least 2 x 2 pixels). Runs the network once
-    per distinct level among the keypoints, on a quarter of that level's pixels for 0.5."""
+    keypoint's level (:func:`context_shape`, tiled like the levels). Runs the network once
+    per distinct level among the keypoints, on a quarter of that level's pixels for 0.5,
+    unless ``levels`` holds the network's maps of that very image: ``{(H_c, W_c): DenseMaps}``
+    of pyramid levels that ran as one tile (the level's image is the same resize of the same
+    input, so the descriptors are the same numbers)."""
     shape = (int(image.shape[0]), int(image.shape[1]))
     out = np.zeros((len(xy), int(net.dim)), np.float32)
+    levels = levels or {}
     for inv in np.unique(inv_scale):
         idx = np.flatnonzero(inv_scale == inv)
-        hs, ws = (max(2, v) for v in level_shape(shape, config.context_scale / float(inv)))
-        img_c = resize_image(image, (hs, ws))
+        hs, ws = context_shape(shape, config.context_scale, inv)
         pos = input_to_level(xy[idx], shape, (hs, ws))
         pos = np.clip(pos, 0.0, [ws - 1.0, hs - 1.0])
+        if (hs, ws) in levels and _single_tile((hs, ws), config):
+            maps = levels[(hs, ws)]
+            out[idx] = net.descriptors_at(maps, torch.from_numpy(pos)).float().cpu().numpy()
+            continue
+        img_c = resize_image(image, (hs, ws))
         near = np.rint(pos).astype(np.int64)  # the tile whose core holds the nearest pixel
         for c_r0, c_r1, t_r0, t_r1 in tile_spans(hs, config.tile_size, config.tile_overlap):
             for c_c0, c_c1, t_c0, t_c1 in tile_spans(ws, config.tile_size, config.tile_overlap):
@@ -390,6 +426,7 @@ def context_descriptors(
                 maps = net.dense_maps(torch.from_numpy(tile)[None, None].to(device))
                 local_xy = torch.from_numpy(pos[inside] - [t_c0, t_r0])
                 out[idx[inside]] = net.descriptors_at(maps, local_xy).float().cpu().numpy()
+                maps = None  # not held while the next tile runs (peak memory)
     return out
 
 
@@ -453,6 +490,12 @@ def extract(
         net.to(device)
     if hasattr(net, "eval"):
         net.eval()
+    # pyramid levels that are also the context image of a larger level: their maps are kept
+    # (one-tile levels only, bounded memory) and reused by the context pass
+    reuse_shapes = set()
+    if config.context_scale is not None:
+        reuse_shapes = {context_shape(shape, config.context_scale, 1.0 / s) for s in scales}
+    levels: dict = {}
     offsets = local_offsets(config.refine_radius) if config.refine_radius else None
     n_local = 0 if offsets is None else len(offsets)
     kept = _Candidates.concat([], dim)
@@ -474,8 +517,11 @@ def extract(
                         maps, xy_t, score = _tile_candidates(
                             net, img_s, mask_s, rows, cols, config, device
                         )
+                        if shape_s in reuse_shapes and len(spans_r) == len(spans_c) == 1:
+                            levels[shape_s] = maps
                         bar.update(1)
                         if not len(score):
+                            maps = None
                             continue
                         # descriptors only for the candidates that make the top_k now (stable:
                         # ties go to the keypoints already kept, then to raster order)
@@ -483,6 +529,7 @@ def extract(
                         top = np.argsort(-merged, kind="stable")[: config.top_k]
                         new = np.sort(top[top >= len(kept.score)] - len(kept.score))
                         desc, local = _sample_tile(net, maps, xy_t[new], config.refine_radius)
+                        maps = None  # not held while the next tile runs (peak memory)
                         xy = level_to_input(xy_t[new].numpy() + [cols[2], rows[2]], shape, shape_s)
                         scl = np.full(len(new), 1.0 / s, np.float32)
                         b = np.full(len(new), blocks.add(local), np.int64)
@@ -493,8 +540,9 @@ def extract(
                 log.debug("scale %.3f (%dx%d): %d entered the top k", s, *shape_s[::-1], n_level)
             descriptors = kept.desc.astype(np.float32)
             if config.context_scale is not None:
-                context = context_descriptors(net, img, kept.xy, kept.scale, config, device)
+                context = context_descriptors(net, img, kept.xy, kept.scale, config, device, levels)
                 descriptors = with_context(descriptors, context, config.context_weight)
+            levels.clear()
     finally:
         bar.close()
         if was_training and hasattr(net, "train"):

@@ -85,9 +85,12 @@ class RegistrationResult:
 @lru_cache(maxsize=4)
 def _load_model_cached(path: str | None):
     """Load a checkpoint once per process (a batch worker reuses it across tasks)."""
+    from sarreg.model import runtime
     from sarreg.model.checkpoint import load_checkpoint, load_default_model
 
-    return load_default_model() if path is None else load_checkpoint(path)
+    loaded = load_default_model() if path is None else load_checkpoint(path)
+    runtime.prepare_inference(loaded.net, loaded.path)  # allocator, runtime
+    return loaded
 
 
 def load_model(path: str | None):

@@ -300,7 +300,7 @@ class R2D2Net(nn.Module):
         if self.arch == "fast_r2d2" and (h < 2 or w < 2):
             raise ValueError(f"fast_r2d2 needs images of at least 2x2 pixels, got {h}x{w}")
         with torch.inference_mode():
-            low = self.low_res_features(x, inference=True)  # channels-last
+            low = self.backbone(x)  # channels-last
             weight, bias = self._head_weights()
             if low.shape[-2:] == (h, w):  # 'r2d2': heads directly, in strips
                 logits = low.new_empty((low.shape[0], 3, h, w))
@@ -313,6 +313,17 @@ class R2D2Net(nn.Module):
                 logits = _combine_head_terms(terms, (h, w), chunk_rows=2 * chunk_rows)
             rep, rel = _scores_from_logits(logits)
         return DenseMaps(repeatability=rep, reliability=rel, low_res=low, image_shape=(h, w))
+
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference backbone: :meth:`low_res_features` with ``inference=True`` (channels-last
+        result), run by ONNX Runtime when a runtime is attached to this network and can run
+        ``x`` now (:mod:`sarreg.model.runtime`; same numbers up to float32 rounding)."""
+        from sarreg.model import runtime
+
+        rt = runtime.backbone_for(self, x)
+        if rt is not None:
+            return rt(x)
+        return self.low_res_features(x, inference=True)
 
     def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The two heads as one 1x1 map: weights ``(3, dim)``, bias ``(3,)``.
