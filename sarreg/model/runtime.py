@@ -78,17 +78,24 @@ def set_threads(threads: int) -> None:
 #: allocations from this size on are mapped and unmapped by glibc malloc (see bound_allocator)
 MMAP_THRESHOLD = 16 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
+#: environment variable overriding MMAP_THRESHOLD in bytes (0 = leave glibc's rule)
+MMAP_ENV = "SARREG_MMAP_THRESHOLD"
 
 
 def bound_allocator(threshold: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at ``threshold`` bytes, so that freed feature maps, tiles
     and activations of that size go back to the system at once. By default glibc raises the
     threshold after each freed large block (up to 32 MB) and keeps later blocks of that size in
-    its heap, which at 1024 x 1024 holds about 100-180 MB more at the peak. True when set
-    (glibc), False elsewhere (nothing changes)."""
+    its heap, which at 1024 x 1024 holds about 100 MB more at the peak. ``$SARREG_MMAP_THRESHOLD``
+    overrides ``threshold`` (0: leave glibc's rule). True when set (glibc), False elsewhere
+    (nothing changes)."""
     import ctypes
     import ctypes.util
 
+    if os.environ.get(MMAP_ENV):
+        threshold = int(os.environ[MMAP_ENV])
+    if threshold <= 0:
+        return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
