@@ -18,21 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def _median_time(fn, repeat: int) -> float:
-    fn()  # warm-up (allocations, kernel selection)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_extract import median_time  # noqa: E402
 
 
 def main() -> int:
@@ -99,8 +91,8 @@ def main() -> int:
             with torch.inference_mode():
                 net.low_res_features(x, inference=True)
 
-        t_torch = _median_time(run_torch, opts.repeat)
-        t_ort = _median_time(lambda img=img: sess.run(None, {"image": img}), opts.repeat)
+        t_torch = median_time(run_torch, opts.repeat)
+        t_ort = median_time(lambda img=img: sess.run(None, {"image": img}), opts.repeat)
         rows.append((size, t_torch, t_ort, diff, scale))
         print(f"{size}: torch {t_torch:.3f} s, onnxruntime {t_ort:.3f} s", file=sys.stderr)
 
