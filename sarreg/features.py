@@ -377,14 +377,6 @@ def context_shape(
     return max(2, hs), max(2, ws)
 
 
-def _single_tile(shape_s: tuple[int, int], config: ExtractConfig) -> bool:
-    hs, ws = shape_s
-    return (
-        len(tile_spans(hs, config.tile_size, config.tile_overlap)) == 1
-        and len(tile_spans(ws, config.tile_size, config.tile_overlap)) == 1
-    )
-
-
 def context_descriptors(
     net,
     image: np.ndarray,
@@ -410,7 +402,7 @@ def context_descriptors(
         hs, ws = context_shape(shape, config.context_scale, inv)
         pos = input_to_level(xy[idx], shape, (hs, ws))
         pos = np.clip(pos, 0.0, [ws - 1.0, hs - 1.0])
-        if (hs, ws) in levels and _single_tile((hs, ws), config):
+        if (hs, ws) in levels:
             maps = levels[(hs, ws)]
             out[idx] = net.descriptors_at(maps, torch.from_numpy(pos)).float().cpu().numpy()
             continue
