@@ -49,6 +49,13 @@ class VerifyConfig:
         min_ncc: a window agrees only when its correlation peak reaches this.
         min_windows: fewer windows tried than this: :attr:`Verdict.INCONCLUSIVE`.
         min_agree: fraction of the windows tried that must agree for :attr:`Verdict.PASS`.
+        verdict_sigma: the verdict correlates both images smoothed by a Gaussian of this
+            sigma (pixels; OpenCV ``GaussianBlur``), as a multilook would: two independently
+            speckled single-look images hardly correlate pixel by pixel even when aligned,
+            their smoothed scenes do. The unsmoothed correlation (a finer peak, not widened
+            by the smoothing) is kept per window for :func:`window_correction`. ``0``: the
+            verdict on the unsmoothed windows.
+        verdict_min_ncc: ``min_ncc`` of the smoothed correlation.
     """
 
     grid: int = 8
@@ -58,6 +65,8 @@ class VerifyConfig:
     min_ncc: float = 0.25
     min_windows: int = 4
     min_agree: float = 0.6
+    verdict_sigma: float = 2.0
+    verdict_min_ncc: float = 0.25
 
 
 @dataclass
@@ -244,6 +253,37 @@ def _subpixel_iterative(
     return ox, oy
 
 
+def _smooth(img: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """``(H, W)`` float32 ``img`` smoothed by a Gaussian of ``sigma`` px over its ``valid``
+    pixels only (normalized convolution: invalid pixels neither darken nor brighten their
+    neighbours)."""
+    import cv2
+
+    v = valid.astype(np.float32)
+    num = cv2.GaussianBlur(np.where(valid, img, 0.0).astype(np.float32), (0, 0), sigma)
+    den = cv2.GaussianBlur(v, (0, 0), sigma)
+    return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0).astype(np.float32)
+
+
+def _locate(area: np.ndarray, tmpl: np.ndarray, m: int) -> tuple[float, float, float, bool]:
+    """Where ``tmpl`` ``(n, n)`` lies in ``area`` ``(n + 2m, n + 2m)`` relative to its centre
+    position: ``(dx, dy, peak NCC, peak on the search margin)`` (OpenCV ``matchTemplate``,
+    ``TM_CCOEFF_NORMED``; sub-pixel by :func:`_subpixel_iterative`, ``0, 0`` offsets on the
+    margin)."""
+    import cv2
+
+    surface = cv2.matchTemplate(area, tmpl, cv2.TM_CCOEFF_NORMED)  # (2m+1, 2m+1)
+    surface = np.nan_to_num(surface, nan=-1.0)
+    iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
+    ncc = float(surface[iy, ix])
+    on_margin = bool(iy in (0, 2 * m) or ix in (0, 2 * m))
+    if on_margin:
+        ox, oy = 0.0, 0.0
+    else:
+        ox, oy = _subpixel_iterative(area, tmpl, surface, int(iy), int(ix))
+    return float(ix + ox - m), float(iy + oy - m), ncc, on_margin
+
+
 def verify_registration(
     img_ref: np.ndarray,
     mask_ref: np.ndarray | None,
@@ -272,7 +312,6 @@ def verify_registration(
     Returns:
         :class:`Verification`.
     """
-    import cv2
 
     cfg = config or VerifyConfig()
     shape = img_ref.shape[:2]
@@ -294,6 +333,10 @@ def verify_registration(
     win = _window_size((box[1] - box[0], box[3] - box[2]), cfg)
     if h < win + 2 * m or w < win + 2 * m:
         return Verification(Verdict.INCONCLUSIVE, 0, 0, np.nan, np.nan, np.nan, scale)
+    smooth_ref = smooth_mov = None
+    if cfg.verdict_sigma > 0:
+        smooth_ref = _smooth(ref, rvalid, cfg.verdict_sigma)
+        smooth_mov = _smooth(warped, wvalid, cfg.verdict_sigma)
     ys = _grid_origins(box[0], box[1], h, win, m, cfg.grid)
     xs = _grid_origins(box[2], box[3], w, win, m, cfg.grid)
     records: list[dict] = []
@@ -313,35 +356,36 @@ def verify_registration(
             area[~sv] = float(area[sv].mean())
             if tmpl[tv].std() < MIN_STD or area[sv].std() < MIN_STD:
                 continue
-            surface = cv2.matchTemplate(area, tmpl, cv2.TM_CCOEFF_NORMED)  # (2m+1, 2m+1)
-            surface = np.nan_to_num(surface, nan=-1.0)
-            iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
-            ncc = float(surface[iy, ix])
-            on_margin = iy in (0, 2 * m) or ix in (0, 2 * m)
-            if on_margin:
-                ox, oy = 0.0, 0.0
-            else:
-                ox, oy = _subpixel_iterative(area, tmpl, surface, int(iy), int(ix))
-            dx, dy = ix + ox - m, iy + oy - m
-            r = float(np.hypot(dx, dy))
-            if on_margin:
-                r = max(r, float(m))
+            dx, dy, ncc, on_margin = _locate(area, tmpl, m)
+            r = max(float(np.hypot(dx, dy)), float(m)) if on_margin else float(np.hypot(dx, dy))
             clear = bool(not on_margin and ncc >= cfg.min_ncc)
-            agree = bool(clear and r <= cfg.tolerance)
-            records.append(
-                {
-                    "x": float(tx + (win - 1) / 2.0),
-                    "y": float(ty + (win - 1) / 2.0),
-                    "dx": float(dx),
-                    "dy": float(dy),
-                    "residual_px": r,
-                    "ncc": ncc,
-                    "clear": clear,
-                    "agree": agree,
-                }
-            )
+            rec = {
+                "x": float(tx + (win - 1) / 2.0),
+                "y": float(ty + (win - 1) / 2.0),
+                "dx": float(dx),
+                "dy": float(dy),
+                "residual_px": r,
+                "ncc": ncc,
+                "clear": clear,
+            }
+            if smooth_ref is not None:  # the verdict on the smoothed windows
+                sa = smooth_ref[y0 : y0 + win + 2 * m, x0 : x0 + win + 2 * m].copy()
+                st = smooth_mov[ty : ty + win, tx : tx + win].copy()
+                st[~tv] = float(st[tv].mean())
+                sa[~sv] = float(sa[sv].mean())
+                vdx, vdy, vncc, v_margin = _locate(sa, st, m)
+                vr = float(np.hypot(vdx, vdy))
+                vr = max(vr, float(m)) if v_margin else vr
+                vclear = bool(not v_margin and vncc >= cfg.verdict_min_ncc)
+                rec.update(vdx=float(vdx), vdy=float(vdy), vncc=vncc, vclear=vclear,
+                           verdict_residual_px=vr)  # fmt: skip
+                rec["agree"] = bool(vclear and vr <= cfg.tolerance)
+            else:
+                rec["agree"] = bool(clear and r <= cfg.tolerance)
+            records.append(rec)
     n = len(records)
-    res = np.array([rec["residual_px"] for rec in records], float)
+    key = "residual_px" if smooth_ref is None else "verdict_residual_px"
+    res = np.array([rec[key] for rec in records], float)
     agree = np.array([rec["agree"] for rec in records], bool)
     k = int(agree.sum())
     med = float(np.median(res)) if n else np.nan
@@ -378,22 +422,46 @@ CORRECTION_MIN_WINDOWS = 4
 CORRECTION_AFFINE_MIN = 8
 
 
+#: the unsmoothed windows' residual shifts are used (:func:`residual_shifts`) when at least
+#: this share of the windows tried have a clear unsmoothed peak; otherwise the smoothed ones
+RAW_CLEAR_SHARE = 0.5
+
+
+def residual_shifts(verification: Verification) -> tuple[np.ndarray, np.ndarray, str]:
+    """The residual shifts the check measured, for a correction or an error estimate.
+
+    The unsmoothed correlation's peaks are the finer ones; on single-look speckle few of them
+    are clear, and the peaks of the smoothed correlation (``vdx, vdy``, the verdict's) are
+    used instead, when fewer than :data:`RAW_CLEAR_SHARE` of the windows tried have a clear
+    unsmoothed peak. Returns ``(xy (K, 2) window centres, d (K, 2) residual shifts, which)``
+    in checked reference pixels, ``which`` = 'unsmoothed' | 'smoothed'; ``K`` may be 0.
+    """
+    wins = verification.windows
+    raw = [w for w in wins if w.get("clear")]
+    which = "unsmoothed"
+    if wins and len(raw) < RAW_CLEAR_SHARE * len(wins) and any("vdx" in w for w in wins):
+        raw = [w for w in wins if w.get("vclear")]
+        which = "smoothed"
+    kx, ky = ("dx", "dy") if which == "unsmoothed" else ("vdx", "vdy")
+    xy = np.array([[w["x"], w["y"]] for w in raw], np.float64).reshape(-1, 2)
+    d = np.array([[w[kx], w[ky]] for w in raw], np.float64).reshape(-1, 2)
+    return xy, d, which
+
+
 def window_correction(verification: Verification, model: str) -> np.ndarray | None:
     """The correction that the residual shifts of the check's windows call for: a 3x3 ``C``
     in checked reference pixels with ``C x ~ x + (dx, dy)`` at the clear windows' centres
-    ``x``, robust (OpenCV least median of squares), in the family of ``model`` (translation;
-    similarity; affine for 'affine' and 'homography'); translation only with fewer than
-    :data:`CORRECTION_AFFINE_MIN` windows. ``None`` with fewer than
+    ``x`` (:func:`residual_shifts`), robust (OpenCV least median of squares), in the family
+    of ``model`` (translation; similarity; affine for 'affine' and 'homography'); translation
+    only with fewer than :data:`CORRECTION_AFFINE_MIN` windows. ``None`` with fewer than
     :data:`CORRECTION_MIN_WINDOWS` clear windows."""
     import cv2
 
-    wins = [w for w in verification.windows if w["clear"]]
-    if len(wins) < CORRECTION_MIN_WINDOWS:
+    src, d, _ = residual_shifts(verification)
+    if len(src) < CORRECTION_MIN_WINDOWS:
         return None
-    src = np.array([[w["x"], w["y"]] for w in wins], np.float64)
-    d = np.array([[w["dx"], w["dy"]] for w in wins], np.float64)
     c = np.eye(3)
-    if model == "translation" or len(wins) < CORRECTION_AFFINE_MIN:
+    if model == "translation" or len(src) < CORRECTION_AFFINE_MIN:
         c[:2, 2] = np.median(d, axis=0)
         return c
     dst = src + d
