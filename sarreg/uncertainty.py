@@ -185,17 +185,21 @@ def _alignment_field(verification, pts_ref: np.ndarray) -> tuple[np.ndarray, np.
     """Misalignment measured by the verification windows, at ``pts_ref`` (reference px).
 
     A translation (fewer than 8 windows) or an affine field is fitted by least squares to the
-    residual shifts of the windows with a clear correlation peak (converted to full-resolution
+    residual shifts of the windows with a clear correlation peak
+    (:func:`sarreg.verify.residual_shifts`, converted to full-resolution
     reference pixels) and evaluated at ``pts_ref``. Returns ``(|field| (K,), its standard
     error (K,))`` or ``None`` with fewer than 3 such windows.
     """
-    wins = [w for w in getattr(verification, "windows", []) if w.get("clear", w.get("agree"))]
-    if len(wins) < 3:
+    from sarreg.verify import residual_shifts
+
+    if not getattr(verification, "windows", None):
+        return None
+    xy, d, _ = residual_shifts(verification)
+    if len(xy) < 3:
         return None
     k = float(verification.scale)
-    xy = np.array([[w["x"], w["y"]] for w in wins], float) * k
-    d = np.array([[w["dx"], w["dy"]] for w in wins], float) * k
-    model = "affine" if len(wins) >= 8 else "translation"
+    xy, d = xy * k, d * k
+    model = "affine" if len(xy) >= 8 else "translation"
     c = xy.mean(axis=0)
     sc = float(np.sqrt(((xy - c) ** 2).sum(axis=1).mean())) or 1.0
     a = _design(model, (xy - c) / sc)
@@ -209,6 +213,55 @@ def _alignment_field(verification, pts_ref: np.ndarray) -> tuple[np.ndarray, np.
     b = np.einsum("kip,p->ki", ap, params)
     var = np.einsum("kip,pq,kiq->k", ap, cov, ap)
     return np.sqrt((b**2).sum(axis=1)), np.sqrt(np.maximum(var, 0.0))
+
+
+#: windows needed to refit a model on the verification windows (:func:`_window_refit`)
+WINDOW_REFIT_MIN = {"translation": 4, "similarity": 6, "affine": 8, "homography": 12}
+
+
+def _window_refit(
+    model: str, matrix: np.ndarray, verification, mov_shape: tuple[int, int],
+    n_boot: int = N_BOOTSTRAP, seed: int = 0,
+) -> np.ndarray | None:  # fmt: skip
+    """Error at the moving image's corners and centre ``(5,)`` told by a second, independent
+    estimate of the transform: ``model`` refitted on the verification windows alone.
+
+    Each window of the check (:func:`sarreg.verify.residual_shifts`) is a correspondence:
+    moving ``matrix^-1(x)`` -> reference ``x + d`` (full-resolution px). The refit's
+    disagreement with ``matrix`` at a point (the error the tie points share but cannot see,
+    e.g. a perspective or scale bias outside their hull) is combined with the spread of
+    refits on bootstrap samples of the windows (how well the windows pin the model down
+    there): ``sqrt(disagreement^2 + spread^2)``. ``None`` with fewer than
+    :data:`WINDOW_REFIT_MIN` windows or a failed refit.
+    """
+    from sarreg import geometry
+    from sarreg.verify import residual_shifts
+
+    if verification is None or not getattr(verification, "windows", None):
+        return None
+    xy, d, _ = residual_shifts(verification)
+    if len(xy) < WINDOW_REFIT_MIN.get(model, 8):
+        return None
+    k = float(verification.scale)
+    dst = xy * k + d * k
+    m = np.asarray(matrix, np.float64)
+    src = geometry.apply_matrix(np.linalg.inv(m), xy * k)
+    pts = corner_points(mov_shape)
+    full = geometry._refit(model, src, dst, None)
+    if full is None or not np.all(np.isfinite(full)):
+        return None
+    at = geometry.apply_matrix(full, pts)
+    disagree2 = ((at - geometry.apply_matrix(m, pts)) ** 2).sum(axis=1)
+    rng = np.random.default_rng(seed)
+    d2 = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(src), len(src))
+        b = geometry._refit(model, src[idx], dst[idx], None)
+        if b is not None and np.all(np.isfinite(b)):
+            d2.append(((geometry.apply_matrix(b, pts) - at) ** 2).sum(axis=1))
+    spread2 = np.mean(d2, axis=0) if d2 else np.zeros(len(pts))
+    out = np.sqrt(disagree2 + spread2)
+    return out if np.all(np.isfinite(out)) else None
 
 
 def estimate_error(
@@ -228,7 +281,9 @@ def estimate_error(
 
     The tie points share systematic errors (keypoint localization on speckle) that the
     least-squares covariance cannot see; the verification windows measure what is left after
-    the fit directly. Per point: ``sqrt(max(fit^2, field^2 + field_se^2))``.
+    the fit directly, and a refit of the model on the windows alone (:func:`_window_refit`)
+    tells how far the fit may be off where no tie point is (corners outside their hull).
+    Per point: ``sqrt(max(fit^2, field^2 + field_se^2, refit^2))``.
 
     Args:
         model, xy_mov, xy_ref, mov_shape, pixel_size: as :func:`predicted_error`.
@@ -251,7 +306,11 @@ def estimate_error(
         return base
     fit = np.array(base.points_px)
     measured = field[0] ** 2 + field[1] ** 2
-    per = np.sqrt(measured if corrected else np.maximum(fit**2, measured))
+    per2 = measured if corrected else np.maximum(fit**2, measured)
+    refit = _window_refit(model, matrix, verification, mov_shape)
+    if refit is not None:  # where the tie points are absent, the windows' refit tells more
+        per2 = np.maximum(per2, refit**2)
+    per = np.sqrt(per2)
     return ErrorEstimate(
         rms_px=float(np.sqrt(np.mean(per**2))),
         max_px=float(per.max()),

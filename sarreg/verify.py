@@ -420,6 +420,8 @@ CORRECT_MIN_PX = 0.5
 #: :data:`CORRECTION_AFFINE_MIN`)
 CORRECTION_MIN_WINDOWS = 4
 CORRECTION_AFFINE_MIN = 8
+#: a fit that failed its check is corrected when this share of the windows tried are clear
+FAILED_CLEAR_SHARE = 0.5
 
 
 #: the unsmoothed windows' residual shifts are used (:func:`residual_shifts`) when at least
@@ -501,18 +503,22 @@ def correct_by_windows(
     ref_raster, mov_raster, img_ref: np.ndarray, img_mov: np.ndarray, fit, tie,
     verification: Verification, mov_shape: tuple[int, int], rounds: int = 2,
 ):  # fmt: skip
-    """Correct a verified linear fit by the residual shifts its check measured.
+    """Correct a linear fit by the residual shifts its check measured.
 
     The check's windows locate the moving content in the reference independently of the tie
     points; when they agree on a misalignment larger than :data:`CORRECT_MIN_PX` over the
     moving image (e.g. tie points biased by speckle or change), the fit's matrix is composed
     with :func:`window_correction` (``M' = C M``, in full-resolution pixels) and checked
     again; the corrected fit is kept when its check passes and measures less misalignment.
+    A fit that failed its check is corrected too when at least :data:`FAILED_CLEAR_SHARE` of
+    the windows tried (and :data:`CORRECTION_AFFINE_MIN`) have a clear peak: a fit a few
+    pixels off, whose windows disagree with it consistently; it is kept only when the
+    corrected fit passes.
 
     Args:
         ref_raster, mov_raster, img_ref, img_mov: as :func:`verify_fit`.
         fit: ``sarreg.geometry.TransformFit`` (full-resolution pixels); a non-linear one
-            (``mapping``) or one whose check did not pass is returned unchanged.
+            (``mapping``) or one whose check was inconclusive is returned unchanged.
         tie: ``sarreg.estimate.TiePoints`` of the fit (its residuals are recomputed).
         verification: :class:`Verification` of ``fit``.
         mov_shape: ``(H, W)`` of the full-resolution moving image.
@@ -524,7 +530,12 @@ def correct_by_windows(
 
     from sarreg import geometry
 
-    if fit.mapping is not None or verification.verdict is not Verdict.PASS:
+    if fit.mapping is not None or verification.verdict is Verdict.INCONCLUSIVE:
+        return fit, verification, None
+    if verification.verdict is Verdict.FAIL and (
+        len(residual_shifts(verification)[0])
+        < max(CORRECTION_AFFINE_MIN, FAILED_CLEAR_SHARE * verification.windows_tried)
+    ):  # fmt: skip
         return fit, verification, None
     h, w = mov_shape
     corners = np.array([[0.0, 0.0], [w - 1.0, 0.0], [w - 1.0, h - 1.0], [0.0, h - 1.0],
