@@ -79,7 +79,8 @@ class Verification:
         windows_agree: of those, windows whose correlation peak is clear and within
             ``tolerance`` px of the estimate.
         median_px, p90_px: median and 90th percentile of the residual shift over the windows
-            tried (pixels at the resolution checked; a window whose peak is on the search
+            tried (pixels at the resolution checked; per window from its unsmoothed peak where
+            that is clear, else from the smoothed one; a window whose peak is on the search
             margin counts as ``margin`` px); ``nan`` when none was tried.
         agree_median_px: median residual over the agreeing windows (``nan`` when none).
         pixel_size: pixels checked per full-resolution reference pixel ... see ``scale``.
@@ -87,7 +88,9 @@ class Verification:
         windows: per window tried: ``x, y`` (window centre, reference pixels), ``dx, dy``
             (residual shift: where the moving content lies in the reference minus where the
             estimate puts it), ``ncc`` (peak correlation), ``clear`` (a clear peak inside the
-            margin), ``agree`` (clear and within ``tolerance``).
+            margin), all of the unsmoothed correlation; ``vdx, vdy, vncc, vclear,
+            verdict_residual_px`` the same of the smoothed one (``verdict_sigma > 0``);
+            ``agree`` (either peak clear and within ``tolerance``).
     """
 
     verdict: Verdict
@@ -379,13 +382,19 @@ def verify_registration(
                 vclear = bool(not v_margin and vncc >= cfg.verdict_min_ncc)
                 rec.update(vdx=float(vdx), vdy=float(vdy), vncc=vncc, vclear=vclear,
                            verdict_residual_px=vr)  # fmt: skip
-                rec["agree"] = bool(vclear and vr <= cfg.tolerance)
+                # agrees on either peak (the unsmoothed one where it is clear: finer)
+                rec["agree"] = bool(
+                    (clear and r <= cfg.tolerance) or (vclear and vr <= cfg.tolerance)
+                )
             else:
                 rec["agree"] = bool(clear and r <= cfg.tolerance)
             records.append(rec)
     n = len(records)
-    key = "residual_px" if smooth_ref is None else "verdict_residual_px"
-    res = np.array([rec[key] for rec in records], float)
+    # per window the residual of its finer clear peak (unsmoothed where clear, else smoothed)
+    res = np.array(
+        [rec["residual_px"] if rec["clear"] else rec.get("verdict_residual_px", rec["residual_px"])
+         for rec in records], float,
+    )  # fmt: skip
     agree = np.array([rec["agree"] for rec in records], bool)
     k = int(agree.sum())
     med = float(np.median(res)) if n else np.nan

@@ -107,3 +107,101 @@ def test_estimate_uses_the_measured_misalignment(opera):
     est = estimate_error("affine", src, dst, a.shape, m, v).rms_px
     assert base < 0.1
     assert est == pytest.approx(0.8, rel=0.5)
+
+
+# --- single-look speckle: two independently speckled views of one real scene --------------
+
+SIZE = 384
+
+
+def _scene(data_dir, col: int, row: int) -> np.ndarray:
+    """``(SIZE, SIZE)`` float32 power of a crop of the bundled Umbra sample, its own speckle
+    smoothed away (Gaussian sigma 2 px, OpenCV)."""
+    import cv2
+
+    r = io.read_raster(str(data_dir / "umbra_mount_yasur.tif"))
+    a = r.data[row : row + SIZE, col : col + SIZE].astype(np.float32) ** 2
+    return cv2.GaussianBlur(a, (0, 0), 2.0)
+
+
+def _single_look(clean: np.ndarray, valid: np.ndarray, seed: int):
+    """``clean`` times independent single-look (exponential) speckle, preprocessed."""
+    rng = np.random.default_rng(seed)
+    noisy = clean * rng.exponential(1.0, clean.shape).astype(np.float32)
+    img, _ = preprocess.preprocess(noisy, valid, "power")
+    return img, valid
+
+
+@pytest.fixture(scope="module")
+def single_look(data_dir):
+    """A reference and a moving image (the scene warped by a known similarity), each with its
+    own single-look speckle; returns ``(ref, mask_ref, mov, mask_mov, truth, unrelated)``,
+    ``truth`` moving -> reference pixel centres, ``unrelated`` another speckled scene."""
+    import cv2
+
+    clean = _scene(data_dir, 700, 700)
+    truth = similarity_about_centre((SIZE, SIZE), 4.0, 1.05, (3.0, -2.0))
+    inv = np.linalg.inv(truth)[:2]
+    mov_clean = cv2.warpAffine(clean, inv, (SIZE, SIZE), flags=cv2.INTER_LINEAR)
+    mov_valid = cv2.warpAffine(np.ones((SIZE, SIZE), np.uint8), inv, (SIZE, SIZE),
+                               flags=cv2.INTER_NEAREST).astype(bool)  # fmt: skip
+    a, ma = _single_look(clean, np.ones((SIZE, SIZE), bool), 1)
+    b, mb = _single_look(mov_clean, mov_valid, 2)
+    other = _single_look(_scene(data_dir, 1300, 300), np.ones((SIZE, SIZE), bool), 3)
+    return a, ma, b, mb, truth, other
+
+
+def test_verification_accepts_a_correct_fit_on_single_look_speckle(single_look):
+    """Two independently speckled single-look views hardly correlate pixel by pixel: the
+    verdict on the unsmoothed windows refuses the right transform, the smoothed one accepts
+    it, and its residuals stay small."""
+    from sarreg.verify import VerifyConfig
+
+    a, ma, b, mb, truth, _ = single_look
+    v = verify_registration(a, ma, b, mb, truth)
+    assert v.verdict is Verdict.PASS
+    assert v.agree_fraction > 0.9 and v.median_px < 0.75
+    unsmoothed = verify_registration(a, ma, b, mb, truth, VerifyConfig(verdict_sigma=0))
+    assert unsmoothed.verdict is not Verdict.PASS
+
+
+@pytest.mark.parametrize("case", ["shifted 5 px", "rotated 90 deg", "unrelated"])
+def test_verification_rejects_wrong_results_on_single_look_speckle(single_look, case):
+    a, ma, b, mb, truth, (c, mc) = single_look
+    if case == "shifted 5 px":
+        v = verify_registration(a, ma, b, mb, np.array([[1, 0, 5.0], [0, 1, 0], [0, 0, 1]]) @ truth)
+    elif case == "rotated 90 deg":  # the right transform composed with a wrong hypothesis
+        rot = np.array([[0.0, -1.0, SIZE - 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        v = verify_registration(a, ma, b, mb, truth @ rot)
+    else:
+        v = verify_registration(a, ma, c, mc, np.eye(3))
+    assert v.verdict is Verdict.FAIL
+    assert v.windows_agree <= 0.1 * v.windows_tried
+
+
+def test_predicted_error_grows_where_tie_points_are_absent(single_look):
+    """Tie points only around the centre, precise and consistent with a homography whose
+    perspective is off: right at the centre, up to about 4 px wrong at the corners. The tie
+    points' own spread sees nothing; the refit on the check's windows over the whole overlap
+    predicts each corner's error within a factor of 2 (0.5..2.5 per corner)."""
+    from sarreg.uncertainty import corner_points
+
+    a, ma, b, mb, truth, _ = single_look
+    c = (SIZE - 1) / 2.0
+    about = np.array([[1.0, 0.0, -c], [0.0, 1.0, -c], [0.0, 0.0, 1.0]])
+    tilt = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5e-5, 2.5e-5, 1.0]])
+    fit = np.linalg.inv(about) @ tilt @ about @ truth
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0.4 * SIZE, 0.6 * SIZE, (300, 2))
+    dst = apply_matrix(fit, src) + rng.normal(0.0, 0.05, (300, 2))
+    v = verify_registration(a, ma, b, mb, fit)
+    assert v.verdict is Verdict.PASS  # within the check's tolerance over most of the overlap
+    shape = (SIZE, SIZE)
+    true = true_error(fit, truth, shape)
+    pts = corner_points(shape)
+    per_true = np.hypot(*(apply_matrix(fit, pts) - apply_matrix(truth, pts)).T)
+    assert predicted_error("homography", src, dst, shape).rms_px < 0.2 * true
+    est = estimate_error("homography", src, dst, shape, fit, v)
+    assert 0.5 * true <= est.rms_px <= 2.0 * true
+    ratio = np.array(est.points_px)[:4] / per_true[:4]
+    assert np.all((ratio >= 0.5) & (ratio <= 2.5)), ratio
