@@ -221,7 +221,7 @@ WINDOW_REFIT_MIN = {"translation": 4, "similarity": 6, "affine": 8, "homography"
 
 def _window_refit(
     model: str, matrix: np.ndarray, verification, mov_shape: tuple[int, int],
-    n_boot: int = N_BOOTSTRAP, seed: int = 0,
+    pre: np.ndarray | None = None, n_boot: int = N_BOOTSTRAP, seed: int = 0,
 ) -> np.ndarray | None:  # fmt: skip
     """Error at the moving image's corners and centre ``(5,)`` told by a second, independent
     estimate of the transform: ``model`` refitted on the verification windows alone.
@@ -231,7 +231,8 @@ def _window_refit(
     disagreement with ``matrix`` at a point (the error the tie points share but cannot see,
     e.g. a perspective or scale bias outside their hull) is combined with the spread of
     refits on bootstrap samples of the windows (how well the windows pin the model down
-    there): ``sqrt(disagreement^2 + spread^2)``. ``None`` with fewer than
+    there): ``sqrt(disagreement^2 + spread^2)``. ``pre``: the frame the model is fitted in
+    (as :func:`predicted_error`; a similarity cannot mirror). ``None`` with fewer than
     :data:`WINDOW_REFIT_MIN` windows or a failed refit.
     """
     from sarreg import geometry
@@ -247,11 +248,14 @@ def _window_refit(
     m = np.asarray(matrix, np.float64)
     src = geometry.apply_matrix(np.linalg.inv(m), xy * k)
     pts = corner_points(mov_shape)
+    at_fit = geometry.apply_matrix(m, pts)
+    if pre is not None:  # the model's frame: moving px -> pre -> reference px
+        src, pts = geometry.apply_matrix(pre, src), geometry.apply_matrix(pre, pts)
     full = geometry._refit(model, src, dst, None)
     if full is None or not np.all(np.isfinite(full)):
         return None
     at = geometry.apply_matrix(full, pts)
-    disagree2 = ((at - geometry.apply_matrix(m, pts)) ** 2).sum(axis=1)
+    disagree2 = ((at - at_fit) ** 2).sum(axis=1)
     rng = np.random.default_rng(seed)
     d2 = []
     for _ in range(n_boot):
@@ -307,7 +311,7 @@ def estimate_error(
     fit = np.array(base.points_px)
     measured = field[0] ** 2 + field[1] ** 2
     per2 = measured if corrected else np.maximum(fit**2, measured)
-    refit = _window_refit(model, matrix, verification, mov_shape)
+    refit = _window_refit(model, matrix, verification, mov_shape, pre)
     if refit is not None:  # where the tie points are absent, the windows' refit tells more
         per2 = np.maximum(per2, refit**2)
     per = np.sqrt(per2)
