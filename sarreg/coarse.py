@@ -148,7 +148,8 @@ def fit_searched(
 ):  # fmt: skip
     """Match, fit and verify the moving features as they are (with the georeferencing prior
     when given); when that is weak (:func:`sarreg.search.is_weak`) retry without the prior and
-    over the hypotheses of :mod:`sarreg.search` (moving image rotated, flipped, scaled).
+    over the hypotheses of :mod:`sarreg.search` (moving image rotated, flipped, scaled), the
+    Fourier-Mellin proposals (:func:`sarreg.search.fourier_mellin`) first.
 
     ``ref_img``, ``mov_img``: ``(image, keypoint mask)`` of the coarse reads, ``(H, W)``.
     Returns the :class:`sarreg.search.SearchResult`; its ``best.payload`` is ``(matches,
@@ -255,10 +256,17 @@ def fit_searched(
         log.info("the plain fit is weak or fails its check; searching orientation and scale")
         ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
         todo = [(search.Hypothesis(), False)] if used_prior else []
+        with timer.stage("search"):
+            proposals = search.fourier_mellin(img_ref, kpm_ref, img_mov, kpm_mov)
+        log.info("Fourier-Mellin proposals: %s",
+                 "; ".join(f"{p.hypothesis.describe()} ({p.response:.2f})" for p in proposals))  # fmt: skip
         todo += [
             (h, False)
             for h in search.hypotheses(
-                flips=True, size_ratio=ratio, flips_first=config.estimate.allow_reflection
+                flips=True,
+                size_ratio=ratio,
+                flips_first=config.estimate.allow_reflection,
+                proposals=[p.hypothesis for p in proposals],
             )
         ]
         found = search.run_search(todo, try_one, first)
