@@ -258,8 +258,8 @@ def fit_searched(
         todo = [(search.Hypothesis(), False)] if used_prior else []
         with timer.stage("search"):
             proposals = search.fourier_mellin(img_ref, kpm_ref, img_mov, kpm_mov)
-        log.info("Fourier-Mellin proposals: %s",
-                 "; ".join(f"{p.hypothesis.describe()} ({p.response:.2f})" for p in proposals))  # fmt: skip
+        said = "; ".join(f"{p.hypothesis.describe()} ({p.response:.2f})" for p in proposals)
+        log.info("Fourier-Mellin proposals: %s", said)
         todo += [
             (h, False)
             for h in search.hypotheses(
