@@ -249,26 +249,31 @@ def fit_searched(
 
     used_prior = prior_work is not None
     first = try_one(search.Hypothesis(), used_prior, feat_mov)
-    # too few matches at all: a strict --min-similarity or unrelated images, not orientation
-    if not config.estimate.search or not search.is_weak(first) or first.stage == "match":
+    if not config.estimate.search or not search.is_weak(first):
         found = search.SearchResult(first, [first])
     else:
-        log.info("the plain fit is weak or fails its check; searching orientation and scale")
-        ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
-        todo = [(search.Hypothesis(), False)] if used_prior else []
         with timer.stage("search"):
             proposals = search.fourier_mellin(img_ref, kpm_ref, img_mov, kpm_mov)
         said = "; ".join(f"{p.hypothesis.describe()} ({p.response:.2f})" for p in proposals)
         log.info("Fourier-Mellin proposals: %s", said)
-        todo += [
-            (h, False)
-            for h in search.hypotheses(
-                flips=True,
-                size_ratio=ratio,
-                flips_first=config.estimate.allow_reflection,
-                proposals=[p.hypothesis for p in proposals],
-            )
-        ]
+        todo = [(search.Hypothesis(), False)] if used_prior else []
+        if first.stage == "match":
+            # too few matches at all: unrelated images or a strict --min-similarity, or a
+            # large scale or rotation: only the orientation-free proposals are tried
+            log.info("too few matches as is; trying the Fourier-Mellin proposals")
+            todo += [(p.hypothesis, False) for p in proposals if not p.hypothesis.is_identity]
+        else:
+            log.info("the plain fit is weak or fails its check; searching orientation and scale")
+            ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
+            todo += [
+                (h, False)
+                for h in search.hypotheses(
+                    flips=True,
+                    size_ratio=ratio,
+                    flips_first=config.estimate.allow_reflection,
+                    proposals=[p.hypothesis for p in proposals],
+                )
+            ]
         found = search.run_search(todo, try_one, first)
     best = found.best
     final_errors = [a for a in found.tried if a.final]
