@@ -93,13 +93,14 @@ def test_fourier_mellin_proposes_the_rotation_and_scale(crop, deg, scale, flip):
     assert any(ok), props[:2]
 
 
-def test_rotated_37_deg_and_scaled_registers(crop, tmp_path):
-    """Plain images 37 deg and 1.3x apart (between the right angles the old search tried):
-    registered within 1 px of the truth."""
-    w = similarity_about_centre(crop.shape, 37.0, 1.3, (4.0, -3.0))
+@pytest.mark.parametrize(("deg", "scale"), [(37.0, 1.3), (44.0, 1.4)])
+def test_rotated_between_right_angles_and_scaled_registers(crop, tmp_path, deg, scale):
+    """Plain images rotated between the right angles and scaled: registered within 1 px of
+    the truth (a search over right angles only refuses 44 deg + 1.4x: exit 7)."""
+    w = similarity_about_centre(crop.shape, deg, scale, (4.0, -3.0))
     res = _register(tmp_path, crop, _moving(crop, w))
     err = mapping_rmse(res.matrix, np.linalg.inv(w), crop.shape)
-    assert err < 1.0, err  # measured 0.08
+    assert err < 1.0, err  # measured 0.08 for both
     rep = res.report
     assert rep["search"]["searched"] and rep["verification"]["verdict"] == "pass"
     assert not rep["search"]["hypothesis"]["flip"]
