@@ -257,23 +257,18 @@ def fit_searched(
         said = "; ".join(f"{p.hypothesis.describe()} ({p.response:.2f})" for p in proposals)
         log.info("Fourier-Mellin proposals: %s", said)
         todo = [(search.Hypothesis(), False)] if used_prior else []
-        if first.stage == "match":
-            # too few matches at all: unrelated images or a strict --min-similarity, or a
-            # large scale or rotation: only the orientation-free proposals are tried
-            log.info("too few matches as is; trying the Fourier-Mellin proposals")
-            todo += [(p.hypothesis, False) for p in proposals if not p.hypothesis.is_identity]
-        else:
-            log.info("the plain fit is weak or fails its check; searching orientation and scale")
-            ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
-            todo += [
-                (h, False)
-                for h in search.hypotheses(
-                    flips=True,
-                    size_ratio=ratio,
-                    flips_first=config.estimate.allow_reflection,
-                    proposals=[p.hypothesis for p in proposals],
-                )
-            ]
+        # also when the images give too few matches as they are: a large scale does that
+        log.info("the plain fit is weak or fails its check; searching orientation and scale")
+        ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
+        todo += [
+            (h, False)
+            for h in search.hypotheses(
+                flips=True,
+                size_ratio=ratio,
+                flips_first=config.estimate.allow_reflection,
+                proposals=[p.hypothesis for p in proposals],
+            )
+        ]
         found = search.run_search(todo, try_one, first)
     best = found.best
     final_errors = [a for a in found.tried if a.final]
