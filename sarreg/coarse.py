@@ -148,7 +148,8 @@ def fit_searched(
 ):  # fmt: skip
     """Match, fit and verify the moving features as they are (with the georeferencing prior
     when given); when that is weak (:func:`sarreg.search.is_weak`) retry without the prior and
-    over the hypotheses of :mod:`sarreg.search` (moving image rotated, flipped, scaled).
+    over the hypotheses of :mod:`sarreg.search` (moving image rotated, flipped, scaled), the
+    Fourier-Mellin proposals (:func:`sarreg.search.fourier_mellin`) first.
 
     ``ref_img``, ``mov_img``: ``(image, keypoint mask)`` of the coarse reads, ``(H, W)``.
     Returns the :class:`sarreg.search.SearchResult`; its ``best.payload`` is ``(matches,
@@ -248,17 +249,24 @@ def fit_searched(
 
     used_prior = prior_work is not None
     first = try_one(search.Hypothesis(), used_prior, feat_mov)
-    # too few matches at all: a strict --min-similarity or unrelated images, not orientation
-    if not config.estimate.search or not search.is_weak(first) or first.stage == "match":
+    if not config.estimate.search or not search.is_weak(first):
         found = search.SearchResult(first, [first])
     else:
+        with timer.stage("search"):
+            proposals = search.fourier_mellin(img_ref, kpm_ref, img_mov, kpm_mov)
+        said = "; ".join(f"{p.hypothesis.describe()} ({p.response:.2f})" for p in proposals)
+        log.info("Fourier-Mellin proposals: %s", said)
+        todo = [(search.Hypothesis(), False)] if used_prior else []
+        # also when the images give too few matches as they are: a large scale does that
         log.info("the plain fit is weak or fails its check; searching orientation and scale")
         ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
-        todo = [(search.Hypothesis(), False)] if used_prior else []
         todo += [
             (h, False)
             for h in search.hypotheses(
-                flips=True, size_ratio=ratio, flips_first=config.estimate.allow_reflection
+                flips=True,
+                size_ratio=ratio,
+                flips_first=config.estimate.allow_reflection,
+                proposals=[p.hypothesis for p in proposals],
             )
         ]
         found = search.run_search(todo, try_one, first)

@@ -249,8 +249,8 @@ class EstimateConfig:
         allow_reflection: mirrored images may be registered (the search includes the flip);
             False: a mirrored pair is refused (exit 8).
         search: when the plain fit is weak or fails the check, retry without the
-            georeferencing prior and over rotations by 90 deg, flips and scales
-            (:mod:`sarreg.search`).
+            georeferencing prior and over rotations (Fourier-Mellin proposals, then 45 deg
+            steps), flips and scales (:mod:`sarreg.search`).
         refine_tie_points: images with no full-resolution tiles: move each tie point onto
             the local phase-correlation peak of the reference and the moving image mapped by
             the fit (sub-pixel, :func:`sarreg.estimate.refine_by_correlation`), then refit.

@@ -1,5 +1,6 @@
-"""Outcome of every geometric case of tests/test_verify_search.py: registered (true error,
-predicted error, winning hypothesis) or refused (exit code), on the bundled Umbra sample.
+"""Outcome of every geometric case of tests/test_verify_search.py and tests/test_search.py:
+registered (true error, predicted error, winning hypothesis) or refused (exit code), on the
+bundled Umbra sample.
 
     python scripts/geometric_cases.py
 """
@@ -37,6 +38,12 @@ def main() -> int:
     cases.append(("mirrored", crop, m, None, None, np.linalg.inv(w), {}))
     cases.append(("mirrored --allow-reflection", crop, m, None, None, np.linalg.inv(w),
                   {"estimate.allow_reflection": True}))  # fmt: skip
+    w = similarity_about_centre(crop.shape, 37.0, 1.3, (4.0, -3.0))
+    cases.append(("rotated 37 deg, x1.3", crop, _moving(crop, w), None, None, np.linalg.inv(w),
+                  {}))  # fmt: skip
+    w = similarity_about_centre(crop.shape, 30.0, 1.0, (3.0, 5.0)) @ flip
+    cases.append(("mirrored + 30 deg --allow-refl.", crop, _moving(crop, w), None, None,
+                  np.linalg.inv(w), {"estimate.allow_reflection": True}))  # fmt: skip
     q = _umbra(data, 900, 900, 400)[0]
     big = _umbra(data, 300, 300, 1600, out_shape=(400, 400))[0]
     cases.append(("scaled 1/4", q, big, None, None,
@@ -51,7 +58,7 @@ def main() -> int:
                       @ Affine.rotation(30.0) @ Affine.translation(-c, -c))):  # fmt: skip
         cases.append((name, g, _moving(g, w), (t, crs), (tm, crs), np.linalg.inv(w), {}))
     cases.append(("unrelated", crop, _umbra(data, 1500, 100, 384)[0], None, None, None, {}))
-    print(f"{'case':<30} {'outcome':<10} {'true_px':>8} {'pred_px':>8}  hypothesis")
+    print(f"{'case':<32} {'outcome':<10} {'true_px':>8} {'pred_px':>8}  hypothesis")
     with tempfile.TemporaryDirectory() as tmp:
         for k, (name, a, b, ga, gb, truth, extra) in enumerate(cases):
             ref = _write(Path(tmp) / f"r{k}.tif", a, *(ga or ()))
@@ -62,7 +69,7 @@ def main() -> int:
             try:
                 res = register(ref, mov, None, cfg)
             except SarregError as err:
-                print(f"{name:<30} {'refused':<10} {'':>8} {'':>8}  exit {err.exit_code}")
+                print(f"{name:<32} {'refused':<10} {'':>8} {'':>8}  exit {err.exit_code}")
                 continue
             true = mapping_rmse(res.matrix, truth, b.shape) if truth is not None else np.inf
             if name == "scaled 1/4":  # only the overlap is defined
@@ -74,7 +81,7 @@ def main() -> int:
             hyp = res.report["search"]["hypothesis"]["description"]
             prior = res.report["search"]["georeferencing_prior"]
             print(
-                f"{name:<30} {'registered':<10} {true:8.3f} {res.predicted_error:8.3f}  "
+                f"{name:<32} {'registered':<10} {true:8.3f} {res.predicted_error:8.3f}  "
                 f"{hyp}{' (prior)' if prior else ''}"
             )
     return 0

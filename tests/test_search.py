@@ -1,0 +1,144 @@
+"""The orientation and scale search at any angle: Fourier-Mellin proposals, rotations by
+angles other than multiples of 90 deg, on the bundled Umbra sample (plain images, no
+georeferencing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from sarreg import search
+from sarreg.cli import main
+from sarreg.config import EstimateConfig
+from sarreg.geometry import apply_matrix, mapping_rmse, similarity_about_centre
+from sarreg.pipeline import RegisterConfig, register
+
+UMBRA = "umbra_mount_yasur.tif"
+#: moving pixel centre -> mirrored moving pixel centre of a 384 px wide image
+FLIP_384 = np.array([[-1.0, 0.0, 383.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _umbra(data_dir: Path, col: int, row: int, size: int) -> np.ndarray:
+    with rasterio.open(data_dir / UMBRA) as ds:
+        return ds.read(1, window=Window(col, row, size, size))
+
+
+def _write(path: Path, data: np.ndarray) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
+                       count=1, dtype=str(data.dtype)) as ds:  # fmt: skip
+        ds.write(data, 1)
+    return path
+
+
+def _moving(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a`` warped so that moving pixel x' shows reference pixel ``w^-1 x'``."""
+    return cv2.warpAffine(a, w[:2], a.shape[::-1], flags=cv2.INTER_LINEAR)
+
+
+@pytest.fixture(scope="module")
+def crop(data_dir):
+    """A 384 x 384 crop of the Umbra scene (plain uint8)."""
+    return _umbra(data_dir, 600, 900, 384)
+
+
+def _register(tmp_path: Path, ref: np.ndarray, mov: np.ndarray, **estimate):
+    r = _write(tmp_path / "ref.tif", ref)
+    m = _write(tmp_path / "mov.tif", mov)
+    cfg = RegisterConfig(estimate=EstimateConfig(transform="similarity", **estimate))
+    return register(r, m, tmp_path / "out.tif", cfg)
+
+
+def test_hypothesis_at_any_angle_maps_pixels_as_its_matrix_says():
+    """A bright dot of the moving image lands, after :meth:`Hypothesis.apply`, where the
+    returned matrix maps it; the uncovered corners are masked out."""
+    img = np.zeros((120, 160), np.float32)
+    img[40:43, 100:103] = 1.0  # centre (101, 41)
+    mask = np.ones(img.shape, bool)
+    for hyp in (search.Hypothesis(37.0), search.Hypothesis(-50.0, True, 1.0)):
+        out, msk, h = hyp.apply(img, mask)
+        yx = np.unravel_index(np.argmax(out), out.shape)
+        np.testing.assert_allclose(apply_matrix(h, [[101.0, 41.0]])[0], yx[::-1], atol=1.0)
+        assert not msk[0, 0] and not msk[-1, -1] and msk[out.shape[0] // 2, out.shape[1] // 2]
+        g = hyp.linear()[:2, :2]
+        np.testing.assert_allclose(g, h[:2, :2], atol=1e-9)  # scale 1: same linear part
+
+
+@pytest.mark.parametrize(("deg", "scale", "flip"), [(37.0, 1.3, False), (-130.0, 0.6, False),
+                                                    (30.0, 1.0, True)])  # fmt: skip
+def test_fourier_mellin_proposes_the_rotation_and_scale(crop, deg, scale, flip):
+    """The first proposal undoes the warp: its hypothesis' linear map is within 3 deg and 10 %
+    of the true moving -> reference one (rotation modulo 180 deg: the other is proposed too)."""
+    w = similarity_about_centre(crop.shape, deg, scale, (5.0, -7.0))
+    if flip:
+        w = w @ FLIP_384
+    mov = _moving(crop, w)
+    rng = np.random.default_rng(1)
+    ref_n = crop / 255.0 * rng.gamma(4.0, 0.25, crop.shape)
+    mov_n = mov / 255.0 * rng.gamma(4.0, 0.25, crop.shape)
+    props = search.fourier_mellin(ref_n, np.ones(crop.shape, bool), mov_n, mov > 0)
+    truth = np.linalg.inv(w)[:2, :2]
+    best = props[0].hypothesis
+    assert best.flip == flip and best.source == "fourier-mellin"
+    ok = []
+    for p in props[:2]:
+        g = p.hypothesis.linear()[:2, :2]
+        rel = g @ np.linalg.inv(truth)  # identity when right
+        ang = np.degrees(np.arctan2(rel[0, 1], rel[0, 0]))
+        ok.append(abs(ang) < 3.0 and abs(np.hypot(*rel[0]) - 1.0) < 0.1)
+    assert any(ok), props[:2]
+
+
+@pytest.mark.parametrize(("deg", "scale"), [(37.0, 1.3), (44.0, 1.4)])
+def test_rotated_between_right_angles_and_scaled_registers(crop, tmp_path, deg, scale):
+    """Plain images rotated between the right angles and scaled: registered within 1 px of
+    the truth (a search over right angles only refuses 44 deg + 1.4x: exit 7)."""
+    w = similarity_about_centre(crop.shape, deg, scale, (4.0, -3.0))
+    res = _register(tmp_path, crop, _moving(crop, w))
+    err = mapping_rmse(res.matrix, np.linalg.inv(w), crop.shape)
+    assert err < 1.0, err  # measured 0.08 for both
+    rep = res.report
+    assert rep["search"]["searched"] and rep["verification"]["verdict"] == "pass"
+    assert not rep["search"]["hypothesis"]["flip"]
+
+
+def test_mirrored_and_rotated_30_deg_registers_with_allow_reflection(crop, tmp_path):
+    w = similarity_about_centre(crop.shape, 30.0, 1.0, (3.0, 5.0)) @ FLIP_384
+    mov = _moving(crop, w)
+    res = _register(tmp_path, crop, mov, allow_reflection=True)
+    err = mapping_rmse(res.matrix, np.linalg.inv(w), crop.shape)
+    assert err < 1.0, err  # measured 0.04
+    assert res.report["search"]["hypothesis"]["flip"] is True
+    assert np.linalg.det(res.matrix[:2, :2]) < 0
+
+
+def test_mirrored_and_rotated_30_deg_refused_without_allow_reflection(crop, tmp_path, capsys):
+    w = similarity_about_centre(crop.shape, 30.0, 1.0, (3.0, 5.0)) @ FLIP_384
+    ref = _write(tmp_path / "ref.tif", crop)
+    mov = _write(tmp_path / "mov.tif", _moving(crop, w))
+    out = tmp_path / "out" / "o.tif"
+    out.parent.mkdir()
+    code = main([str(a) for a in ["register", ref, mov, "-o", out, "--no-progress"]])
+    err = capsys.readouterr().err
+    assert code == 8, err
+    assert "--allow-reflection" in err and "Traceback" not in err
+    assert list(out.parent.iterdir()) == []
+
+
+def test_unrelated_images_refused_by_the_wider_search(data_dir, tmp_path, capsys):
+    """Two different parts of the scene: every hypothesis (any angle, mirrored, scaled) fails
+    its check, and nothing is written."""
+    ref = _write(tmp_path / "ref.tif", _umbra(data_dir, 600, 900, 384))
+    mov = _write(tmp_path / "mov.tif", _umbra(data_dir, 1500, 100, 384))
+    out = tmp_path / "out" / "o.tif"
+    out.parent.mkdir()
+    code = main([str(a) for a in ["register", ref, mov, "-o", out, "--no-progress",
+                                  "--allow-reflection"]])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code in (7, 8), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert list(out.parent.iterdir()) == []
