@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="mutation_report.json")
     ap.add_argument("--list", action="store_true", help="show modules and tests, then exit")
     ap.add_argument("--rerun", metavar="REPORT", help="run only the survivors listed in REPORT")
+    ap.add_argument(
+        "--tests", nargs="+", metavar="ARG", help="pytest arguments replacing the modules' own"
+    )
     args = ap.parse_args(argv)
     if args.list:
         for name, (rel, tests) in MODULES.items():
@@ -321,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         import cosmic_ray  # noqa: F401
     except ImportError:
         ap.error("cosmic-ray is not installed: pip install cosmic-ray")
+    if args.tests:
+        for name in names:
+            MODULES[name] = (MODULES[name][0], tuple(args.tests))
     previous = {}
     if args.rerun:
         previous = {r["module"]: r["survivors"] for r in json.loads(Path(args.rerun).read_text())}
