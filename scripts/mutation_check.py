@@ -70,6 +70,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "features": (
         "sarreg/features.py",
         (
+            "tests/test_feature_levels.py",
             "tests/test_features.py",
             "tests/test_whitening_in_use.py",
             "tests/test_properties.py::test_extraction_does_not_depend_on_the_tiling",
