@@ -8,6 +8,7 @@ import numpy as np
 
 from sarreg.features import (
     ExtractConfig,
+    Features,
     context_shape,
     input_to_level,
     level_shape,
@@ -94,3 +95,23 @@ def test_local_offsets_are_row_major_dx_dy():
     np.testing.assert_array_equal(
         off[[0, 1, 3, 4, 8]], [[-1, -1], [0, -1], [-1, 0], [0, 0], [1, 1]]
     )
+
+
+def test_resized_mask_is_eroded_one_level_pixel_on_every_side():
+    img = np.ones((200, 200), np.float32)
+    mask = np.zeros((200, 200), bool)
+    mask[40:160, 40:160] = True  # a valid square, level pixels 20..79 at half size
+    _, mask_s = resize_level(img, mask, (100, 100))
+    rows, cols = np.nonzero(mask_s)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (21, 78, 21, 78)
+
+
+def test_features_without_a_shape_record_it_as_unknown(tmp_path):
+    """``image_shape`` (0, 0) means unknown: the default, and what a file without it reads as."""
+    f = Features(np.zeros((1, 2), np.float32), np.ones(1, np.float32), np.ones(1, np.float32),
+                 np.ones((1, 4), np.float32))  # fmt: skip
+    assert f.image_shape == (0, 0)
+    np.savez(tmp_path / "old.npz", keypoints=np.zeros((1, 3), np.float32),
+             descriptors=np.ones((1, 4), np.float32), scores=np.ones(1, np.float32))  # fmt: skip
+    assert Features.from_npz(tmp_path / "old.npz").image_shape == (0, 0)
+    assert Features.empty(4, (30, 20)).image_shape == (30, 20)

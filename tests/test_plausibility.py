@@ -106,3 +106,26 @@ def test_overlap_is_the_fraction_of_the_smaller_footprint():
     assert g.check_overlap(t_ref, "EPSG:32631", (200, 200), small, "EPSG:32631", (100, 100)) == (
         pytest.approx(0.5)
     )
+
+
+def test_georeferencing_guess_fits_the_whole_moving_image_between_crss():
+    """Between a UTM reference and a lon/lat moving image of 1500 x 1000 px (3 x 2 degrees),
+    the affine guess from georeferencing is as close to the exact mapping over the whole image
+    as an independent least-squares fit on a dense lattice (the mapping is curved, so a fit to
+    part of the image would be far off at the other end)."""
+    ref_t, ref_crs = Affine(100.0, 0, 300_000, 0, -100.0, 5_200_000), "EPSG:32631"
+    mov_t, mov_crs = Affine(0.002, 0, 1.0, 0, -0.002, 46.9), "EPSG:4326"
+    h, w = 1000, 1500
+    m = g.matrix_from_georef(ref_t, ref_crs, mov_t, mov_crs, (h, w))
+    gx, gy = np.meshgrid(np.linspace(0, w - 1, 41), np.linspace(0, h - 1, 41))
+    src = np.stack([gx.ravel(), gy.ravel()], 1)
+    exact = g.prior_from_georef(ref_t, ref_crs, mov_t, mov_crs)(src)
+    design = np.c_[src, np.ones(len(src))]
+    best = design @ np.linalg.lstsq(design, exact, rcond=None)[0]
+    best_err = np.linalg.norm(best - exact, axis=1).max()
+    err = np.linalg.norm(g.apply_matrix(m, src) - exact, axis=1)
+    assert 5.0 < best_err < 50.0  # curved enough to tell a partial fit from a full one
+    assert err.max() <= 1.1 * best_err
+    # on one CRS the guess is exact
+    same = g.matrix_from_georef(ref_t, ref_crs, ref_t * Affine.translation(7, -3), ref_crs, (h, w))
+    np.testing.assert_allclose(same, [[1, 0, 7], [0, 1, -3], [0, 0, 1]], atol=1e-9)
