@@ -129,3 +129,23 @@ def test_georeferencing_guess_fits_the_whole_moving_image_between_crss():
     # on one CRS the guess is exact
     same = g.matrix_from_georef(ref_t, ref_crs, ref_t * Affine.translation(7, -3), ref_crs, (h, w))
     np.testing.assert_allclose(same, [[1, 0, 7], [0, 1, -3], [0, 0, 1]], atol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["translation", "similarity", "affine"])
+def test_leave_one_out_error_exists_at_the_fewest_accepted_matches(model):
+    """A fit on exactly ``min_inliers`` matches still reports its leave-one-out RMSE (a
+    number, equal to explicit refits without each match), not NaN."""
+    n = g.min_inliers(model)
+    rng = np.random.default_rng(3)
+    src = rng.uniform(0, 1000, (n, 2))
+    dst = src @ np.array([[0.99, 0.02], [-0.02, 0.99]]).T + [5, -3] + rng.normal(0, 0.5, (n, 2))
+    fit = g.fit_transform(src, dst, model, threshold=50.0)
+    assert fit.inliers.sum() == n
+    errs = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        m = g._lstsq_linear(model, src[keep], dst[keep])[0]  # fewer than fit_transform takes
+        errs.append(((g.apply_matrix(m, src[i]) - dst[i]) ** 2).sum())
+    assert np.isfinite(fit.loo_rmse)
+    assert fit.loo_rmse == pytest.approx(np.sqrt(np.mean(errs)), rel=1e-6)
+    assert fit.loo_rmse > fit.rmse
