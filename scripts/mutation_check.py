@@ -132,7 +132,22 @@ class Equivalent:
 
 
 #: module -> its annotated equivalent mutants (reviewed by hand; see the module docstring)
-EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {}
+EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
+    "features": (
+        Equivalent(
+            "extract",
+            "n_tiles = sum(len(r) * len(c) for _, _, r, c in plan)",
+            "n_tiles = sum(len(r) & len(c) for _, _, r, c in plan)",
+            "n_tiles is only the progress bar's total and a log line",
+        ),
+        Equivalent(
+            "_tile_candidates",
+            "return maps, torch.zeros((0, 2), dtype=torch.float64), np.zeros(0, np.float64)",
+            "return maps, torch.zeros((0, 1), dtype=torch.float64), np.zeros(0, np.float64)",
+            "an empty tile's positions are never read: extract skips a tile with no scores",
+        ),
+    ),
+}
 
 
 def _equivalent(name: str, survivor: dict) -> Equivalent | None:
