@@ -79,6 +79,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "model": (  # random-weight networks, no shipped model, no CLI runs
         "sarreg/model/r2d2.py",
         (
+            "tests/test_model_edges.py",
             "tests/test_model_inference.py",
             "tests/test_naver_reference.py",
             "tests/test_checkpoint.py",
@@ -184,6 +185,14 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "gx, gy = np.meshgrid(np.linspace(0, w - 1, grid), np.linspace(0, h + 1, grid))",
             "practically: a lattice 2 rows longer moves the initial guess by 0.04 px on a "
             "1500 x 1000 px UTM/lon-lat pair whose guess is 22 px from the exact mapping",
+        ),
+    ),
+    "model": (
+        Equivalent(
+            "_offset_borders",
+            "if h < 2 * ph + 1 or w < 2 * pw + 1:",
+            "if h < 2 * ph | 1 or w < 2 * pw + 1:",
+            "2 * ph is even, so 2 * ph | 1 == 2 * ph + 1",
         ),
     ),
     "features": (

@@ -1,0 +1,37 @@
+"""Descriptors sampled at the image's edge pixels by a tiny random-weight network (no
+shipped model): equal to forward()'s dense descriptors there, the edge value held out to the
+pixel's outer boundary (x, y = -0.5 and W - 0.5), refused beyond."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sarreg.model import build_model
+from sarreg.model.r2d2 import ARCHITECTURES, descriptors_at
+
+
+def _tiny(arch: str):
+    torch.manual_seed(1)
+    return build_model(arch, mchan=1).eval()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_edge_pixels_sample_the_dense_descriptors(arch):
+    h, w = 21, 30
+    img = torch.rand(h, w, generator=torch.Generator().manual_seed(2))
+    net = _tiny(arch)
+    with torch.inference_mode():
+        dense = net(img[None, None])["descriptors"][0]  # (D, H, W)
+    maps = net.dense_maps(img)
+    corners = [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (w // 2, h // 2)]
+    got = descriptors_at(maps, torch.tensor(corners, dtype=torch.float64))
+    want = torch.stack([dense[:, y, x] for x, y in corners])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    # out to the outer boundary of the edge pixels the edge descriptor holds
+    outer = torch.tensor([(-0.5, -0.5), (w - 0.5, -0.5), (-0.5, h - 0.5), (w - 0.5, h - 0.5)])
+    torch.testing.assert_close(descriptors_at(maps, outer), got[:4], atol=1e-5, rtol=1e-4)
+    for bad in ([-0.6, 3.0], [3.0, h - 0.4], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="inside|finite"):
+            descriptors_at(maps, torch.tensor([bad]))
+    assert descriptors_at(maps, torch.zeros(0, 2)).shape == (0, dense.shape[0])
