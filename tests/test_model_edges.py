@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sarreg.model import build_model
-from sarreg.model.r2d2 import ARCHITECTURES, descriptors_at
+from sarreg.model.r2d2 import ARCHITECTURES, descriptors_at, layer_specs
 
 
 def _tiny(arch: str):
@@ -35,3 +35,14 @@ def test_edge_pixels_sample_the_dense_descriptors(arch):
         with pytest.raises(ValueError, match="inside|finite"):
             descriptors_at(maps, torch.tensor([bad]))
     assert descriptors_at(maps, torch.zeros(0, 2)).shape == (0, dense.shape[0])
+
+
+def test_default_networks_are_the_published_size():
+    """Without options both architectures are the paper's: widths 32, 32, 64, 64, 128, 128,
+    128, 128 then 128-d descriptors (mchan 4, dim 128), no ReLU after the last convolutions."""
+    for arch in ARCHITECTURES:
+        specs = layer_specs(arch)
+        assert [s.out_channels for s in specs] == [32, 32, 64, 64, 128, 128, 128, 128, 128]
+        assert not specs[-1].relu and not specs[-1].bn
+        net = build_model(arch)
+        assert net(torch.zeros(1, 1, 16, 16))["descriptors"].shape == (1, 128, 16, 16)

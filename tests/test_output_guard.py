@@ -225,3 +225,12 @@ def test_run_folder_removes_only_what_an_untrained_run_added(tmp_path):
     (kept / "last.pt").write_bytes(b"ckpt")
     run.discard_if_untrained()
     assert sorted(os.listdir(kept)) == ["last.pt", "log.csv", "notes.txt"]
+
+
+def test_a_symlink_into_a_subfolder_is_outside_the_output_folder(files):
+    (files / "zzz").mkdir()
+    (files / "zzz" / "kept.tif").write_bytes(b"theirs")
+    os.symlink(files / "zzz" / "kept.tif", files / "out.tif")
+    with pytest.raises(ConfigError, match="outside its folder"):
+        check_output_kind("output image", files / "out.tif")
+    assert (files / "zzz" / "kept.tif").read_bytes() == b"theirs"
