@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sarreg.model import build_model
+from sarreg.model import build_model, flops_per_pixel
 from sarreg.model.r2d2 import ARCHITECTURES, descriptors_at, layer_specs
 
 
@@ -46,3 +46,25 @@ def test_default_networks_are_the_published_size():
         assert not specs[-1].relu and not specs[-1].bn
         net = build_model(arch)
         assert net(torch.zeros(1, 1, 16, 16))["descriptors"].shape == (1, 128, 16, 16)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_flops_per_pixel_counts_the_networks_multiply_adds(arch):
+    """flops_per_pixel (as the extraction benchmark prints it) is twice the multiply-adds of
+    the convolution stack, counted here on the network itself, plus the two 1x1 heads (3
+    outputs from ``dim`` channels) at the resolution inference runs them: a quarter of the
+    pixels for the Fast variant."""
+    net = build_model(arch, mchan=2, dim=64).eval()
+    macs = []
+
+    def count(module, inputs, output):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        macs.append(output.numel() * module.in_channels * k)
+
+    hooks = [block.conv.register_forward_hook(count) for block in net.blocks]
+    with torch.inference_mode():
+        net(torch.zeros(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    heads = 2 * 64 * 3 / (4 if arch == "fast_r2d2" else 1)
+    assert flops_per_pixel(arch, mchan=2, dim=64) == pytest.approx(2 * sum(macs) / 64**2 + heads)
