@@ -212,6 +212,13 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             'self.register_buffer("input_offset", torch.zeros(specs[ 1].out_channels, 1, k, k))',
             "the first two convolutions have the same width (8 x mchan) in both architectures",
         ),
+        Equivalent(
+            "descriptors_at",
+            "x0, x1, fx = _source_taps(x.clamp(0, w - 1), w, low.shape[-1])",
+            "x0, x1, fx = _source_taps(x.clamp(0, w - 0), w, low.shape[-1])",
+            "_source_taps clamps both taps to the last source pixel: x in (W-1, W-0.5] samples "
+            "the edge value either way",
+        ),
     ),
     "outputs": (
         Equivalent(
