@@ -1,0 +1,70 @@
+"""Descriptors sampled at the image's edge pixels by a tiny random-weight network (no
+shipped model): equal to forward()'s dense descriptors there, the edge value held out to the
+pixel's outer boundary (x, y = -0.5 and W - 0.5), refused beyond."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sarreg.model import build_model, flops_per_pixel
+from sarreg.model.r2d2 import ARCHITECTURES, descriptors_at, layer_specs
+
+
+def _tiny(arch: str):
+    torch.manual_seed(1)
+    return build_model(arch, mchan=1).eval()
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_edge_pixels_sample_the_dense_descriptors(arch):
+    h, w = 21, 30
+    img = torch.rand(h, w, generator=torch.Generator().manual_seed(2))
+    net = _tiny(arch)
+    with torch.inference_mode():
+        dense = net(img[None, None])["descriptors"][0]  # (D, H, W)
+    maps = net.dense_maps(img)
+    corners = [(0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1), (w // 2, h // 2)]
+    got = descriptors_at(maps, torch.tensor(corners, dtype=torch.float64))
+    want = torch.stack([dense[:, y, x] for x, y in corners])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    # out to the outer boundary of the edge pixels the edge descriptor holds
+    outer = torch.tensor([(-0.5, -0.5), (w - 0.5, -0.5), (-0.5, h - 0.5), (w - 0.5, h - 0.5)])
+    torch.testing.assert_close(descriptors_at(maps, outer), got[:4], atol=1e-5, rtol=1e-4)
+    for bad in ([-0.6, 3.0], [3.0, h - 0.4], [float("nan"), 1.0]):
+        with pytest.raises(ValueError, match="inside|finite"):
+            descriptors_at(maps, torch.tensor([bad]))
+    assert descriptors_at(maps, torch.zeros(0, 2)).shape == (0, dense.shape[0])
+
+
+def test_default_networks_are_the_published_size():
+    """Without options both architectures are the paper's: widths 32, 32, 64, 64, 128, 128,
+    128, 128 then 128-d descriptors (mchan 4, dim 128), no ReLU after the last convolutions."""
+    for arch in ARCHITECTURES:
+        specs = layer_specs(arch)
+        assert [s.out_channels for s in specs] == [32, 32, 64, 64, 128, 128, 128, 128, 128]
+        assert not specs[-1].relu and not specs[-1].bn
+        net = build_model(arch)
+        assert net(torch.zeros(1, 1, 16, 16))["descriptors"].shape == (1, 128, 16, 16)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_flops_per_pixel_counts_the_networks_multiply_adds(arch):
+    """flops_per_pixel (as the extraction benchmark prints it) is twice the multiply-adds of
+    the convolution stack, counted here on the network itself, plus the two 1x1 heads (3
+    outputs from ``dim`` channels) at the resolution inference runs them: a quarter of the
+    pixels for the Fast variant."""
+    net = build_model(arch, mchan=2, dim=64).eval()
+    macs = []
+
+    def count(module, inputs, output):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        macs.append(output.numel() * module.in_channels * k)
+
+    hooks = [block.conv.register_forward_hook(count) for block in net.blocks]
+    with torch.inference_mode():
+        net(torch.zeros(1, 1, 64, 64))
+    for h in hooks:
+        h.remove()
+    heads = 2 * 64 * 3 / (4 if arch == "fast_r2d2" else 1)
+    assert flops_per_pixel(arch, mchan=2, dim=64) == pytest.approx(2 * sum(macs) / 64**2 + heads)
