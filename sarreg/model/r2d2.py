@@ -314,6 +314,25 @@ class R2D2Net(nn.Module):
             rep, rel = _scores_from_logits(logits)
         return DenseMaps(repeatability=rep, reliability=rel, low_res=low, image_shape=(h, w))
 
+    def descriptor_maps(self, x: torch.Tensor) -> DenseMaps:
+        """:meth:`dense_maps` without the score heads, for sampling descriptors only.
+
+        The ``low_res`` features are the same numbers as :meth:`dense_maps` gives (same
+        backbone); ``repeatability`` and ``reliability`` are empty ``(B, 1, 0, 0)`` tensors.
+        Costs the backbone alone (the heads at full resolution are about a third more).
+
+        Args:
+            x: image batch ``(B, C, H, W)`` float32 (``(H, W)`` and ``(B, H, W)`` too).
+        """
+        x = _as_batch(x, self.in_channels)
+        h, w = x.shape[-2:]
+        if self.arch == "fast_r2d2" and (h < 2 or w < 2):
+            raise ValueError(f"fast_r2d2 needs images of at least 2x2 pixels, got {h}x{w}")
+        with torch.inference_mode():
+            low = self.backbone(x)
+            none = low.new_empty((low.shape[0], 1, 0, 0))
+        return DenseMaps(repeatability=none, reliability=none, low_res=low, image_shape=(h, w))
+
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
         """Inference backbone: :meth:`low_res_features` with ``inference=True`` (channels-last
         result), run by ONNX Runtime when a runtime is attached to this network and can run
