@@ -44,3 +44,16 @@ def test_coarse_read_side_is_none_without_tiles():
     assert coarse_read_side(inputs((1024, 1024)), config) is None
     assert coarse_read_side(inputs((1000, 700)), config) is None
     assert coarse_read_side(inputs((4096, 2048)), config) == 1024
+
+
+def test_validating_a_config_imports_no_numpy():
+    import subprocess
+    import sys
+
+    prog = (
+        "import sys\nimport sarreg.config as c\n"
+        "c.validate_config(c.RegisterConfig())\n"
+        "assert 'numpy' not in sys.modules, 'numpy imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
