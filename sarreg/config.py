@@ -193,7 +193,8 @@ class MatchConfig:
             (in both directions), e.g. 0.9; ``None`` disables it.
         radius: with a prior, only pairs whose reference keypoint lies within ``radius``
             reference pixels of the prior's prediction are considered; ``None`` = no limit.
-        chunk: block size of the similarity computation (memory ~ 4 * chunk^2 bytes).
+        chunk: block size of the similarity computation (memory about 4 * chunk^2 bytes, 30 *
+            chunk^2 with a prior: the distance test of each block).
         local_radius: when the moving Features carry local descriptors
             (``ExtractConfig.refine_radius``), a pair's similarity is the best similarity of
             the reference descriptor to the moving descriptors within ``local_radius`` level
@@ -207,7 +208,7 @@ class MatchConfig:
     min_similarity: float = 0.5
     ratio: float | None = None
     radius: float | None = None
-    chunk: int = 4096
+    chunk: int = 1024
     local_radius: int = 2
     candidates: int = 16
 
