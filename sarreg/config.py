@@ -193,7 +193,8 @@ class MatchConfig:
             (in both directions), e.g. 0.9; ``None`` disables it.
         radius: with a prior, only pairs whose reference keypoint lies within ``radius``
             reference pixels of the prior's prediction are considered; ``None`` = no limit.
-        chunk: block size of the similarity computation (memory ~ 4 * chunk^2 bytes).
+        chunk: block size of the similarity computation (memory about 4 * chunk^2 bytes, 30 *
+            chunk^2 with a prior: the distance test of each block).
         local_radius: when the moving Features carry local descriptors
             (``ExtractConfig.refine_radius``), a pair's similarity is the best similarity of
             the reference descriptor to the moving descriptors within ``local_radius`` level
@@ -207,7 +208,7 @@ class MatchConfig:
     min_similarity: float = 0.5
     ratio: float | None = None
     radius: float | None = None
-    chunk: int = 4096
+    chunk: int = 1024
     local_radius: int = 2
     candidates: int = 16
 
@@ -243,6 +244,13 @@ class EstimateConfig:
         georef_scales: pyramid of the coarse pass when both images are georeferenced (they
             are then read at about the same pixel size, so little scale search is needed)
             and ``extract.scales`` is not set (see :func:`pyramid_plan`).
+        georef_max_level: largest side (level pixels) of the first level of that pyramid
+            when full-resolution tiles refine the coarse pass (images larger than the coarse
+            read): ``georef_scales`` are then all scaled down by steps of ``sqrt(2)`` until
+            it fits (a 1024-pixel read runs at 724 and 512 pixels: half the network's work;
+            the coarse transform is only the tiles' prior, they set the final precision).
+            Images no larger than the coarse read keep ``georef_scales``. ``None`` =
+            ``georef_scales`` as given.
         seed: RANSAC seed.
         verify: refuse a result that fails the independent check of :mod:`sarreg.verify`
             (exit 7); False (``--no-verify``): report the check only.
@@ -266,6 +274,7 @@ class EstimateConfig:
     scale_range: tuple[float, float] = (0.1, 10.0)
     min_inliers: int = 10
     georef_scales: tuple[float, ...] = (1.0, 2**-0.5)
+    georef_max_level: int | None = 768
     seed: int = 0
     verify: bool = True
     allow_reflection: bool = False
@@ -430,21 +439,44 @@ class PyramidPlan:
         }
 
 
-def pyramid_plan(config: RegisterConfig, georef: bool) -> PyramidPlan:
+def georef_coarse_scales(
+    scales: tuple[float, ...], coarse_side: int | None, max_level: int | None
+) -> tuple[float, ...]:
+    """``scales`` times ``2 ** (-n / 2)`` for the smallest ``n >= 0`` that puts the first
+    (largest) level of a ``coarse_side``-pixel read at most ``max_level`` pixels (unchanged
+    when either is ``None``)."""
+    if coarse_side is None or max_level is None or not scales:
+        return tuple(scales)
+    factor = 1.0
+    while round(coarse_side * max(scales) * factor) > max_level and factor > 1e-3:
+        factor *= 2**-0.5
+    return tuple(float(s * factor) for s in scales)
+
+
+def pyramid_plan(
+    config: RegisterConfig, georef: bool, coarse_side: int | None = None
+) -> PyramidPlan:
     """The one pyramid rule: explicit ``extract.scales`` everywhere; otherwise the coarse pass
     runs ``estimate.georef_scales`` when both images are georeferenced (read at about the same
-    pixel size) and the extractor's own pyramid when not (unknown scale), and the tiles run
-    ``tiling.scales`` (the coarse transform has put both at the same pixel size)."""
+    pixel size), scaled so that the first level of the coarse reads (larger side
+    ``coarse_side``, given when tiles will refine the coarse pass) is at most
+    ``estimate.georef_max_level`` pixels (:func:`georef_coarse_scales`), and the extractor's
+    own pyramid when not (unknown scale); the tiles run ``tiling.scales`` (the coarse
+    transform has put both at the same pixel size)."""
     if config.extract.scales is not None:
         s = tuple(config.extract.scales)
         return PyramidPlan(s, s, "extract.scales (explicit)")
     tiles = tuple(config.tiling.scales) if config.tiling.scales else None
     if georef and config.estimate.georef_scales:
-        return PyramidPlan(
-            tuple(config.estimate.georef_scales),
-            tiles,
-            "georeferenced: estimate.georef_scales, tiles tiling.scales",
-        )
+        est = config.estimate
+        scales = georef_coarse_scales(est.georef_scales, coarse_side, est.georef_max_level)
+        rule = "georeferenced: estimate.georef_scales, tiles tiling.scales"
+        if scales != tuple(est.georef_scales):
+            rule = (
+                f"georeferenced: estimate.georef_scales scaled to a first level of at most "
+                f"estimate.georef_max_level = {est.georef_max_level} px, tiles tiling.scales"
+            )
+        return PyramidPlan(scales, tiles, rule)
     return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tiling.scales")
 
 
@@ -625,6 +657,8 @@ RULES: tuple[Rule, ...] = (
     Rule("output.max_gcps", None, _int_in(3), "an integer >= 3"),
     Rule("estimate.scale_range", None, _scale_range, "two numbers 0 < low < high"),
     Rule("estimate.georef_scales", None, _scales, "scales in (0, 4]", True),
+    Rule("estimate.georef_max_level", None, _int_in(64, 8192), "an integer in 64..8192 (pixels)",
+         True),
     Rule("tiling.scales", None, _scales, "scales in (0, 4]", True),
     Rule("tiling.search_radius", None, _num(0, lo_open=True), "a number > 0 (pixels)"),
     Rule("tiling.min_valid", None, _num(0, 1), "a number in [0, 1]"),

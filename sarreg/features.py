@@ -397,6 +397,8 @@ def context_descriptors(
     shape = (int(image.shape[0]), int(image.shape[1]))
     out = np.zeros((len(xy), int(net.dim)), np.float32)
     levels = levels or {}
+    # only descriptors are sampled here: the backbone alone when the network can skip the heads
+    run = getattr(net, "descriptor_maps", None) or net.dense_maps
     for inv in np.unique(inv_scale):
         idx = np.flatnonzero(inv_scale == inv)
         hs, ws = context_shape(shape, config.context_scale, inv)
@@ -415,7 +417,7 @@ def context_descriptors(
                 if not inside.any():
                     continue
                 tile = np.ascontiguousarray(img_c[t_r0:t_r1, t_c0:t_c1])
-                maps = net.dense_maps(torch.from_numpy(tile)[None, None].to(device))
+                maps = run(torch.from_numpy(tile)[None, None].to(device))
                 local_xy = torch.from_numpy(pos[inside] - [t_c0, t_r0])
                 out[idx[inside]] = net.descriptors_at(maps, local_xy).float().cpu().numpy()
                 maps = None  # not held while the next tile runs (peak memory)

@@ -22,12 +22,12 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sarreg.atomic import atomic_write, check_output_path
 from sarreg.errors import ConfigError
+
+if TYPE_CHECKING:  # numpy is imported where used: validate() runs before any pixel work
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def shift_field(
         ``rows = ceil(height / cell)``, ``cols = ceil(width / cell)``, and the ``(rows, cols,
         2)`` cell centres ``p`` (reference pixel centre coordinates, x then y).
     """
+    import numpy as np
+
     h, w = shape
     rows, cols = math.ceil(h / cell), math.ceil(w / cell)
     xs = np.arange(cols) * cell + (cell - 1) / 2.0
@@ -93,6 +95,8 @@ def shift_field(
 
 def model_inverse(fit: Any) -> Callable[[np.ndarray], np.ndarray]:
     """Reference px -> moving px of a fit (its mapping's inverse, or the inverted matrix)."""
+    import numpy as np
+
     if getattr(fit, "mapping", None) is not None:
         return fit.mapping.inverse
     from sarreg import geometry
@@ -117,6 +121,8 @@ def write_shifts(
     """
     import rasterio
     from affine import Affine
+
+    from sarreg.atomic import atomic_write, check_output_path
 
     final = check_output_path(path, overwrite=overwrite)
     dx, dy, _ = shift_field(ref_shape, inverse, cell)
@@ -178,10 +184,12 @@ def plot_quality(
         threshold: RANSAC threshold in reference pixels (drawn on the histogram).
     """
     import matplotlib
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from sarreg import geometry
+    from sarreg.atomic import atomic_write, check_output_path
 
     final = check_output_path(path, overwrite=overwrite)
     xy = geometry.apply_matrix(np.linalg.inv(work_to_full), np.asarray(xy_ref).reshape(-1, 2))

@@ -161,7 +161,11 @@ def match_mutual(
     if hasattr(desc_mov, "descriptors"):
         xy_mov = desc_mov.keypoints if xy_mov is None else xy_mov
         if config.local_radius and getattr(desc_mov, "local_descriptors", None) is not None:
-            local = _local_subset(desc_mov, config.local_radius)
+            # gathered per chunk in _local_mutual (rows in the guided order, offsets within
+            # local_radius): no copy of the whole (M, K, d) block
+            local = _LocalRows(
+                desc_mov.local_descriptors, _local_near(desc_mov, config.local_radius)
+            )
         desc_mov = desc_mov.descriptors
     dr = _as_descriptors(desc_ref, "desc_ref")
     dm = _as_descriptors(desc_mov, "desc_mov")
@@ -185,7 +189,7 @@ def match_mutual(
         perm_mov = np.argsort(np.nan_to_num(pred[:, 1], nan=np.inf), kind="stable")
         dr, dm = dr[torch.from_numpy(perm_ref)], dm[torch.from_numpy(perm_mov)]
         if local is not None:
-            local = local[perm_mov]
+            local.order = perm_mov
         p_ref = torch.from_numpy(np.ascontiguousarray(p_ref[perm_ref]))
         p_pred = torch.from_numpy(np.ascontiguousarray(pred[perm_mov]))
         radius = float(config.radius)
@@ -243,15 +247,41 @@ def match_mutual(
     return Matches(ref_np[order], mov_np[order], sim_np[order])
 
 
-def _local_subset(feat, radius: int) -> np.ndarray:
-    """``(M, K', D)`` float16 local descriptors of ``feat`` within ``radius`` (Chebyshev)."""
+def _local_near(feat, radius: int) -> np.ndarray:
+    """Indices ``(K',)`` of ``feat.local_offsets`` within ``radius`` (Chebyshev)."""
     if feat.local_offsets is None:
         raise ValueError("Features with local_descriptors need local_offsets")
-    near = np.flatnonzero(np.abs(feat.local_offsets).max(axis=1) <= radius)
-    return feat.local_descriptors[:, near]
+    return np.flatnonzero(np.abs(feat.local_offsets).max(axis=1) <= radius)
 
 
-def _local_mutual(rows: _TopK, dr: torch.Tensor, dm: torch.Tensor, local: np.ndarray, config):
+def _local_subset(feat, radius: int) -> np.ndarray:
+    """``(M, K', D)`` float16 local descriptors of ``feat`` within ``radius`` (Chebyshev)."""
+    return feat.local_descriptors[:, _local_near(feat, radius)]
+
+
+@dataclass
+class _LocalRows:
+    """Local descriptors ``(M, K, d)`` float16 read as ``local[order][:, near]`` one block of
+    rows at a time (``order``: the matcher's permutation of the moving keypoints, or None)."""
+
+    local: np.ndarray
+    near: np.ndarray
+    order: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.local.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.local.shape[2])
+
+    def rows(self, i0: int, i1: int) -> np.ndarray:
+        """``(i1 - i0, K', d)`` float16 of rows ``i0 .. i1 - 1`` (in the matcher's order)."""
+        idx = np.arange(i0, min(i1, len(self))) if self.order is None else self.order[i0:i1]
+        return self.local[np.ix_(idx, self.near)]
+
+
+def _local_mutual(rows: _TopK, dr: torch.Tensor, dm: torch.Tensor, local: _LocalRows, config):
     """Mutual best pairs among each moving keypoint's candidates ``rows`` (its most similar
     references by their own descriptors), scored by the best similarity of the reference
     descriptor to the moving keypoint's local descriptors ``(M, K', d)``. When descriptors
@@ -261,14 +291,14 @@ def _local_mutual(rows: _TopK, dr: torch.Tensor, dm: torch.Tensor, local: np.nda
     when the moving keypoint is also the reference's best among the pairs it is part of.
     Applies the similarity floor and the ratio test (against the second best candidate) to
     those scores. Returns ``(idx_ref, idx_mov, similarity)`` numpy arrays (unsorted)."""
-    n, m = dr.shape[0], local.shape[0]
+    n, m = dr.shape[0], len(local)
     c = rows.val.shape[1]
-    d = local.shape[2]
+    d = local.dim
     if d > dr.shape[1]:
         raise ValueError(f"local descriptors ({d}) are longer than the descriptors ({dr.shape[1]})")
     sim = torch.full((m, c), _NEG)
     for i0 in range(0, m, 1024):
-        loc = torch.from_numpy(local[i0 : i0 + 1024]).float()  # (b, K', d)
+        loc = torch.from_numpy(local.rows(i0, i0 + 1024)).float()  # (b, K', d)
         arg = rows.arg[i0 : i0 + 1024]
         cand = dr[arg.clamp(min=0)]  # (b, c, D)
         s = torch.einsum("bkd,bcd->bck", loc, cand[..., :d]).amax(dim=2)

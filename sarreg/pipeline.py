@@ -33,7 +33,7 @@ import numpy as np
 from sarreg import __version__
 from sarreg.config import RegisterConfig, pyramid_plan, transform_model
 from sarreg.errors import EmptyImageError, TooFewMatchesError
-from sarreg.inputs import RunContext, Timer, open_inputs
+from sarreg.inputs import RunContext, Timer, coarse_read_side, open_inputs
 from sarreg.output import check_outputs, gcp_indices, remove_quietly, write_output
 
 if TYPE_CHECKING:
@@ -144,7 +144,8 @@ def register(
         inputs = open_inputs(ref_path, mov_path, config)
     with timer.stage("model"):
         loaded, pre_cfg = _model_and_preprocessing(config)
-    ctx = RunContext(inputs, loaded, pre_cfg, config, pyramid_plan(config, inputs.georef), timer)
+    plan = pyramid_plan(config, inputs.georef, coarse_read_side(inputs, config))
+    ctx = RunContext(inputs, loaded, pre_cfg, config, plan, timer)
     est = estimate(ctx)
     quality = check_result(ctx, est)
     gcp_idx = gcp_indices(est.fit, est.tie.xy_mov, config)

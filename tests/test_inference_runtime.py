@@ -36,7 +36,8 @@ def net(crop):
 
 
 class _Counting:
-    """``net`` with its ``dense_maps`` calls counted (image sizes recorded)."""
+    """``net`` with its ``dense_maps`` and ``descriptor_maps`` calls counted (image sizes
+    recorded)."""
 
     def __init__(self, net) -> None:
         self.net, self.sizes = net, []
@@ -47,6 +48,10 @@ class _Counting:
     def dense_maps(self, x, *args, **kwargs):
         self.sizes.append(tuple(x.shape[-2:]))
         return self.net.dense_maps(x, *args, **kwargs)
+
+    def descriptor_maps(self, x, *args, **kwargs):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return self.net.descriptor_maps(x, *args, **kwargs)
 
 
 def test_context_reuses_the_pyramid_level_it_needs(net, crop):

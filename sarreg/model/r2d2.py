@@ -29,6 +29,13 @@ from torch import nn
 from sarreg.model.whitening import DescriptorWhitening
 
 ARCHITECTURES = ("fast_r2d2", "r2d2")
+#: full-resolution pixels per strip of the Fast variant's stem at inference (see
+#: ``R2D2Net.low_res_features``): its convolutions give 32, 32 and 64 channels at full
+#: resolution (about 400 MB at 1024 x 1024 at once, about 100 MB per strip of this size)
+STEM_STRIP_PIXELS = 1 << 18
+#: context rows above and below each stem strip: more than the stem's reach (three 3x3
+#: convolutions: 3 rows), even (pooling alignment)
+STEM_HALO = 4
 #: 2x2 pooling of the Fast variant after its third convolution: 'avg' (sarreg's models) or
 #: 'max' (the networks published with the paper); no effect for 'r2d2', which does not pool
 POOLINGS = ("avg", "max")
@@ -215,7 +222,9 @@ class R2D2Net(nn.Module):
         else:
             self.input_offset = None
 
-    def low_res_features(self, x: torch.Tensor, *, inference: bool = False) -> torch.Tensor:
+    def low_res_features(
+        self, x: torch.Tensor, *, inference: bool = False, strip_pixels: int = STEM_STRIP_PIXELS
+    ) -> torch.Tensor:
         """Raw descriptor features before the final upsampling, ``(B, dim, h, w)``.
 
         ``(h, w) = (H, W)`` for 'r2d2'; ``(H // 2, W // 2)`` for 'fast_r2d2'.
@@ -229,6 +238,10 @@ class R2D2Net(nn.Module):
                 channels-last: ``result.permute(0, 2, 3, 1)`` is a contiguous
                 ``(B, h, w, dim)`` view. Used by :meth:`dense_maps`; training keeps the
                 default.
+            strip_pixels: with ``inference``, the Fast variant's full-resolution layers run on
+                horizontal strips of about this many pixels when the image has more than
+                twice as many (:meth:`_stem_in_strips`: bounded memory, same numbers);
+                0 = the whole image at once.
         """
         if not inference:
             h, w = x.shape[-2:]
@@ -241,10 +254,46 @@ class R2D2Net(nn.Module):
                     x = block(x)
             return x
         x = _channels_last(x)
+        start = 0
+        stem = _stem_end(self.blocks)
+        if stem is not None and strip_pixels and x.shape[-2] * x.shape[-1] > 2 * strip_pixels:
+            x = self._stem_in_strips(x, stem, strip_pixels)
+            start = stem
         for i, block in enumerate(self.blocks):
+            if i < start:
+                continue
             offset = self.input_offset if i == 0 else None
             x = _channels_last(block.inference_forward(x, offset))
         return x
+
+    def _stem_in_strips(self, x: torch.Tensor, stem: int, strip_pixels: int) -> torch.Tensor:
+        """Blocks ``0 .. stem - 1`` (the full-resolution convolutions and the 2x2 pooling of
+        the Fast variant) on horizontal strips of ``x`` ``(B, C, H, W)``, each with
+        :data:`STEM_HALO` rows of context above and below, stitched into the pooled
+        ``(B, C', H // 2, W // 2)`` channels-last result: only one strip's full-resolution
+        activations are held at a time. The same numbers as the whole image at once (the
+        stem's 3x3 convolutions reach fewer rows than the halo; up to float32 rounding)."""
+        b, _, h, w = x.shape
+        rows = max(16, int(strip_pixels) // max(1, w))
+        rows -= rows % 2
+        out = None
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            a, e = max(0, r0 - STEM_HALO), min(h, r1 + STEM_HALO)  # a is even (r0 is)
+            y = x[:, :, a:e]
+            for i in range(stem):
+                offset = self.input_offset if i == 0 else None
+                y = _channels_last(self.blocks[i].inference_forward(y, offset))
+            if out is None:
+                out = torch.empty(
+                    (b, y.shape[1], h // 2, y.shape[-1]),
+                    dtype=y.dtype,
+                    device=y.device,
+                    memory_format=torch.channels_last,
+                )
+            p0, p1 = r0 // 2, min(r1 // 2, h // 2)
+            out[:, :, p0:p1] = y[:, :, p0 - a // 2 : p1 - a // 2]
+        return out
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Raw (un-normalized) descriptor features at input resolution, ``(B, dim, H, W)``."""
@@ -313,6 +362,25 @@ class R2D2Net(nn.Module):
                 logits = _combine_head_terms(terms, (h, w), chunk_rows=2 * chunk_rows)
             rep, rel = _scores_from_logits(logits)
         return DenseMaps(repeatability=rep, reliability=rel, low_res=low, image_shape=(h, w))
+
+    def descriptor_maps(self, x: torch.Tensor) -> DenseMaps:
+        """:meth:`dense_maps` without the score heads, for sampling descriptors only.
+
+        The ``low_res`` features are the same numbers as :meth:`dense_maps` gives (same
+        backbone); ``repeatability`` and ``reliability`` are empty ``(B, 1, 0, 0)`` tensors.
+        Costs the backbone alone (the heads at full resolution are about a third more).
+
+        Args:
+            x: image batch ``(B, C, H, W)`` float32 (``(H, W)`` and ``(B, H, W)`` too).
+        """
+        x = _as_batch(x, self.in_channels)
+        h, w = x.shape[-2:]
+        if self.arch == "fast_r2d2" and (h < 2 or w < 2):
+            raise ValueError(f"fast_r2d2 needs images of at least 2x2 pixels, got {h}x{w}")
+        with torch.inference_mode():
+            low = self.backbone(x)
+            none = low.new_empty((low.shape[0], 1, 0, 0))
+        return DenseMaps(repeatability=none, reliability=none, low_res=low, image_shape=(h, w))
 
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
         """Inference backbone: :meth:`low_res_features` with ``inference=True`` (channels-last
@@ -518,6 +586,21 @@ def _bilinear_taps(
     pos = torch.arange(start, out_size if stop is None else stop, dtype=torch.float64)
     i0, i1, frac = _source_taps(pos, out_size, in_size)
     return i0.to(device), i1.to(device), frac.to(device)
+
+
+def _stem_end(blocks) -> int | None:
+    """Number of blocks up to and including the first pooling one (the Fast variant's
+    full-resolution stem), or None when none pools or a stem block is not a 3x3 convolution
+    of dilation 1 (its reach would exceed :data:`STEM_HALO`)."""
+    reach = 0
+    for i, block in enumerate(blocks):
+        conv = block.conv
+        reach += (conv.kernel_size[0] - 1) // 2 * conv.dilation[0]
+        if reach >= STEM_HALO or conv.stride != (1, 1):
+            return None
+        if block.pool_after:
+            return i + 1
+    return None
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
