@@ -187,6 +187,22 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "1500 x 1000 px UTM/lon-lat pair whose guess is 22 px from the exact mapping",
         ),
     ),
+    "matching": (
+        Equivalent(
+            "_local_mutual",
+            "if flat.numel() == 0:",
+            "if flat.numel() < 0:",
+            "the early return only saves time: with no finite pair (and n, c >= 1, as "
+            "match_mutual guarantees) every pair_sim is -inf, so the rest selects none",
+        ),
+        Equivalent(
+            "_local_mutual",
+            "valid = torch.isfinite(pair_sim) & (pair_ref >= 0)",
+            "valid = torch.isfinite(pair_sim) & (pair_ref >= -1)",
+            "an unset candidate (arg -1) has val -inf, so its sim is masked to -inf and "
+            "isfinite(pair_sim) already refuses it",
+        ),
+    ),
     "model": (
         Equivalent(
             "_offset_borders",

@@ -418,3 +418,33 @@ def test_refine_of_many_matches_equals_refining_them_in_parts():
     for part in np.array_split(idx, 7):
         one = refine_keypoints(ref, mov, Matches(part, part, np.ones(len(part), np.float32)))
         np.testing.assert_array_equal(all_at_once.keypoints[part], one.keypoints[part])
+
+
+def test_local_matching_with_no_candidate_in_reach_gives_no_matches():
+    """A prior whose predictions fall far from every reference keypoint, with local
+    descriptors: no candidate at all, so zero matches (consistent empty arrays, no error)."""
+    rng = np.random.default_rng(11)
+    ref_desc = unit(rng, 40)
+    perm = rng.permutation(40)
+    ref = _features(rng.uniform(10, 90, (40, 2)), ref_desc)
+    mov = _with_local(rng, ref_desc, perm, 0.05, [1, 0])
+    cfg = MatchConfig(min_similarity=-1, radius=5.0, local_radius=2)
+    near = match_mutual(ref, mov, cfg, prior=lambda p: ref.keypoints[perm].astype(np.float64))
+    assert len(near) == 40  # the same pair with a prior in reach: all matched
+    far = match_mutual(ref, mov, cfg, prior=lambda p: p + 1000.0)
+    assert len(far) == 0
+    assert len(far.idx_ref) == len(far.idx_mov) == len(far.similarity) == 0
+
+
+def test_subpixel_peak_on_the_smallest_grid():
+    """refine_radius 1 (a 3 x 3 neighbourhood): the parabola through the centre and both
+    neighbours, along each axis."""
+    from sarreg.matching import _subpixel
+
+    side = 3
+    c = np.arange(side) - 1.0
+    peak = np.array([-0.35, 0.25])
+    sim = 1.0 - 0.1 * ((c[None, :] - peak[0]) ** 2 + (c[:, None] - peak[1]) ** 2)
+    best = np.array([int(np.argmax(sim))])
+    assert best[0] == 4  # the centre
+    np.testing.assert_allclose(_subpixel(sim[None], best, side)[0], peak, atol=1e-6)
