@@ -205,28 +205,10 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
     ),
     "model": (
         Equivalent(
-            "_offset_borders",
-            "small = _offset_map(kernel, conv, 2 * ph + 1, 2 * pw + 1, like)",
-            "small = _offset_map(kernel, conv, 2 * ph | 1, 2 * pw + 1, like)",
-            "2 * ph is even, so 2 * ph | 1 == 2 * ph + 1",
-        ),
-        Equivalent(
-            "_channels_last",
-            "if x.stride(1) == 1 and x.is_contiguous(memory_format=torch.channels_last):",
-            "if x.stride(1) == 2 and x.is_contiguous(memory_format=torch.channels_last):",
-            "both branches return x's values in channels-last layout (a copy costs time only)",
-        ),
-        Equivalent(
             "dense_maps",
             "logits = _combine_head_terms(terms, (h, w), chunk_rows=2 * chunk_rows)",
             "logits = _combine_head_terms(terms, (h, w), chunk_rows=2 ** chunk_rows)",
             "the chunk size bounds memory only: the maps are equal for any chunking",
-        ),
-        Equivalent(
-            "__init__",
-            'self.register_buffer("input_offset", torch.zeros(specs[0].out_channels, 1, k, k))',
-            'self.register_buffer("input_offset", torch.zeros(specs[ 1].out_channels, 1, k, k))',
-            "the first two convolutions have the same width (8 x mchan) in both architectures",
         ),
         Equivalent(
             "descriptors_at",

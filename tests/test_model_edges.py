@@ -68,3 +68,42 @@ def test_flops_per_pixel_counts_the_networks_multiply_adds(arch):
         h.remove()
     heads = 2 * 64 * 3 / (4 if arch == "fast_r2d2" else 1)
     assert flops_per_pixel(arch, mchan=2, dim=64) == pytest.approx(2 * sum(macs) / 64**2 + heads)
+
+
+@pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (3, (2, 3)), (5, (1, 2))])
+def test_offset_borders_rebuild_the_offset_map(kernel, dilation):
+    """The folded-normalization offset of a same-size convolution as an interior constant plus
+    border corrections equals ``conv(ones)`` on the whole image, for any padding; an image
+    smaller than ``2 p + 1`` along an axis has no such decomposition (None)."""
+    from sarreg.model.r2d2 import _offset_borders, _offset_map, _subtract_offset_borders_
+
+    gen = torch.Generator().manual_seed(3)
+    d = (dilation, dilation) if isinstance(dilation, int) else dilation
+    pad = tuple(di * (kernel - 1) // 2 for di in d)
+    conv = torch.nn.Conv2d(1, 4, kernel, padding=pad, dilation=d)
+    weight = torch.randn(4, 1, kernel, kernel, generator=gen)
+    like = torch.zeros(1)
+    for h, w in [(2 * pad[0] + 1, 2 * pad[1] + 1), (2 * pad[0] + 4, 2 * pad[1] + 7)]:
+        const, delta = _offset_borders(weight, conv, h, w, like)
+        y = -const.view(1, -1, 1, 1).repeat(1, 1, h, w)
+        _subtract_offset_borders_(y, delta, conv.padding)
+        torch.testing.assert_close(-y, _offset_map(weight, conv, h, w, like))
+    assert _offset_borders(weight, conv, 2 * pad[0], 2 * pad[1] + 1, like) is None
+    assert _offset_borders(weight, conv, 2 * pad[0] + 1, 2 * pad[1], like) is None
+
+
+def test_channels_last_keeps_a_channels_last_tensor_and_converts_one_channel():
+    """A tensor already in channels-last layout is returned as is (no copy); a one-channel
+    tensor, which torch counts as channels-last in either layout, gets channel stride 1."""
+    from sarreg.model.r2d2 import _channels_last
+
+    x = torch.randn(1, 4, 5, 6).contiguous(memory_format=torch.channels_last)
+    assert _channels_last(x) is x
+    one = torch.randn(1, 1, 5, 6)
+    got = _channels_last(one)
+    assert got.stride(1) == 1 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, one)
+    plain = torch.randn(1, 4, 5, 6)
+    got = _channels_last(plain)
+    assert got.stride(1) == 1 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, plain)

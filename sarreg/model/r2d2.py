@@ -217,8 +217,9 @@ class R2D2Net(nn.Module):
         #: :meth:`descriptors_around`, not by :meth:`forward`
         self.whitening = DescriptorWhitening(dim)
         if input_offset:
-            k = specs[0].kernel
-            self.register_buffer("input_offset", torch.zeros(specs[0].out_channels, 1, k, k))
+            stem, *_ = specs
+            k = stem.kernel
+            self.register_buffer("input_offset", torch.zeros(stem.out_channels, 1, k, k))
         else:
             self.input_offset = None
 
@@ -805,9 +806,10 @@ def _offset_borders(
     image; None when the image is too small for that (use :func:`_offset_map`).
     """
     ph, pw = conv.padding
-    if h < 2 * ph + 1 or w < 2 * pw + 1:
+    small_h, small_w = ph + 1 + ph, pw + 1 + pw  # the interior row/column and p each side
+    if h < small_h or w < small_w:
         return None
-    small = _offset_map(kernel, conv, 2 * ph + 1, 2 * pw + 1, like)
+    small = _offset_map(kernel, conv, small_h, small_w, like)
     const = small[0, :, ph, pw]
     return const, small - const.view(1, -1, 1, 1)
 
