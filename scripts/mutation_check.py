@@ -133,7 +133,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "sarreg/estimate.py",
         ("tests/test_refine.py", "tests/test_uncertainty.py", "tests/test_prior.py"),
     ),
-    "verify": ("sarreg/verify.py", ("tests/test_uncertainty.py", "tests/test_verify_search.py")),
+    "verify": (
+        "sarreg/verify.py",
+        ("tests/test_verify_units.py", "tests/test_uncertainty.py", "tests/test_verify_search.py"),
+    ),
     "output": (
         "sarreg/output.py",
         (
@@ -201,6 +204,15 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "valid = torch.isfinite(pair_sim) & (pair_ref >= -1)",
             "an unset candidate (arg -1) has val -inf, so its sim is masked to -inf and "
             "isfinite(pair_sim) already refuses it",
+        ),
+    ),
+    "verify": (
+        Equivalent(
+            "window_correction",
+            'if model == "similarity":',
+            'if model >= "similarity":',
+            "translation returns earlier; of the other models only 'similarity' sorts at or "
+            "after 'similarity' ('affine', 'homography' sort before it)",
         ),
     ),
     "model": (

@@ -1,0 +1,68 @@
+"""The check's small helpers on synthetic arrays: shrinking a finer moving image before the
+warp (size, composed matrix, inverse map) and the masked Gaussian smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarreg.verify import _shrink_finer_moving, _smooth
+
+
+def _scale(s: float) -> np.ndarray:
+    """Moving px -> reference px for a moving image ``1 / s`` times finer (plus a shift)."""
+    return np.array([[s, 0.0, 3.0], [0.0, s, -2.0], [0.0, 0.0, 1.0]])
+
+
+def test_a_moving_image_twice_as_fine_is_shrunk_to_the_reference_pixel():
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 80)).astype(np.float32)
+    mask = np.ones(img.shape, bool)
+    mask[:, :8] = False
+    matrix = _scale(0.5)
+    inv = np.linalg.inv(matrix)
+
+    def inverse(xy):
+        return xy @ inv[:2, :2].T + inv[:2, 2]
+
+    small, msk, m2, inv2 = _shrink_finer_moving(img, mask, matrix, inverse)
+    assert small.shape == (32, 40) and msk.shape == (32, 40)
+    assert not msk[:, :4].any() and msk[:, 4:].all()
+    # a shrunk pixel centre and the full-resolution pixels it averages map to one reference px
+    sx, sy = 10.0, 7.0  # shrunk pixel (10, 7) covers moving pixels x 20..21, y 14..15
+    full = np.array([20.5, 14.5, 1.0])
+    np.testing.assert_allclose(m2 @ [sx, sy, 1.0], matrix @ full, atol=1e-9)
+    # the composed inverse maps reference px to shrunk px, the inverse of the new matrix
+    ref = np.array([[5.0, 4.0], [17.25, 9.5], [30.0, 20.0]])
+    back = np.linalg.inv(m2)
+    np.testing.assert_allclose(inv2(ref), ref @ back[:2, :2].T + back[:2, 2], atol=1e-9)
+
+
+@pytest.mark.parametrize("s", [0.8, 1.0, 2.0])
+def test_a_moving_image_not_much_finer_is_kept(s):
+    img = np.zeros((40, 40), np.float32)
+    matrix = _scale(s)
+    out = _shrink_finer_moving(img, None, matrix, None)
+    assert out[0] is img and out[2] is matrix
+
+
+def test_a_singular_matrix_leaves_the_moving_image_as_is():
+    img = np.zeros((40, 40), np.float32)
+    matrix = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [0.0, 0.0, 1.0]])
+    assert _shrink_finer_moving(img, None, matrix, None)[0] is img
+
+
+def test_masked_smoothing_is_a_normalized_convolution():
+    """Invalid pixels neither darken nor brighten: a constant stays constant on the valid
+    pixels however the mask is shaped; a bright invalid pixel leaks nowhere."""
+    rng = np.random.default_rng(1)
+    valid = rng.random((48, 48)) > 0.3
+    img = np.full((48, 48), 5.0, np.float32)
+    img[~valid] = 1000.0
+    out = _smooth(img, valid, 2.0)
+    np.testing.assert_allclose(out[valid], 5.0, rtol=1e-5)
+    # and it smooths: a step between two halves is blurred over a few pixels
+    step = np.where(np.arange(48)[None, :] < 24, 0.0, 1.0).repeat(48, 0).astype(np.float32)
+    sm = _smooth(step, np.ones_like(valid), 2.0)
+    assert 0.2 < sm[10, 23] < 0.5 and 0.5 < sm[10, 24] < 0.8
+    np.testing.assert_allclose(sm[:, :10], 0.0, atol=1e-3)
