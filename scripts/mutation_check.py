@@ -137,6 +137,17 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "sarreg/verify.py",
         ("tests/test_verify_units.py", "tests/test_uncertainty.py", "tests/test_verify_search.py"),
     ),
+    "search": (  # hypotheses and Fourier-Mellin proposals directly, then small-crop searches
+        "sarreg/search.py",
+        (
+            "tests/test_search.py::test_hypothesis_at_any_angle_maps_pixels_as_its_matrix_says",
+            "tests/test_search.py::test_fourier_mellin_proposes_the_rotation_and_scale",
+            "tests/test_verify_search.py::test_rotated_right_angles_register",
+            "tests/test_verify_search.py::test_mirrored_pair_needs_allow_reflection",
+            "tests/test_verify_search.py::test_common_case_does_not_search",
+        ),
+    ),
+    "uncertainty": ("sarreg/uncertainty.py", ("tests/test_uncertainty.py",)),
     "output": (
         "sarreg/output.py",
         (
