@@ -66,3 +66,20 @@ def test_masked_smoothing_is_a_normalized_convolution():
     sm = _smooth(step, np.ones_like(valid), 2.0)
     assert 0.2 < sm[10, 23] < 0.5 and 0.5 < sm[10, 24] < 0.8
     np.testing.assert_allclose(sm[:, :10], 0.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("flat", ["ref", "mov"])
+def test_featureless_windows_are_not_tried(flat):
+    """A window with no texture in either image cannot tell a shift: it is skipped, so a pair
+    with one featureless side is inconclusive (0 windows tried), never a verdict."""
+    from sarreg.verify import Verdict, verify_registration
+
+    rng = np.random.default_rng(2)
+    textured = rng.random((160, 160)).astype(np.float32)
+    blank = np.full((160, 160), 0.5, np.float32)
+    ref, mov = (blank, textured) if flat == "ref" else (textured, blank)
+    v = verify_registration(ref, None, mov, None, np.eye(3))
+    assert v.verdict is Verdict.INCONCLUSIVE and v.windows_tried == 0
+    # the textured image against itself: windows tried and agreeing
+    same = verify_registration(textured, None, textured, None, np.eye(3))
+    assert same.verdict is Verdict.PASS and same.windows_tried > 0
