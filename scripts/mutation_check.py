@@ -219,6 +219,12 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
     ),
     "verify": (
         Equivalent(
+            "_shrink_finer_moving",
+            "k = 1.0 / np.sqrt(det) if det > 0 else 1.0  # moving px per reference px",
+            "k = 1.0 / np.sqrt(det) if det > 0 else 0.0  # moving px per reference px",
+            "k is only compared with 1.5: for a singular matrix 0 and 1 both keep the image",
+        ),
+        Equivalent(
             "window_correction",
             'if model == "similarity":',
             'if model >= "similarity":',
