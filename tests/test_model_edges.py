@@ -107,3 +107,13 @@ def test_channels_last_keeps_a_channels_last_tensor_and_converts_one_channel():
     got = _channels_last(plain)
     assert got.stride(1) == 1 and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, plain)
+
+
+def test_layer_specs_refuse_a_width_or_dimension_below_one():
+    """mchan and dim of at least 1 build a network (the smallest: one channel per unit of
+    width, 1-D descriptors); 0 or negative is refused before any layer is made."""
+    specs = layer_specs("fast_r2d2", mchan=1, dim=1)
+    assert [s.out_channels for s in specs] == [8, 8, 16, 16, 32, 32, 32, 32, 1]
+    for mchan, dim in [(0, 128), (-2, 128), (4, 0), (4, -1)]:
+        with pytest.raises(ValueError, match="positive"):
+            layer_specs("r2d2", mchan=mchan, dim=dim)
