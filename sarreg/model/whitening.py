@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -70,8 +69,12 @@ class DescriptorWhitening(nn.Module):
             return desc
         m = self.matrix.to(desc.device)
         mu = self.mean.to(desc.device)
-        out = (desc.float() - mu) @ m.t()
-        return F.normalize(out, p=2, dim=-1).to(desc.dtype)
+        flat = desc.float().reshape(-1, m.shape[1])
+        # (d - mean) @ M^T = d @ M^T - M mean: one matrix product with the mean in its bias,
+        # then the rows scaled to unit norm in place (as F.normalize, eps 1e-12)
+        out = torch.addmm(torch.mv(m, mu).neg_(), flat, m.t())
+        norm = torch.linalg.vector_norm(out, dim=1, keepdim=True).clamp_min_(1e-12)
+        return out.div_(norm).reshape(desc.shape).to(desc.dtype)
 
 
 def fit_whitening(
