@@ -72,9 +72,11 @@ class DescriptorWhitening(nn.Module):
         flat = desc.float().reshape(-1, m.shape[1])
         # (d - mean) @ M^T = d @ M^T - M mean: one matrix product with the mean in its bias,
         # then the rows scaled to unit norm in place (as F.normalize, eps 1e-12)
-        out = torch.addmm(torch.mv(m, mu).neg_(), flat, m.t())
-        norm = torch.linalg.vector_norm(out, dim=1, keepdim=True).clamp_min_(1e-12)
-        return out.div_(norm).reshape(desc.shape).to(desc.dtype)
+        out = torch.addmm(torch.mv(m, mu).neg(), flat, m.t())
+        norm = torch.linalg.vector_norm(out, dim=1, keepdim=True)
+        if torch.is_grad_enabled() and out.requires_grad:  # training: autograd needs out, norm
+            return (out / norm.clamp_min(1e-12)).reshape(desc.shape).to(desc.dtype)
+        return out.div_(norm.clamp_min_(1e-12)).reshape(desc.shape).to(desc.dtype)
 
 
 def fit_whitening(
