@@ -71,12 +71,12 @@ class DescriptorWhitening(nn.Module):
         mu = self.mean.to(desc.device)
         flat = desc.float().reshape(-1, m.shape[1])
         # (d - mean) @ M^T = d @ M^T - M mean: one matrix product with the mean in its bias,
-        # then the rows scaled to unit norm in place (as F.normalize, eps 1e-12)
+        # then the rows scaled to unit norm (as F.normalize, eps 1e-12): in place at
+        # inference, out of place when autograd needs the product (training)
         out = torch.addmm(torch.mv(m, mu).neg(), flat, m.t())
-        norm = torch.linalg.vector_norm(out, dim=1, keepdim=True)
-        if torch.is_grad_enabled() and out.requires_grad:  # training: autograd needs out, norm
-            return (out / norm.clamp_min(1e-12)).reshape(desc.shape).to(desc.dtype)
-        return out.div_(norm.clamp_min_(1e-12)).reshape(desc.shape).to(desc.dtype)
+        norm = torch.linalg.vector_norm(out, dim=1, keepdim=True).clamp_min(1e-12)
+        out = out / norm if torch.is_grad_enabled() and out.requires_grad else out.div_(norm)
+        return out.reshape(desc.shape).to(desc.dtype)
 
 
 def fit_whitening(
