@@ -859,7 +859,9 @@ def run_batch(
             )
         )
         if pending and client is None:
-            with _threads_restored():
+            from sarreg.model.runtime import threads_restored
+
+            with threads_restored():
                 for job, fp in pending:
                     results[job.index] = run_scene(
                         job, config, fp, settings.threads_per_worker, model_sha
@@ -891,20 +893,6 @@ def _quiet_dask() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(old)
-
-
-@contextlib.contextmanager
-def _threads_restored() -> Iterator[None]:
-    """Restore this process's PyTorch/OpenCV thread counts after in-process scenes."""
-    import cv2
-    import torch
-
-    torch_threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(torch_threads)
-        cv2.setNumThreads(cv_threads)
 
 
 def _clean_unfinished(pending, results) -> None:

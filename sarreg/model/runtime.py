@@ -34,12 +34,14 @@ their first run (one session per thread count), so :func:`set_threads` sets both
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,21 @@ def set_threads(threads: int) -> None:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+
+
+@contextlib.contextmanager
+def threads_restored() -> Iterator[None]:
+    """Restore this process's PyTorch and OpenCV thread counts on leaving the block (in-process
+    batch scenes and training set their own)."""
+    import cv2
+
+    torch_threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+        cv2.setNumThreads(cv_threads)
 
 
 #: allocations from this size on are mapped and unmapped by glibc malloc (see bound_allocator)

@@ -33,6 +33,7 @@ import torch
 from sarreg.errors import CheckpointError, ConfigError, DataError, TrainingError
 from sarreg.model.checkpoint import load_checkpoint, save_checkpoint
 from sarreg.model.r2d2 import R2D2Net
+from sarreg.model.runtime import threads_restored
 from sarreg.training import whiten
 from sarreg.training.config import ModelConfig, OptimConfig, TrainConfig, save_config
 from sarreg.training.data import (
@@ -295,7 +296,8 @@ def train(
     if train_logger.getEffectiveLevel() > logging.INFO:
         train_logger.setLevel(logging.INFO)
     try:
-        return _train(cfg, out, resume, init, progress)
+        with threads_restored():  # _train sets its own thread counts
+            return _train(cfg, out, resume, init, progress)
     except BaseException:
         handler.close()
         run_folder.discard_if_untrained()

@@ -54,6 +54,18 @@ def test_resume_with_another_architecture_is_a_checkpoint_error(tiny_config):
         train(tiny_config(steps=3), resume=best_only, progress=False)
 
 
+def test_training_leaves_the_callers_thread_counts(tiny_config):
+    """train() runs on cfg.threads torch threads and one OpenCV thread, then gives the caller
+    back its own counts (a library user's, or the next test's)."""
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    cfg = tiny_config(steps=1)
+    assert cfg.threads != before[0] or before[1] != 1  # train() changes at least one of them
+    train(cfg, progress=False)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == before
+
+
 def test_init_starts_from_given_weights(tiny_config):
     first = train(tiny_config(steps=1), progress=False)
     net, state = start_state(tiny_config(), None, first.last)
