@@ -10,7 +10,6 @@ transform is the prior of the full-resolution tiles (:mod:`sarreg.tiles`).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -259,12 +258,11 @@ def fit_searched(
         todo = [(search.Hypothesis(), False)] if used_prior else []
         # also when the images give too few matches as they are: a large scale does that
         log.info("the plain fit is weak or fails its check; searching orientation and scale")
-        ratio = math.sqrt(img_mov.size / max(img_ref.size, 1))
         todo += [
             (h, False)
             for h in search.hypotheses(
                 flips=True,
-                size_ratio=ratio,
+                size_ratio=search.size_ratio(img_ref.shape, img_mov.shape),
                 flips_first=config.estimate.allow_reflection,
                 proposals=[p.hypothesis for p in proposals],
             )

@@ -231,6 +231,12 @@ def upsample_factor(
     return float(np.clip(MIN_EXTRACT_SIDE / max(side, 1.0), 1.0, MAX_UPSAMPLE))
 
 
+def size_ratio(shape_ref: tuple[int, ...], shape_mov: tuple[int, ...]) -> float:
+    """Side of the moving image over the reference's, ``sqrt(pixels_mov / pixels_ref)`` of
+    two ``(H, W)`` shapes: the scale hint of :func:`hypotheses` for plain images."""
+    return math.sqrt(math.prod(shape_mov) / max(math.prod(shape_ref), 1))
+
+
 def hypotheses(
     flips: bool = True,
     scales: Iterable[float] = SCALES,

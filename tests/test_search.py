@@ -68,6 +68,19 @@ def test_hypothesis_at_any_angle_maps_pixels_as_its_matrix_says():
         np.testing.assert_allclose(g, h[:2, :2], atol=1e-9)  # scale 1: same linear part
 
 
+def test_size_ratio_ranks_the_scale_of_the_image_sizes_first():
+    """A moving image a quarter of the reference's side makes scale 1/4 the first scaled
+    hypothesis; the ratio is of sides (square root of the pixel counts), for any aspect."""
+    assert search.size_ratio((1024, 1024), (256, 256)) == 0.25
+    assert search.size_ratio((256, 256), (1024, 1024)) == 4.0
+    assert search.size_ratio((100, 400), (200, 200)) == 1.0
+    assert search.size_ratio((0, 0), (10, 10)) == 10.0  # empty reference: no division by zero
+    scaled = [h for h in search.hypotheses(flips=False, size_ratio=0.25) if h.scale != 1.0]
+    assert scaled[0].scale == 0.25 and scaled[0].rotation_deg == 0
+    scaled = [h for h in search.hypotheses(flips=False, size_ratio=4.0) if h.scale != 1.0]
+    assert scaled[0].scale == 4.0
+
+
 @pytest.mark.parametrize(("deg", "scale", "flip"), [(37.0, 1.3, False), (-130.0, 0.6, False),
                                                     (30.0, 1.0, True)])  # fmt: skip
 def test_fourier_mellin_proposes_the_rotation_and_scale(crop, deg, scale, flip):

@@ -43,6 +43,11 @@ def test_vsimem_moving_image_registers_end_to_end(vsimem_moving, tmp_path, mode,
     err = mapping_rmse(np.array(rep["transform"]["pixel_matrix"]), truth, (250, 350))
     assert err < 0.42  # measured 0.317
     assert err / 2 < rep["error_estimate"]["rms_px"] < 2 * err  # measured 0.456
+    # no tiles, no search: the one attempt is the coarse fit on all the matches
+    (attempt,) = rep["search"]["tried"]
+    assert not rep["search"]["searched"] and rep["coarse"] is None
+    assert attempt["inlier_share"] == round(attempt["inliers"] / rep["matches"], 4)
+    assert 0.9 * rep["inliers"] <= attempt["inliers"] <= rep["matches"]
     with rasterio.open(out) as o, rasterio.open(vsimem_moving) as m:
         assert o.read(1).any()
         if mode == "georef":  # the moving pixels, unchanged
@@ -87,6 +92,10 @@ def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
     assert not alone.windowed and alone.report["coarse"] is None
     assert all(t["status"] == "region" for t in alone.tiles)
     assert tiled.windowed and tiled.report["coarse"]["decimation_ref"] == 2
+    # the coarse fit's RANSAC threshold is in coarse pixels: on this clean pair nearly every
+    # match is an inlier (measured 0.977; the same threshold in full-resolution pixels: 0.904)
+    coarse = tiled.report["coarse"]
+    assert coarse["inliers"] >= 0.95 * coarse["matches"]
     used = [t for t in tiled.tiles if t["status"] == "used"]
     assert len(used) >= 3 and tiled.report["tile_grid"]["chosen"] == "auto"
     # the automatic grid never covers the whole overlap (no dense pass)
@@ -115,3 +124,30 @@ def test_tile_grid_rule():
     assert n == 2 and n * n * size * size <= 0.5 * 1200**2
     assert tile_grid(300**2, linear=True) == (1, 256)
     assert tile_grid(4096**2, linear=True, tiles=5, tile_size=300) == (5, 300)
+
+
+@pytest.mark.parametrize(
+    ("dec_ref", "dec_mov", "prior_scale", "tiled"),
+    [
+        (1.0, 1.0, None, False),  # read as they are: the coarse fit is the registration
+        (1.01, 1.0, None, False),  # within 2 %: tiles would read the same pixels
+        (1.05, 1.0, None, True),
+        (1.0, 1.05, None, True),
+        (1.5, 1.0, None, True),
+        (1.0, 1.5, None, True),
+        (2.0, 1.0, 2.0, False),  # the finer reference is read at the moving pixel size anyway
+        (2.5, 1.0, 2.0, True),
+        (1.0, 2.0, 0.5, False),
+        (1.0, 2.5, 0.5, True),
+        (1.0, 1.0, 1.0, False),
+    ],
+)
+def test_tiles_only_when_the_coarse_read_is_decimated_beyond_the_tiles(
+    dec_ref, dec_mov, prior_scale, tiled
+):
+    from types import SimpleNamespace
+
+    from sarreg.coarse import needs_tiles
+
+    ref, mov = SimpleNamespace(decimation=dec_ref), SimpleNamespace(decimation=dec_mov)
+    assert needs_tiles(ref, mov, prior_scale) is tiled
