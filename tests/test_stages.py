@@ -151,3 +151,26 @@ def test_tiles_only_when_the_coarse_read_is_decimated_beyond_the_tiles(
 
     ref, mov = SimpleNamespace(decimation=dec_ref), SimpleNamespace(decimation=dec_mov)
     assert needs_tiles(ref, mov, prior_scale) is tiled
+
+
+def test_moving_image_with_too_few_keypoints_is_refused_as_featureless(tmp_path, capsys):
+    """A moving image valid only on 16 x 16 pixels gives 3 keypoints: refused (exit 6) as
+    featureless, naming the moving image and what it holds, before any matching; no output."""
+    with rasterio.open(DEMO / "moving.tif") as src:
+        profile, data = src.profile, src.read(1).astype(np.float32)
+    valid = np.zeros(data.shape, bool)
+    valid[100:116, 100:116] = True
+    data[~valid] = -9999.0
+    profile.update(dtype="float32", nodata=-9999.0, count=1)
+    mov = tmp_path / "mostly_nodata.tif"
+    with rasterio.open(mov, "w", **profile) as dst:
+        dst.write(data, 1)
+    out = tmp_path / "out" / "o.tif"
+    out.parent.mkdir()
+    args = ["register", str(DEMO / "reference.tif"), str(mov), "-o", str(out), "--no-progress"]
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 6, err
+    assert err.startswith("sarreg: error: the moving image") and "gave only" in err
+    assert "featureless" in err and len(err.splitlines()) == 1
+    assert list(out.parent.iterdir()) == []
