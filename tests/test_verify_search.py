@@ -155,6 +155,25 @@ def test_scaled_four_registers(data_dir, tmp_path):
     assert mapping_rmse(res.matrix, truth, (400, 400)) < 1.0
 
 
+def test_verified_scale_outside_the_range_is_refused_at_once(data_dir, tmp_path):
+    """The same 4x pair with ``scale_range`` (0.5, 2): the scale-4 hypothesis passes its check
+    on the images, so its scale (0.25) is refused as implausible (exit 8), with no output,
+    instead of searching on and ending as "too few matches"."""
+    from sarreg.errors import DegenerateTransformError
+
+    ref_a, _, _ = _umbra(data_dir, 300, 300, 1600, out_shape=(400, 400))
+    mov_a, _, _ = _umbra(data_dir, 900, 900, 400)
+    ref = _write(tmp_path / "ref.tif", ref_a)
+    mov = _write(tmp_path / "mov.tif", mov_a)
+    out = tmp_path / "out" / "o.tif"
+    out.parent.mkdir()
+    cfg = RegisterConfig(estimate=EstimateConfig(transform="similarity", scale_range=(0.5, 2.0)))
+    with pytest.raises(DegenerateTransformError, match="scale") as exc:
+        register(ref, mov, out, cfg)
+    assert exc.value.exit_code == 8
+    assert list(out.parent.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def georef_crop(data_dir):
     a, t, crs = _umbra(data_dir, 700, 700, 512)
