@@ -243,7 +243,9 @@ def fit_searched(
                 raise
             att.payload = (matches, feats, tie, fit, f_ref)
         except (TooFewMatchesError, DegenerateTransformError) as err:
-            att.error = err
+            # without its traceback: its frames would hold this attempt's images and features
+            # (with local descriptors) for as long as the search keeps the attempt
+            att.error = err.with_traceback(None)
         return att
 
     used_prior = prior_work is not None

@@ -487,6 +487,17 @@ def run_search(
         log.info("search: %s%s -> %s", hyp.describe(), " (prior)" if use_prior else "",
                  att.summary()["verdict"] or att.error)  # fmt: skip
         if is_convincing(att) or att.final:
+            _keep_payload_of(att, tried)
             return SearchResult(att, tried)
+        _keep_payload_of(max(tried, key=lambda a: a.score), tried)
     best = max(tried, key=lambda a: a.score)
     return SearchResult(best, tried)
+
+
+def _keep_payload_of(best: Attempt, tried: list[Attempt]) -> None:
+    """Release the payloads (features, matches) of every attempt in ``tried`` but ``best``:
+    only the winner's are used, and a search of 40 hypotheses would otherwise hold 40 sets of
+    moving features with their local descriptors (about 3 GB)."""
+    for a in tried:
+        if a is not best:
+            a.payload = None

@@ -68,6 +68,24 @@ def test_hypothesis_at_any_angle_maps_pixels_as_its_matrix_says():
         np.testing.assert_allclose(g, h[:2, :2], atol=1e-9)  # scale 1: same linear part
 
 
+def test_search_keeps_only_the_best_attempts_payload():
+    """Each attempt's payload (its moving features, with local descriptors: tens of MB) is
+    released as soon as another attempt ranks above it; the winner keeps its own."""
+    seen = []
+
+    def try_one(hyp, use_prior):
+        seen.append(search.Attempt(hyp, use_prior, n_inliers=int(hyp.rotation_deg) // 10,
+                                   payload=f"features {hyp.rotation_deg}"))  # fmt: skip
+        return seen[-1]
+
+    first = search.Attempt(search.Hypothesis(), n_inliers=5, payload="features as is")
+    todo = [(search.Hypothesis(r), False) for r in (90, 180, 45)]
+    res = search.run_search(todo, try_one, first)
+    assert res.best is seen[1] and res.best.payload == "features 180"
+    assert [a.payload for a in res.tried if a is not res.best] == [None, None, None]
+    assert len(res.tried) == 4  # all still reported
+
+
 def test_size_ratio_ranks_the_scale_of_the_image_sizes_first():
     """A moving image a quarter of the reference's side makes scale 1/4 the first scaled
     hypothesis; the ratio is of sides (square root of the pixel counts), for any aspect."""
