@@ -30,11 +30,9 @@ def _threads_per_worker():
     """Each xdist worker's PyTorch and OpenCV use its share of the cores."""
     threads = _worker_threads()
     if threads is not None:
-        import cv2
-        import torch
+        from sarreg.model.runtime import set_threads
 
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(threads)
+        set_threads(threads)
     yield
 
 

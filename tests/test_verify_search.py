@@ -135,12 +135,17 @@ def test_scaled_quarter_registers(data_dir, tmp_path):
     assert np.sqrt((d**2).sum(axis=1).mean()) < 1.0
 
 
-def test_scaled_four_registers(data_dir, tmp_path):
-    """Moving pixels 4x finer: a 400 px full-resolution crop against the area read at 1/4."""
+def _four_times_finer(data_dir, tmp_path):
+    """(reference, moving) files: a 400 px full-resolution crop (moving) against the 1600 px
+    area around it read at 1/4 (reference)."""
     ref_a, _, _ = _umbra(data_dir, 300, 300, 1600, out_shape=(400, 400))
     mov_a, _, _ = _umbra(data_dir, 900, 900, 400)
-    ref = _write(tmp_path / "ref.tif", ref_a)
-    mov = _write(tmp_path / "mov.tif", mov_a)
+    return _write(tmp_path / "ref.tif", ref_a), _write(tmp_path / "mov.tif", mov_a)
+
+
+def test_scaled_four_registers(data_dir, tmp_path):
+    """Moving pixels 4x finer: a 400 px full-resolution crop against the area read at 1/4."""
+    ref, mov = _four_times_finer(data_dir, tmp_path)
     # moving px x' is full-res x' + 900 = reference px (x' + 900 - 300 + 0.5) / 4 - 0.5
     truth = np.array([[0.25, 0.0, 600.5 / 4 - 0.5], [0.0, 0.25, 600.5 / 4 - 0.5], [0, 0, 1.0]])
     res = register(
@@ -161,10 +166,7 @@ def test_verified_scale_outside_the_range_is_refused_at_once(data_dir, tmp_path)
     instead of searching on and ending as "too few matches"."""
     from sarreg.errors import DegenerateTransformError
 
-    ref_a, _, _ = _umbra(data_dir, 300, 300, 1600, out_shape=(400, 400))
-    mov_a, _, _ = _umbra(data_dir, 900, 900, 400)
-    ref = _write(tmp_path / "ref.tif", ref_a)
-    mov = _write(tmp_path / "mov.tif", mov_a)
+    ref, mov = _four_times_finer(data_dir, tmp_path)
     out = tmp_path / "out" / "o.tif"
     out.parent.mkdir()
     cfg = RegisterConfig(estimate=EstimateConfig(transform="similarity", scale_range=(0.5, 2.0)))
