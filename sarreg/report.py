@@ -134,6 +134,23 @@ def _pick(idx: np.ndarray, n: int) -> np.ndarray:
     return idx[np.linspace(0, len(idx) - 1, n).round().astype(int)]
 
 
+def lines_drawn(inliers: np.ndarray, max_lines: int = MAX_LINES) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the matches the plot draws: ``(inliers, outliers)``, at most ``max_lines``
+    in all and up to a quarter of them outliers (more when there are too few inliers to fill
+    the rest), each evenly spread over the matches (:func:`_pick`).
+
+    Args:
+        inliers: ``(N,)`` bool, True for RANSAC inliers.
+    """
+    inliers = np.asarray(inliers, dtype=bool).reshape(-1)
+    n_in, n_out = int(inliers.sum()), int((~inliers).sum())
+    n_out_drawn = min(n_out, max_lines // 4)  # keep some outliers visible
+    n_in_drawn = min(n_in, max_lines - n_out_drawn)
+    n_out_drawn = min(n_out, max_lines - n_in_drawn)
+    return (_pick(np.flatnonzero(inliers), n_in_drawn),
+            _pick(np.flatnonzero(~inliers), n_out_drawn))  # fmt: skip
+
+
 def plot_registration(
     ref_img: np.ndarray,
     mov_img: np.ndarray,
@@ -192,12 +209,7 @@ def plot_registration(
     p_ref = _to_display_xy(kp_ref, s_ref)
     p_mov = _to_display_xy(kp_mov, s_mov) + [x_off, 0]
 
-    n_in, n_out = int(inliers.sum()), int((~inliers).sum())
-    n_out_drawn = min(n_out, MAX_LINES // 4)  # keep some outliers visible
-    n_in_drawn = min(n_in, MAX_LINES - n_out_drawn)
-    n_out_drawn = min(n_out, MAX_LINES - n_in_drawn)
-    in_idx = _pick(np.flatnonzero(inliers), n_in_drawn)
-    out_idx = _pick(np.flatnonzero(~inliers), n_out_drawn)
+    in_idx, out_idx = lines_drawn(inliers)
     cmap = matplotlib.colormaps["gray"].with_extremes(bad=(0.15, 0.2, 0.35))  # nodata / padding
 
     fig = Figure(figsize=(14, 6), dpi=100)

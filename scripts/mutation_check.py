@@ -156,10 +156,14 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             "tests/test_verify_search.py::test_common_case_does_not_search",
         ),
     ),
-    "uncertainty": ("sarreg/uncertainty.py", ("tests/test_uncertainty.py",)),
+    "uncertainty": (
+        "sarreg/uncertainty.py",
+        ("tests/test_uncertainty_units.py", "tests/test_uncertainty.py"),
+    ),
     "output": (
         "sarreg/output.py",
         (
+            "tests/test_output_stage.py",
             "tests/test_outputs_checked_first.py",
             "tests/test_gis.py",
             "tests/test_stages.py::test_vsimem_moving_image_registers_end_to_end",
@@ -182,6 +186,22 @@ class Equivalent:
 
 #: module -> its annotated equivalent mutants (reviewed by hand; see the module docstring)
 EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
+    "output": (
+        Equivalent(
+            "write_output",
+            'if config.output.mode == "resample":',
+            'if config.output.mode >= "resample":',
+            "the mode is validated to 'resample' or 'georef', and 'georef' < 'resample'",
+        ),
+        Equivalent(
+            "gcp_indices",
+            'if config.output.mode != "georef" or transform_model(config.estimate.transform)'
+            ".geotransform:",
+            'if config.output.mode > "georef" or transform_model(config.estimate.transform)'
+            ".geotransform:",
+            "the mode is validated to 'resample' or 'georef', and 'resample' > 'georef'",
+        ),
+    ),
     "geometry": (
         Equivalent(
             "_loo_linear",

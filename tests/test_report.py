@@ -15,7 +15,15 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from sarreg.errors import OutputExistsError
-from sarreg.report import checkerboard, plot_registration, to_jsonable, write_report
+from sarreg.report import (
+    _display,
+    checkerboard,
+    lines_drawn,
+    plot_registration,
+    to_jsonable,
+    transform_entry,
+    write_report,
+)
 
 
 @dataclass
@@ -141,3 +149,65 @@ def test_plot_decimates_large_images(tmp_path):
     out = plot_registration(ref, ref[:, :3000], ref, kp, kp * 0.5, [True, True, False],
                             tmp_path / "big.png", checker=3)  # fmt: skip
     assert mpimg.imread(out).shape == (600, 1400, 4)
+
+
+def test_lines_drawn_keep_up_to_a_quarter_for_outliers():
+    """At most 300 lines: a quarter go to outliers when both abound; either kind fills the
+    rest when the other is short; each set is spread from the first to the last match."""
+    many = np.r_[np.ones(1000, bool), np.zeros(1000, bool)]
+    i, o = lines_drawn(many, 300)
+    assert (len(i), len(o)) == (225, 75)
+    assert many[i].all() and not many[o].any()
+    assert (i[0], i[-1], o[0], o[-1]) == (0, 999, 1000, 1999)
+    few_out, few_in = np.r_[np.ones(1000, bool), np.zeros(10, bool)], many[990:]
+    assert [len(x) for x in lines_drawn(few_out)] == [290, 10]
+    assert [len(x) for x in lines_drawn(few_in)] == [10, 290]
+
+
+@pytest.mark.parametrize(
+    ("shape", "step"), [((100, 300), 1), ((2048, 10), 1), ((2049, 10), 2), ((10, 5000), 3)]
+)
+def test_display_decimates_by_the_smallest_step_that_fits(shape, step):
+    shown, s = _display(np.zeros(shape), 2048)
+    assert s == step
+    assert shown.shape == (-(-shape[0] // step), -(-shape[1] // step))
+    assert max(shown.shape) <= 2048
+
+
+def test_plot_marks_the_inliers_in_yellow(tmp_path):
+    grey = np.full((200, 200), 0.5, np.float32)
+    kp = np.random.default_rng(0).uniform(10, 190, (50, 2))
+
+    def yellow(inliers) -> int:
+        out = plot_registration(grey, grey, None, kp, kp, inliers, tmp_path / "p.png")
+        rgb = mpimg.imread(out)[..., :3]
+        return int(((rgb[..., 0] > 0.8) & (rgb[..., 1] > 0.8) & (rgb[..., 2] < 0.3)).sum())
+
+    assert yellow(np.ones(50, bool)) > 20
+    assert yellow(np.zeros(50, bool)) == 0
+
+
+def test_transform_entry_gives_where_the_centre_lands_and_the_georeferencing_shift():
+    """Moving image 201 x 101 px: its centre (100, 50) lands at (110, 55) by the fit and at
+    (107, 58) by the georeferencing; on a 2 m grid (north up) that is 3 px right and 3 px up,
+    (6, 6) m, 8.49 m."""
+    from sarreg.config import RegisterConfig
+    from sarreg.geometry import TransformFit
+    from sarreg.io import RasterInfo
+
+    matrix = np.array([[1.0, 0.0, 10.0], [0.0, 1.0, 5.0], [0.0, 0.0, 1.0]])
+    fit = TransformFit("affine", matrix, np.ones(4, bool), 4, 0.1, 0.1, np.zeros(4), 3.0)
+
+    def info(shape, transform):
+        return RasterInfo("x.tif", shape, 1, "float32", transform, CRS.from_epsg(32633), None,
+                          ("",), ("",), False)  # fmt: skip
+
+    ref = info((300, 300), Affine(2.0, 0.0, 1000.0, 0.0, -2.0, 5000.0))
+    out = transform_entry(fit, RegisterConfig(), ref, info((101, 201), None),
+                          lambda xy: xy + [7.0, 8.0])  # fmt: skip
+    assert out["moving_centre_to_reference_px"] == [110.0, 55.0]
+    shift = out["georeferencing_shift_at_centre"]
+    assert shift["ref_px"] == [3.0, -3.0]
+    assert shift["map_units"] == pytest.approx([6.0, 6.0])
+    assert shift["map_distance"] == pytest.approx(np.hypot(6.0, 6.0))
+    assert out["corrected_geotransform"] == pytest.approx([2.0, 0.0, 1020.0, 0.0, -2.0, 4990.0])

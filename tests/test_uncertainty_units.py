@@ -1,0 +1,96 @@
+"""Unit laws of the error estimate (sarreg.uncertainty) on synthetic tie points and windows.
+
+No images: the verification windows are written out as :class:`sarreg.verify.Verification`
+records (window centres and residual shifts, checked reference pixels), so each figure has a
+value known in closed form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarreg.uncertainty import (
+    ErrorEstimate,
+    _alignment_field,
+    _window_refit,
+    corner_points,
+    predicted_error,
+)
+from sarreg.verify import Verdict, Verification
+
+
+def _verification(xy, d, scale: float = 1.0) -> Verification:
+    """A passed check whose windows (all with a clear peak) sit at ``xy`` ``(K, 2)`` with
+    residual shifts ``d`` ``(K, 2)`` (checked pixels, ``scale`` full-resolution px each)."""
+    wins = [
+        {"x": float(x), "y": float(y), "dx": float(a), "dy": float(b), "clear": True}
+        for (x, y), (a, b) in zip(np.asarray(xy, float), np.asarray(d, float), strict=True)
+    ]
+    return Verification(Verdict.PASS, len(wins), len(wins), 0.0, 0.0, 0.0, scale, wins)
+
+
+SQUARE = [[100.0, 100.0], [300.0, 100.0], [300.0, 300.0], [100.0, 300.0]]
+
+
+def test_corner_points_are_the_pixel_centres_of_the_corners_and_the_centre():
+    assert corner_points((5, 9)).tolist() == [[0, 0], [8, 0], [8, 4], [0, 4], [4, 2]]
+
+
+def test_report_gives_the_error_to_a_ten_thousandth_of_a_pixel_and_in_map_units():
+    est = ErrorEstimate(0.123456, 0.2, (0.1, 0.1, 0.1, 0.1, 0.123456), "covariance", 40, 10.0)
+    out = est.to_dict()
+    assert out["rms_px"] == 0.1235
+    assert out["points_px"][4] == 0.1235
+    assert out["rms_map_units"] == 1.2346
+    assert out["max_map_units"] == 2.0
+    assert est.rms_map == pytest.approx(1.23456)
+    assert "rms_map_units" not in ErrorEstimate(0.1, 0.1, (0.1,) * 5, "covariance", 4).to_dict()
+
+
+@pytest.mark.parametrize(("model", "n"), [("translation", 1), ("similarity", 2), ("affine", 3)])
+def test_error_of_an_exactly_determined_fit_is_a_number(model, n):
+    """As many equations as parameters leave no residual to scale the covariance with: the
+    estimate is still a finite figure (a report cannot hold a division by zero)."""
+    src = np.array([[10.0, 20.0], [200.0, 40.0], [60.0, 180.0]])[:n]
+    est = predicted_error(model, src, src + [3.0, -2.0], (256, 256))
+    assert np.isfinite(est.rms_px) and est.rms_px < 1e-6
+
+
+def test_alignment_field_needs_three_clear_windows():
+    pts = np.array([[0.0, 0.0], [400.0, 400.0]])
+    assert _alignment_field(_verification(SQUARE[:2], [[1.0, 0.0]] * 2), pts) is None
+    field, se = _alignment_field(_verification(SQUARE[:3], [[1.0, 0.0]] * 3), pts)
+    assert field == pytest.approx([1.0, 1.0]) and se == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_alignment_field_is_in_full_resolution_pixels():
+    """Shifts of 0.5 checked pixels on a check at half resolution (scale 2) are 1 px."""
+    ver = _verification(SQUARE, [[0.3, 0.4]] * 4, scale=2.0)
+    field, _ = _alignment_field(ver, np.array([[0.0, 0.0], [600.0, 600.0]]))
+    assert field == pytest.approx([1.0, 1.0])
+
+
+def test_window_refit_needs_the_windows_its_model_needs():
+    ver = _verification(SQUARE[:3], [[0.5, 0.0]] * 3)
+    assert _window_refit("translation", np.eye(3), ver, (400, 400)) is None
+    assert _window_refit("translation", np.eye(3), None, (400, 400)) is None
+
+
+def test_window_refit_tells_how_far_the_fit_is_from_the_windows():
+    """Four windows that all see the moving content 0.5 px right of where the fit puts it:
+    the translation refitted on them is 0.5 px from the fit everywhere, with no spread."""
+    ver = _verification(SQUARE, [[0.5, 0.0]] * 4)
+    out = _window_refit("translation", np.eye(3), ver, (400, 400))
+    assert out == pytest.approx([0.5] * 5)
+
+
+def test_window_refit_adds_the_bootstrap_spread_of_the_windows():
+    """Residual shifts (3, -1, -1, -1) px: the windows' refit is the fit itself (mean 0), and
+    the spread of a translation refit on bootstrap samples of the four windows is the
+    standard error of their mean, sqrt(mean(d^2) / 4) = sqrt(3) / 2 px, at every point."""
+    ver = _verification(SQUARE, [[3.0, 0.0], [-1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    shift = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 7.0], [0.0, 0.0, 1.0]])
+    out = _window_refit("translation", shift, ver, (400, 400), n_boot=4000)
+    assert out is not None
+    assert out**2 == pytest.approx([0.75] * 5, abs=0.08)
