@@ -139,7 +139,12 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "estimate": (
         "sarreg/estimate.py",
-        ("tests/test_refine.py", "tests/test_uncertainty.py", "tests/test_prior.py"),
+        (
+            "tests/test_estimate_units.py",
+            "tests/test_refine.py",
+            "tests/test_uncertainty.py",
+            "tests/test_prior.py",
+        ),
     ),
     "verify": (
         "sarreg/verify.py",
