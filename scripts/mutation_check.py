@@ -191,6 +191,15 @@ class Equivalent:
 
 #: module -> its annotated equivalent mutants (reviewed by hand; see the module docstring)
 EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
+    "uncertainty": (
+        Equivalent(
+            "_covariance",
+            "sc = float(np.sqrt(((src - c) ** 2).sum(axis=1).mean())) or 1.0",
+            "sc = float(np.sqrt(((src - c) % 2).sum(axis=1).mean())) or 1.0",
+            "sc only conditions the least squares: the models' designs are linear in the "
+            "scaled coordinates, so any positive scale gives the same predicted variance",
+        ),
+    ),
     "output": (
         Equivalent(
             "write_output",

@@ -15,6 +15,7 @@ from sarreg.uncertainty import (
     _alignment_field,
     _window_refit,
     corner_points,
+    estimate_error,
     predicted_error,
 )
 from sarreg.verify import Verdict, Verification
@@ -41,6 +42,7 @@ def test_report_gives_the_error_to_a_ten_thousandth_of_a_pixel_and_in_map_units(
     est = ErrorEstimate(0.123456, 0.2, (0.1, 0.1, 0.1, 0.1, 0.123456), "covariance", 40, 10.0)
     out = est.to_dict()
     assert out["rms_px"] == 0.1235
+    assert ErrorEstimate(0.1, 0.123456, (0.1,) * 5, "covariance", 4).to_dict()["max_px"] == 0.1235
     assert out["points_px"][4] == 0.1235
     assert out["rms_map_units"] == 1.2346
     assert out["max_map_units"] == 2.0
@@ -62,6 +64,27 @@ def test_alignment_field_needs_three_clear_windows():
     assert _alignment_field(_verification(SQUARE[:2], [[1.0, 0.0]] * 2), pts) is None
     field, se = _alignment_field(_verification(SQUARE[:3], [[1.0, 0.0]] * 3), pts)
     assert field == pytest.approx([1.0, 1.0]) and se == pytest.approx([0.0, 0.0], abs=1e-9)
+
+
+def test_alignment_field_has_the_standard_error_of_its_windows():
+    """Three windows shifted by 1, 0 and 2 px in x: the translation field is their mean, 1 px,
+    with a standard error of sqrt(trace(sigma^2 (A^T A)^-1)) = sqrt(2 * 0.5 / 3) px, where
+    sigma^2 = 2 / (6 - 2) from the residuals."""
+    ver = _verification(SQUARE[:3], [[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+    field, se = _alignment_field(ver, np.array([[0.0, 0.0], [50.0, 400.0]]))
+    assert field == pytest.approx([1.0, 1.0])
+    assert se == pytest.approx([np.sqrt(1 / 3)] * 2)
+
+
+def test_alignment_field_follows_a_linear_misalignment():
+    """Nine windows (an affine field) whose x shift grows by 0.01 px per px from x = 200: the
+    field is 2 px at both image sides and 0 on the middle column, at any height."""
+    xy = np.array([[x, y] for y in (100.0, 200.0, 300.0) for x in (100.0, 200.0, 300.0)])
+    d = np.c_[0.01 * (xy[:, 0] - 200.0), np.zeros(9)]
+    pts = np.array([[0.0, 0.0], [400.0, 50.0], [200.0, 350.0], [200.0, 5.0]])
+    field, se = _alignment_field(_verification(xy, d), pts)
+    assert field == pytest.approx([2.0, 2.0, 0.0, 0.0], abs=1e-9)
+    assert se == pytest.approx([0.0] * 4, abs=1e-6)
 
 
 def test_alignment_field_is_in_full_resolution_pixels():
@@ -94,3 +117,17 @@ def test_window_refit_adds_the_bootstrap_spread_of_the_windows():
     out = _window_refit("translation", shift, ver, (400, 400), n_boot=4000)
     assert out is not None
     assert out**2 == pytest.approx([0.75] * 5, abs=0.08)
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_estimate_adds_the_fields_standard_error_to_the_misalignment(corrected):
+    """Exact tie points (no fit error of their own) and the three windows above: per point,
+    the error is sqrt(field^2 + se^2) = sqrt(1 + 1 / 3) px; the method says whether the fit
+    was corrected by the windows (not by default)."""
+    ver = _verification(SQUARE[:3], [[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+    xy = np.array(SQUARE + [[200.0, 200.0]])
+    kwargs = {"corrected": True} if corrected else {}
+    est = estimate_error("translation", xy, xy, (400, 400), np.eye(3), ver, **kwargs)
+    assert est.points_px == pytest.approx([np.sqrt(4 / 3)] * 5)
+    assert est.method == ("covariance+corrected by verification" if corrected
+                          else "covariance+verification")  # fmt: skip
