@@ -134,6 +134,31 @@ def _pick(idx: np.ndarray, n: int) -> np.ndarray:
     return idx[np.linspace(0, len(idx) - 1, n).round().astype(int)]
 
 
+def side_by_side(ref_img, mov_img, kp_ref: np.ndarray, kp_mov: np.ndarray):
+    """The plot's left panel: reference and moving image (each decimated by :func:`_display`)
+    side by side with a gap, top-aligned, NaN elsewhere, and the keypoints in its pixels.
+
+    Args:
+        ref_img, mov_img: ``(H, W)`` and ``(h, w)`` images.
+        kp_ref, kp_mov: ``(N, 2)`` x, y pixel centres in each image.
+
+    Returns:
+        ``(pair (rows, cols) float32, p_ref (N, 2), p_mov (N, 2), (ref_d, s_ref))``: the panel,
+        both keypoint sets in its pixel centres, and the decimated reference with its step.
+    """
+    ref_d, s_ref = _display(ref_img)
+    mov_d, s_mov = _display(mov_img)
+    gap = max(4, ref_d.shape[1] // 50)
+    height = max(ref_d.shape[0], mov_d.shape[0])
+    pair = np.full((height, ref_d.shape[1] + gap + mov_d.shape[1]), np.nan, np.float32)
+    pair[: ref_d.shape[0], : ref_d.shape[1]] = ref_d
+    x_off = ref_d.shape[1] + gap
+    pair[: mov_d.shape[0], x_off:] = mov_d
+    p_ref = _to_display_xy(kp_ref, s_ref)
+    p_mov = _to_display_xy(kp_mov, s_mov) + [x_off, 0]
+    return pair, p_ref, p_mov, (ref_d, s_ref)
+
+
 def lines_drawn(inliers: np.ndarray, max_lines: int = MAX_LINES) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the matches the plot draws: ``(inliers, outliers)``, at most ``max_lines``
     in all and up to a quarter of them outliers (more when there are too few inliers to fill
@@ -198,16 +223,7 @@ def plot_registration(
             f"{len(kp_ref)}, {len(kp_mov)}, {len(inliers)}"
         )
 
-    ref_d, s_ref = _display(ref_img)
-    mov_d, s_mov = _display(mov_img)
-    gap = max(4, ref_d.shape[1] // 50)
-    height = max(ref_d.shape[0], mov_d.shape[0])
-    pair = np.full((height, ref_d.shape[1] + gap + mov_d.shape[1]), np.nan, np.float32)
-    pair[: ref_d.shape[0], : ref_d.shape[1]] = ref_d
-    x_off = ref_d.shape[1] + gap
-    pair[: mov_d.shape[0], x_off:] = mov_d
-    p_ref = _to_display_xy(kp_ref, s_ref)
-    p_mov = _to_display_xy(kp_mov, s_mov) + [x_off, 0]
+    pair, p_ref, p_mov, (ref_d, s_ref) = side_by_side(ref_img, mov_img, kp_ref, kp_mov)
 
     in_idx, out_idx = lines_drawn(inliers)
     cmap = matplotlib.colormaps["gray"].with_extremes(bad=(0.15, 0.2, 0.35))  # nodata / padding
@@ -368,6 +384,13 @@ def transform_entry(fit, config, ref_info, mov_info, prior_full) -> dict:
     return info
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux: ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def build_report(
     *,
     version: str,
@@ -395,8 +418,6 @@ def build_report(
     written as GCPs, or None; ``coarse``: the coarse pass's entry when tiles followed it (None
     for a coarse-only registration); ``tiles``: tile records or residual regions.
     """
-    import resource
-
     inl = np.asarray(fit.inliers, dtype=bool)
     n_gcps = 0 if gcp_idx is None else int(len(np.unique(gcp_idx)))
     return {
@@ -426,7 +447,7 @@ def build_report(
             "sha256": getattr(loaded, "sha256", None),
         },
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
         "settings": dataclasses.asdict(config),
         "tie_points": tie_point_entries(tie, fit, gcp_idx, ref.info.transform, mov.info.transform),
     }

@@ -191,6 +191,14 @@ class Equivalent:
 
 #: module -> its annotated equivalent mutants (reviewed by hand; see the module docstring)
 EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
+    "report": (
+        Equivalent(
+            "transform_entry",
+            'info["moving_centre_to_reference_px"] = forward(centre)[0].tolist()',
+            'info["moving_centre_to_reference_px"] = forward(centre)[ -1].tolist()',
+            "centre holds one point, so its first row is its last",
+        ),
+    ),
     "uncertainty": (
         Equivalent(
             "_covariance",

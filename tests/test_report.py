@@ -17,9 +17,12 @@ from rasterio.windows import Window
 from sarreg.errors import OutputExistsError
 from sarreg.report import (
     _display,
+    _to_display_xy,
     checkerboard,
     lines_drawn,
+    peak_memory_mb,
     plot_registration,
+    side_by_side,
     to_jsonable,
     transform_entry,
     write_report,
@@ -210,4 +213,64 @@ def test_transform_entry_gives_where_the_centre_lands_and_the_georeferencing_shi
     assert shift["ref_px"] == [3.0, -3.0]
     assert shift["map_units"] == pytest.approx([6.0, 6.0])
     assert shift["map_distance"] == pytest.approx(np.hypot(6.0, 6.0))
+    # the other way: the georeferencing puts the centre at (113, 52), 3 px right of and 3 px
+    # above where it is
+    out = transform_entry(fit, RegisterConfig(), ref, info((101, 201), None),
+                          lambda xy: xy + [13.0, 2.0])  # fmt: skip
+    shift = out["georeferencing_shift_at_centre"]
+    assert shift["ref_px"] == [-3.0, 3.0]
+    assert shift["map_units"] == pytest.approx([-6.0, -6.0])
+    assert shift["map_distance"] == pytest.approx(np.hypot(6.0, 6.0))
     assert out["corrected_geotransform"] == pytest.approx([2.0, 0.0, 1020.0, 0.0, -2.0, 4990.0])
+
+
+def test_display_pixel_centres_follow_the_decimation():
+    """The centre of the 4 x 4 block of full-resolution pixels (8..11, 4..7) is display pixel
+    (2, 1) at step 4; full-resolution pixel centres are display pixel centres at step 1."""
+    xy = np.array([[9.5, 5.5], [0.0, 0.0], [7.0, 3.0]])
+    assert _to_display_xy(xy, 4).tolist() == [[2.0, 1.0], [-0.375, -0.375], [1.375, 0.375]]
+    assert _to_display_xy(xy, 1).tolist() == xy.tolist()
+
+
+def test_side_by_side_puts_the_moving_image_right_of_the_reference():
+    """A 30 x 100 reference and a 50 x 40 moving image: the panel is 50 rows (the taller),
+    100 + 4 (gap) + 40 columns; moving keypoints move right by 104 columns."""
+    ref, mov = np.full((30, 100), 0.25), np.full((50, 40), 0.75)
+    kp = np.array([[0.0, 0.0], [39.0, 29.0]])
+    pair, p_ref, p_mov, (ref_d, s_ref) = side_by_side(ref, mov, kp, kp)
+    assert pair.shape == (50, 144) and s_ref == 1 and ref_d.shape == (30, 100)
+    assert np.all(pair[:30, :100] == 0.25) and np.isnan(pair[30:, :100]).all()
+    assert np.isnan(pair[:, 100:104]).all() and np.all(pair[:, 104:] == 0.75)
+    assert p_ref.tolist() == kp.tolist()
+    assert p_mov.tolist() == [[104.0, 0.0], [143.0, 29.0]]
+
+
+def test_plot_refuses_a_warped_image_off_the_reference_grid(tmp_path):
+    img = np.zeros((20, 20), np.float32)
+    with pytest.raises(ValueError, match="differs from ref_img"):
+        plot_registration(img, img, np.zeros((20, 21)), np.zeros((0, 2)), np.zeros((0, 2)),
+                          np.zeros(0, bool), tmp_path / "p.png")  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_peak_memory_is_the_processes_high_water_mark_in_mib():
+    """Against the kernel's own figure, ``VmHWM`` in /proc/self/status (KiB)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("no /proc on this system")
+    line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+    assert peak_memory_mb() == pytest.approx(int(line.split()[1]) / 1024.0, rel=0.05)
+
+
+def test_image_entry_gives_the_six_geotransform_terms_or_none():
+    from sarreg.io import Raster, RasterInfo
+    from sarreg.report import ImageEntry
+
+    raster = Raster(np.zeros((4, 4), np.float32), np.ones((4, 4), bool), "db", None, None, "a.tif",
+                    1, (8, 8), 2.0, (0, 0), None, "float32")  # fmt: skip
+    t = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
+    for transform, expected in ((t, [10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0]), (None, None)):
+        info = RasterInfo("a.tif", (8, 8), 1, "float32", transform, None, None, ("",), ("",), False)
+        out = ImageEntry("a.tif", info, raster, 12).to_dict()
+        assert out["geotransform"] == expected
+        assert (out["shape"], out["work_decimation"], out["keypoints"]) == ([8, 8], 2.0, 12)
