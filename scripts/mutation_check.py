@@ -223,6 +223,12 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             ".geotransform:",
             "the mode is validated to 'resample' or 'georef', and 'resample' > 'georef'",
         ),
+        Equivalent(
+            "write_output",
+            "for (a, b), (c, d) in zip(xy_mov[gcp_idx], XY, strict=True)",
+            "for (a, b), (c, d) in zip(xy_mov[gcp_idx], XY, strict=False)",
+            "XY is computed from xy_ref[gcp_idx], so both have len(gcp_idx) rows",
+        ),
     ),
     "geometry": (
         Equivalent(

@@ -9,7 +9,7 @@ import pytest
 from sarreg import geometry
 from sarreg.config import RegisterConfig, with_values
 from sarreg.mapping import fit_mapping
-from sarreg.output import gcp_indices, remove_quietly
+from sarreg.output import gcp_indices, remove_quietly, write_output
 
 RNG = np.random.default_rng(0)
 XY_MOV = RNG.uniform(0, 500, (300, 2))
@@ -25,6 +25,9 @@ def _fit(model: str):
 
 
 def _config(mode: str, model: str) -> RegisterConfig:
+    """Settings as the command line gives them: the mode is a string read from argv (equal to
+    the choice, not the same object)."""
+    mode = "".join(list(mode))
     return with_values(RegisterConfig(), {"output.mode": mode, "estimate.transform": model,
                                           "output.max_gcps": 40})  # fmt: skip
 
@@ -59,3 +62,35 @@ def test_removing_a_failed_group_skips_files_already_gone(tmp_path):
     written.write_bytes(b"x")
     remove_quietly([str(tmp_path / "never_written.json"), str(written)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_resampled_output_is_on_the_reference_grid(tmp_path):
+    """A 48 x 64 moving image resampled by a 5 px shift onto an 80 x 80 reference grid: the
+    output has the reference's size, transform and CRS, and the moving pixels where the
+    shift puts them."""
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from sarreg.io import raster_info
+
+    t = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
+    crs = CRS.from_epsg(32633)
+    mov = np.arange(48 * 64, dtype=np.float32).reshape(48, 64)
+    with rasterio.open(tmp_path / "mov.tif", "w", driver="GTiff", width=64, height=48, count=1,
+                       dtype="float32") as dst:  # fmt: skip
+        dst.write(mov, 1)
+    with rasterio.open(tmp_path / "ref.tif", "w", driver="GTiff", width=80, height=80, count=1,
+                       dtype="float32", transform=t, crs=crs) as dst:  # fmt: skip
+        dst.write(np.zeros((80, 80), np.float32), 1)
+    matrix = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 5.0], [0.0, 0.0, 1.0]])
+    fit = geometry.TransformFit("affine", matrix, np.ones(4, bool), 4, 0.0, 0.0, np.zeros(4), 3.0)
+    config = with_values(_config("resample", "affine"), {"output.resampling": "nearest"})
+    out = str(tmp_path / "out.tif")
+    ref_info = raster_info(str(tmp_path / "ref.tif"))
+    assert (
+        write_output(out, str(tmp_path / "mov.tif"), ref_info, fit, None, None, None, config) == out
+    )
+    with rasterio.open(out) as src:
+        assert (src.width, src.height, src.transform, src.crs) == (80, 80, t, crs)
+        np.testing.assert_array_equal(src.read(1)[5:53, 5:69], mov)
