@@ -205,3 +205,47 @@ def test_predicted_error_grows_where_tie_points_are_absent(single_look):
     assert 0.5 * true <= est.rms_px <= 2.0 * true
     ratio = np.array(est.points_px)[:4] / per_true[:4]
     assert np.all((ratio >= 0.5) & (ratio <= 2.5)), ratio
+
+
+@pytest.fixture(scope="module")
+def opera_rasters(data_dir):
+    """The two OPERA dates as read for a registration (``sarreg.io.Raster``, full
+    resolution) with their normalized images; the true transform is the identity."""
+    out = []
+    for name in DATES:
+        r = io.read_raster(str(data_dir / "opera_rtc_s1" / name))
+        out.append((r, preprocess.preprocess(r.data, r.mask, r.kind)[0]))
+    return out
+
+
+def _shift(dx: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(("claimed", "kept"), [(-2.0, 0.0), (-5.0, 2.0)])
+def test_a_correction_is_kept_only_when_its_own_check_passes(opera_rasters, claimed, kept):
+    """A fit 2 px off in x, with a check whose windows all claim the moving content lies
+    ``claimed`` px from where the fit puts it. Claimed -2 (the truth): the corrected fit is
+    checked again, passes, and is kept (the identity). Claimed -5: the correction would
+    leave the fit 3 px off; its check fails, so the fit stays as it was (2 px off), even
+    though that check measures less misalignment (3 px) than was claimed (5 px)."""
+    from sarreg.estimate import TiePoints
+    from sarreg.geometry import TransformFit
+    from sarreg.verify import Verification, correct_by_windows
+
+    (ref, img_ref), (mov, img_mov) = opera_rasters
+    h, w = img_ref.shape
+    wins = [{"x": x, "y": y, "dx": claimed, "dy": 0.0, "clear": True}
+            for y in np.linspace(40, h - 40, 3) for x in np.linspace(40, w - 40, 3)]  # fmt: skip
+    claim = Verification(Verdict.PASS, 9, 9, abs(claimed), abs(claimed), abs(claimed), 1.0, wins)
+    xy = np.random.default_rng(0).uniform(20, min(h, w) - 20, (50, 2))
+    tie = TiePoints(xy + [2.0, 0.0], xy, np.ones(50), np.ones(50), np.ones(50), np.full(50, -1))
+    fit = TransformFit("affine", _shift(2.0), np.ones(50, bool), 50, 0.0, 0.0, np.zeros(50), 3.0)
+    new, ver, record = correct_by_windows(ref, mov, img_ref, img_mov, fit, tie, claim, (h, w))
+    np.testing.assert_allclose(new.matrix, _shift(kept), atol=0.3)
+    assert record.before_px == pytest.approx(abs(claimed), abs=0.05)
+    if kept == 0.0:
+        assert record.applied and ver.verdict is Verdict.PASS and ver is not claim
+        assert new.rmse == pytest.approx(2.0, abs=0.3)  # the tie points were 2 px off
+    else:
+        assert not record.applied and new is fit and ver is claim
