@@ -174,3 +174,37 @@ def test_moving_image_with_too_few_keypoints_is_refused_as_featureless(tmp_path,
     assert err.startswith("sarreg: error: the moving image") and "gave only" in err
     assert "featureless" in err and len(err.splitlines()) == 1
     assert list(out.parent.iterdir()) == []
+
+
+def test_tiles_of_a_finer_reference_are_read_at_the_moving_pixel_size(umbra_1024, tmp_path):
+    """The moving image of ``umbra_1024`` at half the resolution (512 x 512, pixels twice as
+    large in its geotransform), registered with a 256 px coarse read: the reference tiles are
+    read decimated by 2 (the moving pixel size), in sizes of whole 2 x 2 bins, and each tile
+    keeps nearly all its matches under a threshold of 3 coarse-tile pixels (6 reference px)."""
+    import cv2
+    from affine import Affine
+
+    from sarreg.config import InputConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov_full, truth_full, shape = umbra_1024
+    with rasterio.open(mov_full) as ds:
+        data, profile = ds.read(1), ds.profile
+    half = cv2.resize(data, (512, 512), interpolation=cv2.INTER_AREA)
+    profile.update(width=512, height=512, transform=profile["transform"] @ Affine.scale(2.0))
+    mov = tmp_path / "mov_half.tif"
+    with rasterio.open(mov, "w", **profile) as ds:
+        ds.write(half, 1)
+    # moving pixel centre (u, v) is the centre of full-resolution pixels 2u..2u+1
+    truth = truth_full @ np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+    res = register(ref, mov, None, RegisterConfig(input=InputConfig(coarse_size=256)))
+    grid = res.report["tile_grid"]
+    assert res.windowed and (grid["decimation_ref"], grid["decimation_mov"]) == (2.0, 1.0)
+    assert grid["size_px"] % 4 == 0
+    used = [t for t in res.tiles if t["status"] == "used"]
+    assert used
+    for t in used:  # measured 1050 of 1052
+        assert t["tile_inliers"] >= 0.95 * t["matches"], t
+    err = mapping_rmse(res.matrix, truth, (512, 512))
+    assert err < 0.3  # measured 0.224 reference px (0.11 moving px); predicted 0.349
+    assert err / 2 < res.predicted_error < 2 * err
