@@ -38,7 +38,9 @@ class TileStatus(str, Enum):
 @dataclass
 class TileRecord:
     """One tile: its windows (``[col_off, row_off, width, height]``, full-resolution pixels),
-    status, why it was skipped, and its figures. ``to_dict()`` is its report entry."""
+    status, why it was skipped, the decimation of its two reads (``[reference, moving]``,
+    full-resolution pixels per pixel read) and its figures. ``to_dict()`` is its report
+    entry."""
 
     index: int
     ref_window: list[int]
@@ -46,6 +48,7 @@ class TileRecord:
     reason: str | None = None
     mov_window: list[int] | None = None
     valid_fraction: list[float] | None = None
+    decimation: list[float] | None = None
     keypoints: list[int] | None = None
     matches: int | None = None
     tile_inliers: int | None = None
@@ -67,6 +70,7 @@ class TileRecord:
             "reason",
             "mov_window",
             "valid_fraction",
+            "decimation",
             "keypoints",
             "matches",
             "tile_inliers",
@@ -121,9 +125,9 @@ def refine_with_tiles(
         n, size_work = scene.tile_grid(
             overlap.area / dec_ref**2, model.linear, config.tiling.tiles, config.tiling.size
         )
-        size = int(round(size_work * dec_ref))  # size_work pixels at tile resolution
-        if dec_ref == int(dec_ref):  # whole bins of the decimated read
-            size -= size % (2 * int(dec_ref))
+        # size_work pixels at tile resolution; tile_grid's sizes are even, so at an integer
+        # decimation the tile is whole bins of the decimated read (and even after it)
+        size = int(round(size_work * dec_ref))
         windows = scene.plan_tiles(overlap, ctx.ref_info.shape, n, size)
     parts: list[TiePoints] = []
     records: list[TileRecord] = []
@@ -224,7 +228,7 @@ def register_tile(
     config, timer = ctx.config, ctx.timer
     rec = TileRecord(k, [int(win.col_off), int(win.row_off), int(win.width), int(win.height)])
     margin = config.tiling.search_radius + 8.0
-    multiple = 2 * int(dec_mov) if dec_mov == int(dec_mov) else 2
+    multiple = 2 * int(dec_mov) if float(dec_mov).is_integer() else 2
     mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, multiple)
     if mwin is None:
         return rec.skip("outside the moving image"), None
@@ -252,6 +256,7 @@ def register_tile(
     except EmptyImageError:
         return rec.skip("nodata"), None
     rec.valid_fraction = [float(ref.mask.mean()), float(mov.mask.mean())]
+    rec.decimation = [float(ref.decimation), float(mov.decimation)]
     if ref.mask.mean() < config.tiling.min_valid or mov.mask.mean() < config.tiling.min_valid / 2:
         return rec.skip("mostly nodata"), None
     try:

@@ -199,6 +199,15 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "centre holds one point, so its first row is its last",
         ),
     ),
+    "tiles": (
+        Equivalent(
+            "register_tile",
+            "f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius=0))",
+            "f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius= 1))",
+            "the reference tile's local descriptors are never read: matching and refinement use "
+            "the moving tile's (match_guided, refine_keypoints); only time and memory change",
+        ),
+    ),
     "uncertainty": (
         Equivalent(
             "_covariance",

@@ -176,35 +176,81 @@ def test_moving_image_with_too_few_keypoints_is_refused_as_featureless(tmp_path,
     assert list(out.parent.iterdir()) == []
 
 
-def test_tiles_of_a_finer_reference_are_read_at_the_moving_pixel_size(umbra_1024, tmp_path):
-    """The moving image of ``umbra_1024`` at half the resolution (512 x 512, pixels twice as
-    large in its geotransform), registered with a 256 px coarse read: the reference tiles are
-    read decimated by 2 (the moving pixel size), in sizes of whole 2 x 2 bins, and each tile
-    keeps nearly all its matches under a threshold of 3 coarse-tile pixels (6 reference px)."""
+@pytest.fixture(scope="module")
+def umbra_half(umbra_1024, tmp_path_factory):
+    """The moving image of ``umbra_1024`` at half the resolution (512 x 512, INTER_AREA; its
+    geotransform's pixels twice as large). Returns (path, truth half-res mov -> ref px)."""
     import cv2
     from affine import Affine
 
-    from sarreg.config import InputConfig
-    from sarreg.pipeline import RegisterConfig, register
-
-    ref, mov_full, truth_full, shape = umbra_1024
+    _, mov_full, truth_full, _ = umbra_1024
     with rasterio.open(mov_full) as ds:
         data, profile = ds.read(1), ds.profile
     half = cv2.resize(data, (512, 512), interpolation=cv2.INTER_AREA)
     profile.update(width=512, height=512, transform=profile["transform"] @ Affine.scale(2.0))
-    mov = tmp_path / "mov_half.tif"
-    with rasterio.open(mov, "w", **profile) as ds:
+    path = tmp_path_factory.mktemp("half") / "mov_half.tif"
+    with rasterio.open(path, "w", **profile) as ds:
         ds.write(half, 1)
     # moving pixel centre (u, v) is the centre of full-resolution pixels 2u..2u+1
-    truth = truth_full @ np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
-    res = register(ref, mov, None, RegisterConfig(input=InputConfig(coarse_size=256)))
+    return path, truth_full @ np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize(
+    ("finer", "tile_size", "size_px"),
+    [
+        ("reference", None, 720),
+        ("reference", 181, 360),
+        ("moving", None, 354),
+        ("moving", 150, 150),
+    ],
+)
+def test_tiles_of_the_finer_image_are_read_at_the_coarser_pixel_size(
+    umbra_1024, umbra_half, finer, tile_size, size_px
+):
+    """The 1024 px reference against its 512 px moving copy (``umbra_half``), and the other
+    way round, registered with a 256 px coarse read. The finer image's tiles are read
+    decimated by 2 (the coarser pixel size) in windows of whole 2 x 2 bins (reference tile
+    sizes and moving window sizes: multiples of 4 px), each tile keeps nearly all its matches
+    under a threshold of 3 tile pixels, and the result is within 0.3 reference px of the truth with
+    the predicted error between half and 2.5 times the true one."""
+    from sarreg.config import InputConfig, TilingConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref_full, _, _, _ = umbra_1024
+    half, truth = umbra_half
+    ref, mov, shape = (
+        (ref_full, half, (512, 512)) if finer == "reference" else (half, ref_full, (1024, 1024))
+    )
+    if finer == "moving":
+        truth = np.linalg.inv(truth)
+    config = RegisterConfig(input=InputConfig(coarse_size=256), tiling=TilingConfig(size=tile_size))
+    res = register(ref, mov, None, config)
     grid = res.report["tile_grid"]
-    assert res.windowed and (grid["decimation_ref"], grid["decimation_mov"]) == (2.0, 1.0)
-    assert grid["size_px"] % 4 == 0
+    decimation = [2.0, 1.0] if finer == "reference" else [1.0, 2.0]
+    assert res.windowed and [grid["decimation_ref"], grid["decimation_mov"]] == decimation
+    assert grid["size_px"] == size_px
     used = [t for t in res.tiles if t["status"] == "used"]
     assert used
-    for t in used:  # measured 1050 of 1052
-        assert t["tile_inliers"] >= 0.95 * t["matches"], t
-    err = mapping_rmse(res.matrix, truth, (512, 512))
-    assert err < 0.3  # measured 0.224 reference px (0.11 moving px); predicted 0.349
-    assert err / 2 < res.predicted_error < 2 * err
+    # inlier share measured 1050 / 1052 (reference finer, automatic grid), 448 / 499 on the
+    # 150 px tiles
+    share = 0.95 if tile_size is None else 0.85
+    for t in used:
+        assert t["decimation"] == decimation
+        assert t["tile_inliers"] >= share * t["matches"], t
+        if finer == "moving":
+            col, row, width, height = t["mov_window"]  # even offsets, sizes of whole bins
+            assert (col % 2, row % 2, width % 4, height % 4) == (0, 0, 0, 0), t["mov_window"]
+    err = mapping_rmse(res.matrix, truth, shape)
+    # measured, automatic grids: reference finer 0.224 px, predicted 0.349 (1.56x); moving
+    # finer 0.151 px, predicted 0.313 (2.07x: conservative, just outside a factor of 2)
+    assert err < 0.3
+    assert err / 2 < res.predicted_error < 2.5 * err
+
+
+def test_a_tiled_estimate_counts_only_the_tiles_it_used():
+    from sarreg.tiles import TiledEstimate, TileRecord, TileStatus
+
+    records = [TileRecord(0, [0, 0, 8, 8], TileStatus.used), TileRecord(1, [8, 0, 8, 8]),
+               TileRecord(2, [0, 8, 8, 8], TileStatus.region)]  # fmt: skip
+    assert [r.index for r in TiledEstimate(records, None, None, 3).used] == [0]
+    assert records[1].to_dict() == {"index": 1, "ref_window": [8, 0, 8, 8], "status": "skipped"}
