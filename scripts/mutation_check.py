@@ -109,6 +109,8 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "inputs": (
         "sarreg/inputs.py",
         (
+            "tests/test_inputs_units.py",
+            "tests/test_pyramid_plan.py",
             "tests/test_stages.py::test_vsimem_moving_image_registers_end_to_end",
             "tests/test_outputs_checked_first.py",
             "tests/test_refine.py",
@@ -197,6 +199,14 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             'info["moving_centre_to_reference_px"] = forward(centre)[0].tolist()',
             'info["moving_centre_to_reference_px"] = forward(centre)[ -1].tolist()',
             "centre holds one point, so its first row is its last",
+        ),
+    ),
+    "inputs": (
+        Equivalent(
+            "work_sizes",
+            "if prior_scale is not None and prior_scale > 0:",
+            "if prior_scale is not None and prior_scale != 0:",
+            "prior_scale is a square root (sarreg.inputs.prior_scale), never negative",
         ),
     ),
     "tiles": (
