@@ -155,6 +155,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "search": (  # hypotheses and Fourier-Mellin proposals directly, then small-crop searches
         "sarreg/search.py",
         (
+            "tests/test_search_units.py",
             "tests/test_search.py::test_hypothesis_at_any_angle_maps_pixels_as_its_matrix_says",
             "tests/test_search.py::test_size_ratio_ranks_the_scale_of_the_image_sizes_first",
             "tests/test_search.py::test_fourier_mellin_proposes_the_rotation_and_scale",
@@ -207,6 +208,15 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "if prior_scale is not None and prior_scale > 0:",
             "if prior_scale is not None and prior_scale != 0:",
             "prior_scale is a square root (sarreg.inputs.prior_scale), never negative",
+        ),
+    ),
+    "search": (
+        Equivalent(
+            "_spectrum",
+            "y0, x0 = (size - band.shape[0]) // 2, (size - band.shape[1]) // 2",
+            "y0, x0 = (size - band.shape[0]) // 2, (size % band.shape[1]) // 2",
+            "(size % w) // 2 + w <= size for w <= size, so the band still fits, and a Fourier "
+            "magnitude does not depend on where the band sits in the zero padding",
         ),
     ),
     "tiles": (
