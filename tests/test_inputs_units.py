@@ -47,14 +47,14 @@ def test_the_finer_images_tiles_are_read_at_the_coarser_pixel_size(scale, decs):
 
 
 def test_prior_scale_is_the_local_scale_at_the_moving_centre():
-    """A mapping whose Jacobian determinant is 1 + x/100 + y/100: at the centre (50, 30) of
-    a 100 x 60 moving image, the scale is sqrt(1.8)."""
+    """A mapping whose Jacobian determinant is 1 + x/100 + y/100: at the centre (50.5, 30.5)
+    of a 101 x 61 moving image, the scale is sqrt(1.81)."""
 
     def prior(xy):
         x, y = xy[:, 0], xy[:, 1]
         return np.c_[x * (1 + y / 100), y * (1 + x / 100)]
 
-    assert prior_scale(prior, (60, 100)) == pytest.approx(math.sqrt(1.8))
+    assert prior_scale(prior, (61, 101)) == pytest.approx(math.sqrt(1.81))
     assert prior_scale(lambda xy: 2.0 * xy + 7.0, (60, 100)) == pytest.approx(2.0)
 
 
