@@ -201,6 +201,18 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             'info["moving_centre_to_reference_px"] = forward(centre)[ -1].tolist()',
             "centre holds one point, so its first row is its last",
         ),
+        Equivalent(
+            "checkerboard",
+            "tj = (np.arange(w) * tiles) // max(w, 1)",
+            "tj = (np.arange(w) * tiles) // max(w, 2)",
+            "differs only at w == 1, where the one column is column 0: 0 // 1 == 0 // 2",
+        ),
+        Equivalent(
+            "build_report",
+            '"windowed": coarse is not None and coarse.get("tiles_used", 0) > 0,',
+            '"windowed": coarse is not None and coarse.get("tiles_used", 0) != 0,',
+            "tiles_used is a count, never negative",
+        ),
     ),
     "inputs": (
         Equivalent(
@@ -235,6 +247,19 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "sc = float(np.sqrt(((src - c) % 2).sum(axis=1).mean())) or 1.0",
             "sc only conditions the least squares: the models' designs are linear in the "
             "scaled coordinates, so any positive scale gives the same predicted variance",
+        ),
+        Equivalent(
+            "_alignment_field",
+            "sc = float(np.sqrt(((xy - c) ** 2).sum(axis=1).mean())) or 1.0",
+            "sc = float(np.sqrt(((xy - c) + 2).sum(axis=1).mean())) or 1.0",
+            "xy - c has zero mean, so the mutant's sc is sqrt(4) = 2: a positive scale, which "
+            "only conditions the least squares (as in _covariance)",
+        ),
+        Equivalent(
+            "_alignment_field",
+            "params, *_ = np.linalg.lstsq(a2, d.reshape(-1), rcond=None)",
+            "params, *_ = np.linalg.lstsq(a2, d.reshape(- 2), rcond=None)",
+            "numpy takes any negative size in reshape as the inferred one (-2 == -1)",
         ),
     ),
     "output": (

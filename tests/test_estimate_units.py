@@ -65,8 +65,15 @@ def test_refinement_keeps_the_windows_correlation():
     xy = np.array([[48.0, 48.0]])
     _, resp, ok = refine_by_correlation(ref, valid, ref, valid, np.eye(3), xy)
     assert ok[0] and resp[0] == pytest.approx(1.0, abs=1e-5)
+    # points whose window leaves the image, or that are not finite, are left as they are,
+    # and the points after them are still refined
+    xy = np.array([[2.0, 2.0], [np.nan, 5.0], [48.0, 48.0]])
+    out, resp, ok = refine_by_correlation(ref, valid, ref, valid, np.eye(3), xy)
+    assert ok.tolist() == [False, False, True] and resp[:2].tolist() == [0.0, 0.0]
+    assert out[0].tolist() == [2.0, 2.0]
     noisy = ref + rng.normal(size=ref.shape).astype(np.float32)
-    _, resp, ok = refine_by_correlation(ref, valid, noisy, valid, np.eye(3), xy, window=32)
+    centre = np.array([[48.0, 48.0]])
+    _, resp, ok = refine_by_correlation(ref, valid, noisy, valid, np.eye(3), centre, window=32)
     win = (slice(32, 64), slice(32, 64))
     assert ok[0]
     assert resp[0] == pytest.approx(

@@ -65,6 +65,9 @@ def test_prior_scale_is_the_local_scale_at_the_moving_centre():
         ((1024, 1024), (1024, 1024), 0.5, (None, 512)),  # moving finer
         ((4096, 1000), (1024, 800), None, (1024, None)),  # no georeferencing
         ((1024, 1024), (1024, 1024), 1.0, (None, None)),
+        # both 2048 px, reference pixels half the size: the reference read at 512
+        ((2048, 2048), (2048, 2048), 2.0, (512, 1024)),
+        ((4096, 1000), (1024, 800), 0.0, (1024, None)),  # a degenerate prior: as without
     ],
 )
 def test_work_sizes_bring_both_reads_to_one_pixel_size(ref, mov, scale, sizes):

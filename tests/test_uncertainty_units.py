@@ -35,7 +35,7 @@ SQUARE = [[100.0, 100.0], [300.0, 100.0], [300.0, 300.0], [100.0, 300.0]]
 
 
 def test_corner_points_are_the_pixel_centres_of_the_corners_and_the_centre():
-    assert corner_points((5, 9)).tolist() == [[0, 0], [8, 0], [8, 4], [0, 4], [4, 2]]
+    assert corner_points((6, 9)).tolist() == [[0, 0], [8, 0], [8, 5], [0, 5], [4, 2.5]]
 
 
 def test_report_gives_the_error_to_a_ten_thousandth_of_a_pixel_and_in_map_units():
@@ -98,6 +98,22 @@ def test_window_refit_needs_the_windows_its_model_needs():
     ver = _verification(SQUARE[:3], [[0.5, 0.0]] * 3)
     assert _window_refit("translation", np.eye(3), ver, (400, 400)) is None
     assert _window_refit("translation", np.eye(3), None, (400, 400)) is None
+
+
+def test_window_refit_of_a_homography_needs_twelve_windows():
+    xy = np.array([[x, y] for y in (50.0, 150.0, 250.0) for x in (50.0, 150.0, 250.0, 350.0)])
+    ver = _verification(xy, [[0.5, 0.0]] * 12)
+    out = _window_refit("homography", np.eye(3), ver, (400, 400))
+    assert out == pytest.approx([0.5] * 5, abs=1e-6)
+    assert _window_refit("homography", np.eye(3), _verification(xy[:11], [[0.5, 0.0]] * 11),
+                         (400, 400)) is None  # fmt: skip
+
+
+def test_window_refit_is_in_full_resolution_pixels():
+    """Shifts of 0.25 checked pixels on a check at half resolution: 0.5 px everywhere."""
+    ver = _verification(np.array(SQUARE) / 2, [[0.25, 0.0]] * 4, scale=2.0)
+    out = _window_refit("translation", np.eye(3), ver, (400, 400))
+    assert out == pytest.approx([0.5] * 5)
 
 
 def test_window_refit_tells_how_far_the_fit_is_from_the_windows():
