@@ -83,3 +83,20 @@ def test_featureless_windows_are_not_tried(flat):
     # the textured image against itself: windows tried and agreeing
     same = verify_registration(textured, None, textured, None, np.eye(3))
     assert same.verdict is Verdict.PASS and same.windows_tried > 0
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "size"), [(0, 500, 500), (0, 300, 500), (120, 500, 500), (40, 260, 300)]
+)
+def test_check_areas_stay_inside_the_image_and_reach_both_ends_of_the_overlap(lo, hi, size):
+    """Search areas of side win + 2m (64 + 12 px) along one axis: inside the image, their
+    windows starting at the overlap's start (or the image's), the last one ending at the
+    overlap's end (or the image's), at most 8, at least half a window apart."""
+    from sarreg.verify import _grid_origins
+
+    win, m = 64, 6
+    o = _grid_origins(lo, hi, size, win, m, 8)
+    assert o.min() >= 0 and o.max() + win + 2 * m <= size
+    assert o[0] == max(0, lo - m)
+    assert o[-1] + win + m == hi or o[-1] + win + 2 * m == size
+    assert 1 <= len(o) <= 8 and np.all(np.diff(o) >= win // 2)
