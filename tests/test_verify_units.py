@@ -100,3 +100,21 @@ def test_check_areas_stay_inside_the_image_and_reach_both_ends_of_the_overlap(lo
     assert o[0] == max(0, lo - m)
     assert o[-1] + win + m == hi or o[-1] + win + 2 * m == size
     assert 1 <= len(o) <= 8 and np.all(np.diff(o) >= win // 2)
+
+
+@pytest.mark.parametrize(
+    ("oy", "ox", "margin"),
+    [(6, 6, False), (9, 4, False), (0, 6, True), (12, 6, True), (6, 0, True), (6, 12, True),
+     (11, 1, False), (8, 6, False)],
+)  # fmt: skip
+def test_a_window_found_on_the_edge_of_its_search_area_is_flagged(oy, ox, margin):
+    """A 32 px template cut at (ox, oy) from a 44 px area (search margin m = 6): found there,
+    offset (ox - 6, oy - 6), and on the margin exactly when it touches the area's edge."""
+    from sarreg.verify import _locate
+
+    area = np.random.default_rng(1).normal(size=(44, 44)).astype(np.float32)
+    tmpl = area[oy : oy + 32, ox : ox + 32].copy()
+    dx, dy, ncc, on_margin = _locate(area, tmpl, 6)
+    assert on_margin is margin and ncc == pytest.approx(1.0, abs=1e-4)
+    if not margin:
+        assert (dx, dy) == pytest.approx((ox - 6, oy - 6), abs=0.02)
