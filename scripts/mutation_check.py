@@ -239,6 +239,20 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "the reference tile's local descriptors are never read: matching and refinement use "
             "the moving tile's (match_guided, refine_keypoints); only time and memory change",
         ),
+        Equivalent(
+            "refine_with_tiles",
+            "ref_t = ctx.ref_info.transform if ctx.georef else None",
+            "ref_t = ctx.ref_info.transform if not ctx.georef else None",
+            "overlap_in_reference_pixels gives the same polygon in map units (through the "
+            "reference's affine geotransform) as in reference pixels, up to rounding",
+        ),
+        Equivalent(
+            "register_tile",
+            "r_inv = np.eye(3)",
+            "r_inv = np.eye( 4)",
+            "without an orientation r_inv only enters apply_matrix, which reads m[:2, :2], "
+            "m[:2, 2], m[2, :2] and m[2, 2]: the same entries in eye(3) and eye(4)",
+        ),
     ),
     "uncertainty": (
         Equivalent(
