@@ -255,7 +255,8 @@ def test_plot_refuses_a_warped_image_off_the_reference_grid(tmp_path, shape):
 
 
 def test_peak_memory_is_the_processes_high_water_mark_in_mib():
-    """Against the kernel's own figure, ``VmHWM`` in /proc/self/status (KiB)."""
+    """Against the kernel's other figure, ``VmHWM`` in /proc/self/status (KiB), read before
+    and after: MiB, not KiB or bytes."""
     status = Path("/proc/self/status")
     if not status.exists():
         pytest.skip("no /proc on this system")
@@ -267,7 +268,8 @@ def test_peak_memory_is_the_processes_high_water_mark_in_mib():
     before = high_water_kib()
     peak = peak_memory_mb()
     after = high_water_kib()
-    assert before / 1024.0 - 0.01 <= peak <= after / 1024.0 + 0.01
+    # the two counters are kept apart by the kernel and differ by up to ~0.1 %
+    assert before / 1024.0 * 0.99 <= peak <= after / 1024.0 * 1.01
 
 
 def test_image_entry_gives_the_six_geotransform_terms_or_none():
