@@ -188,11 +188,41 @@ def plot_registration(
     overwrite: bool = True,
     title: str | None = None,
 ) -> Path:
-    """Write a diagnostic PNG of a registration.
+    """Write a diagnostic PNG of a registration (:func:`registration_figure`).
+
+    Args:
+        ref_img, mov_img, warped_img, kp_ref, kp_mov, inliers, checker, title: as
+            :func:`registration_figure`.
+        out_png: output path (checked first, written atomically).
+
+    Returns:
+        The absolute output path.
+    """
+    final = check_output_path(out_png, overwrite=overwrite)
+    fig = registration_figure(ref_img, mov_img, warped_img, kp_ref, kp_mov, inliers, checker,
+                              title)  # fmt: skip
+    with atomic_write(final, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, format="png")
+    log.info("wrote plot %s", final)
+    return final
+
+
+def registration_figure(
+    ref_img: np.ndarray,
+    mov_img: np.ndarray,
+    warped_img: np.ndarray | None,
+    kp_ref: np.ndarray,
+    kp_mov: np.ndarray,
+    inliers: np.ndarray,
+    checker: int = 8,
+    title: str | None = None,
+):
+    """The diagnostic figure of a registration (a matplotlib ``Figure`` with an Agg canvas).
 
     Left: reference and moving image side by side with the matches as lines (inliers green,
     outliers faint red; at most :data:`MAX_LINES` lines, up to a quarter of them outliers, evenly
-    sampled). Nodata (NaN) and padding are shown in dark blue. Right: checkerboard of the
+    sampled) and the drawn inliers' keypoints as yellow dots, the axes showing exactly the
+    panel. Nodata (NaN) and padding are shown in dark blue. Right: checkerboard of the
     reference and the warped moving image (or the reference alone if ``warped_img`` is None).
 
     Args:
@@ -202,18 +232,14 @@ def plot_registration(
         kp_ref, kp_mov: (N, 2) matched x, y pixel centres in ``ref_img`` / ``mov_img``
             (row k of each is one match).
         inliers: (N,) bool, True for RANSAC inliers.
-        out_png: output path (written atomically).
         checker: checkerboard tiles along each axis.
-
-    Returns:
-        The absolute output path.
+        title: the figure's title, or None.
     """
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
-    final = check_output_path(out_png, overwrite=overwrite)
     kp_ref = np.asarray(kp_ref, dtype=np.float64).reshape(-1, 2)
     kp_mov = np.asarray(kp_mov, dtype=np.float64).reshape(-1, 2)
     inliers = np.asarray(inliers, dtype=bool).reshape(-1)
@@ -263,11 +289,7 @@ def plot_registration(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-
-    with atomic_write(final, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png")
-    log.info("wrote plot %s", final)
-    return final
+    return fig
 
 
 # --------------------------------------------------------------------------------------------

@@ -303,3 +303,20 @@ def test_tie_point_entries_give_map_positions_where_an_image_is_georeferenced():
     plain = tie_point_entries(tie, fit, None, t, None)
     assert "mov_map" not in plain[0] and plain[0]["ref_map"] == [1015.0, 4985.0]
     assert not any(e["gcp"] for e in plain)
+
+
+def test_figure_shows_exactly_the_panel_with_the_inliers_keypoints_on_it():
+    """A 30 x 100 reference and a 50 x 40 moving image: the left axes span the 50 x 144 px
+    panel edge to edge (y down), and the yellow dots sit on the drawn inliers' keypoints,
+    the moving ones 104 px right."""
+    from sarreg.report import registration_figure
+
+    ref, mov = np.full((30, 100), 0.25), np.full((50, 40), 0.75)
+    kp_ref = np.array([[10.0, 5.0], [90.0, 25.0], [50.0, 10.0]])
+    kp_mov = np.array([[1.0, 2.0], [39.0, 49.0], [20.0, 20.0]])
+    fig = registration_figure(ref, mov, None, kp_ref, kp_mov, [True, True, False])
+    ax = fig.axes[0]
+    assert ax.get_xlim() == (-0.5, 143.5) and ax.get_ylim() == (49.5, -0.5)
+    dots = ax.collections[-1].get_offsets()
+    expected = np.r_[kp_ref[:2], kp_mov[:2] + [104.0, 0.0]]
+    np.testing.assert_allclose(np.asarray(dots), expected)
