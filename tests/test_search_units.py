@@ -93,3 +93,17 @@ def test_a_portrait_images_spectrum_is_the_transpose_of_its_landscape_one():
     np.testing.assert_allclose(
         np.fft.ifftshift(tall), np.fft.ifftshift(wide).T, rtol=1e-5, atol=1e-6
     )
+
+
+def test_masked_pixels_do_not_reach_the_spectrum():
+    """Two images that differ only where they are masked (nodata, uncovered corners) have
+    the same Fourier magnitude: masked pixels are filled and zeroed before the transform."""
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(128, 160)).astype(np.float32)
+    mask = np.ones(img.shape, bool)
+    mask[:40, :50] = False
+    other = img.copy()
+    other[:40, :50] = 100.0 * rng.normal(size=(40, 50))
+    a, _ = _spectrum(img, mask, 64)
+    b, _ = _spectrum(other, mask, 64)
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
