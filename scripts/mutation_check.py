@@ -208,6 +208,18 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "differs only at w == 1, where the one column is column 0: 0 // 1 == 0 // 2",
         ),
         Equivalent(
+            "checkerboard",
+            "tj = (np.arange(w) * tiles) // max(w, 1)",
+            "tj = (np.arange(w) * tiles) // max(w, 0)",
+            "differs only at w == 0, where np.arange(0) is empty and so is the quotient",
+        ),
+        Equivalent(
+            "to_dict",
+            '"nonfinite_pixels": int(getattr(self.raster, "nonfinite", 0)),',
+            '"nonfinite_pixels": int(getattr(self.raster, "nonfinite", -1)),',
+            "the raster is a sarreg.io.Raster, which always has nonfinite (default 0)",
+        ),
+        Equivalent(
             "build_report",
             '"windowed": coarse is not None and coarse.get("tiles_used", 0) > 0,',
             '"windowed": coarse is not None and coarse.get("tiles_used", 0) != 0,',
@@ -229,6 +241,14 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "y0, x0 = (size - band.shape[0]) // 2, (size % band.shape[1]) // 2",
             "(size % w) // 2 + w <= size for w <= size, so the band still fits, and a Fourier "
             "magnitude does not depend on where the band sits in the zero padding",
+        ),
+        Equivalent(
+            "fourier_mellin",
+            "near = 90.0 * round(a / 90.0)",
+            "near = 90.0 * round(a / 91.0)",
+            "for a in [0, 360) the two roundings differ only between 45 and 45.5 deg (and "
+            "135-136.5, 225-227.5, 315-318.5), where neither nearest right angle is within "
+            "ROTATION_SNAP, so nothing is snapped either way",
         ),
     ),
     "tiles": (

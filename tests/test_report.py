@@ -320,3 +320,49 @@ def test_figure_shows_exactly_the_panel_with_the_inliers_keypoints_on_it():
     dots = ax.collections[-1].get_offsets()
     expected = np.r_[kp_ref[:2], kp_mov[:2] + [104.0, 0.0]]
     np.testing.assert_allclose(np.asarray(dots), expected)
+
+
+def test_to_jsonable_of_enums_dates_and_look_alikes():
+    import datetime
+    import enum
+
+    class Level(enum.Enum):
+        low = 1
+
+    class GdalLike:  # has to_gdal, but is not an Affine
+        def to_gdal(self):
+            return (0.0,) * 6
+
+        def __str__(self):
+            return "gdal-like"
+
+    out = to_jsonable([Level.low, datetime.date(2026, 12, 2), GdalLike()])
+    assert out == [1, "2026-12-02", "gdal-like"]
+
+
+def test_display_fits_the_default_display_size():
+    assert _display(np.zeros((2048, 10)))[1] == 1
+    assert _display(np.zeros((2049, 10)))[1] == 2
+
+
+def test_checkerboard_of_one_tile_is_the_first_image_and_shapes_must_agree():
+    a, b = np.zeros((6, 4)), np.ones((6, 4))
+    assert np.array_equal(checkerboard(a, b, 1), a)
+    with pytest.raises(ValueError, match="tiles must be >= 1"):
+        checkerboard(a, b, 0)
+    with pytest.raises(ValueError, match="of one shape"):
+        checkerboard(a, np.ones((6, 5)))
+    with pytest.raises(ValueError, match="of one shape"):
+        checkerboard(np.zeros(6), np.ones(6))
+
+
+def test_transform_entry_centre_of_an_even_sized_moving_image():
+    """A 200 x 100 moving image's centre is pixel centre (99.5, 49.5)."""
+    from sarreg.config import RegisterConfig
+    from sarreg.geometry import TransformFit
+    from sarreg.io import RasterInfo
+
+    fit = TransformFit("affine", np.eye(3), np.ones(4, bool), 4, 0.1, 0.1, np.zeros(4), 3.0)
+    info = RasterInfo("m.tif", (100, 200), 1, "float32", None, None, None, ("",), ("",), False)
+    out = transform_entry(fit, RegisterConfig(), info, info, None)
+    assert out["moving_centre_to_reference_px"] == [99.5, 49.5]
