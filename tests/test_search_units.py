@@ -107,3 +107,17 @@ def test_masked_pixels_do_not_reach_the_spectrum():
     a, _ = _spectrum(img, mask, 64)
     b, _ = _spectrum(other, mask, 64)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_mirrored_hypotheses_come_right_after_the_plain_right_angles_when_expected():
+    """flips_first: rotated 90, 180, 270, then the mirrored image (as is, then rotated), then
+    the rest of the plain hypotheses; without it the mirrored ones come last."""
+    from sarreg.search import hypotheses
+
+    first = hypotheses(flips=True, flips_first=True)
+    assert [(h.rotation_deg, h.flip) for h in first[:5]] == [
+        (90, False), (180, False), (270, False), (0, True), (90, True)
+    ]  # fmt: skip
+    last = hypotheses(flips=True)
+    assert not any(h.flip for h in last[:20]) and last[-1].flip
+    assert sorted(map(repr, first)) == sorted(map(repr, last))  # the same set, reordered
