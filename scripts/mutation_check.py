@@ -94,7 +94,12 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "pipeline": (
         "sarreg/pipeline.py",
-        ("tests/test_pipeline.py", "tests/test_prior.py", "tests/test_outputs_checked_first.py"),
+        (
+            "tests/test_pipeline.py",
+            "tests/test_prior.py",
+            "tests/test_outputs_checked_first.py",
+            "tests/test_stages.py",
+        ),
     ),
     "atomic": (
         "sarreg/atomic.py",
@@ -258,6 +263,13 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius= 1))",
             "the reference tile's local descriptors are never read: matching and refinement use "
             "the moving tile's (match_guided, refine_keypoints); only time and memory change",
+        ),
+        Equivalent(
+            "orientation",
+            "if hyp is None or (hyp.rotation_deg == 0 and not hyp.flip):",
+            "if hyp is None or (hyp.rotation_deg == 1 and not hyp.flip):",
+            "the orientation it then returns for an unturned hypothesis, Hypothesis(0, False), "
+            "is the identity: apply() returns the tile as it is and linear() is eye(3)",
         ),
         Equivalent(
             "refine_with_tiles",

@@ -92,6 +92,7 @@ def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
     assert not alone.windowed and alone.report["coarse"] is None
     assert all(t["status"] == "region" for t in alone.tiles)
     assert tiled.windowed and tiled.report["coarse"]["decimation_ref"] == 2
+    assert tiled.report["coarse"]["refined_by_tiles"] is True
     # the coarse fit's RANSAC threshold is in coarse pixels: on this clean pair nearly every
     # match is an inlier (measured 0.977; the same threshold in full-resolution pixels: 0.904)
     coarse = tiled.report["coarse"]
@@ -281,6 +282,8 @@ def test_tiles_of_a_rotated_moving_image_are_turned_as_the_coarse_pass_found(umb
     assert len(used) >= 3
     for t in used:
         assert t["tile_inliers"] >= 0.9 * t["matches"], t
+        # each tile's residuals are of its own tie points
+        assert t["residuals"]["tie_points"] == t["tie_points"], t
     hyp = res.report["search"]["hypothesis"]  # the moving image is turned back
     assert (hyp["rotation_deg"], hyp["flip"], hyp["scale"]) == (270.0, False, 1.0)
     err = mapping_rmse(res.matrix, truth @ to_mov, turned.shape)
