@@ -81,10 +81,12 @@ def test_refinement_keeps_the_windows_correlation():
     )
 
 
-def test_refit_keeps_the_inlier_threshold_in_coarse_reference_pixels():
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_refit_keeps_the_inlier_threshold_in_coarse_reference_pixels(mirrored):
     """A coarse pass read at a quarter of the reference's resolution: its 3 px threshold is
     12 full-resolution px. Of 240 tie points (full-resolution px), 40 lie 30 px off the
-    truth: the weighted refit keeps the 200 others and the true transform."""
+    truth: the weighted refit keeps the 200 others and the true transform; a mirrored one
+    too under ``--allow-reflection``, though no search hypothesis mirrored the image."""
     from sarreg.coarse import CoarseEstimate
     from sarreg.config import RegisterConfig, transform_model, with_values
     from sarreg.estimate import TiePoints, refit_refined
@@ -94,13 +96,18 @@ def test_refit_keeps_the_inlier_threshold_in_coarse_reference_pixels():
     rng = np.random.default_rng(0)
     xy_mov = rng.uniform(0, 2000, (240, 2))
     truth = np.array([[0.25, 0.0, 40.0], [0.0, 0.25, 60.0], [0.0, 0.0, 1.0]])
+    if mirrored:
+        truth[0, 0], truth[0, 2] = -0.25, 540.0
     xy_ref = apply_matrix(truth, xy_mov)
     xy_ref[:40] += [30.0, 0.0]
     n = len(xy_mov)
     tie = TiePoints(xy_ref, xy_mov, np.full(n, 0.9), np.ones(n), np.ones(n), np.full(n, -1))
     fit = fit_transform(xy_mov, xy_ref, "affine", 12.0)
     assert fit.n_inliers == 200
-    config = with_values(RegisterConfig(), {"estimate.refine_tie_points": False})
+    config = with_values(
+        RegisterConfig(),
+        {"estimate.refine_tie_points": False, "estimate.allow_reflection": mirrored},
+    )
     mov_info = io.RasterInfo("m.tif", (2000, 2000), 1, "float32", None, None, None, ("",), ("",),
                              False)  # fmt: skip
     ctx = RunContext(Inputs("r.tif", "m.tif", None, mov_info), None, None, config, None)
@@ -109,3 +116,19 @@ def test_refit_keeps_the_inlier_threshold_in_coarse_reference_pixels():
     _, refit, _ = refit_refined(ctx, coarse, transform_model("affine"))
     assert refit is not fit and refit.n_inliers == 200
     np.testing.assert_allclose(refit.matrix, truth, atol=1e-6)
+
+
+def test_a_mirrored_fit_passes_its_check_only_where_reflection_is_allowed():
+    """check_fit takes ``--allow-reflection`` from the settings unless told otherwise."""
+    from sarreg.config import EstimateConfig, transform_model
+    from sarreg.errors import DegenerateTransformError
+    from sarreg.estimate import check_fit
+
+    mirror = np.array([[-1.0, 0.0, 255.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    fit = TransformFit("affine", mirror, np.ones(4, bool), 4, 0.1, 0.1, np.zeros(4), 3.0)
+    model = transform_model("affine")
+    check_fit(fit, EstimateConfig(allow_reflection=True), model, (256, 256))
+    check_fit(fit, EstimateConfig(), model, (256, 256), allow_reflection=True)
+    for config, allow in ((EstimateConfig(), None), (EstimateConfig(allow_reflection=True), False)):
+        with pytest.raises(DegenerateTransformError):
+            check_fit(fit, config, model, (256, 256), allow_reflection=allow)
