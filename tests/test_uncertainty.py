@@ -17,14 +17,20 @@ DATES = (
 
 
 @pytest.fixture(scope="module")
-def opera(data_dir):
-    """Two real OPERA dates 24 days apart, pixel-aligned (true transform: identity)."""
+def opera_rasters(data_dir):
+    """Two real OPERA dates 24 days apart, pixel-aligned (true transform: identity), as read
+    for a registration (``sarreg.io.Raster``, full resolution) with their normalized images."""
     out = []
     for name in DATES:
         r = io.read_raster(str(data_dir / "opera_rtc_s1" / name))
-        img, _ = preprocess.preprocess(r.data, r.mask, r.kind)
-        out.append((img, r.mask))
+        out.append((r, preprocess.preprocess(r.data, r.mask, r.kind)[0]))
     return out
+
+
+@pytest.fixture(scope="module")
+def opera(opera_rasters):
+    """The two OPERA dates as ``(normalized image, valid mask)``."""
+    return [(img, r.mask) for r, img in opera_rasters]
 
 
 def test_verification_accepts_the_right_transform(opera):
@@ -205,17 +211,6 @@ def test_predicted_error_grows_where_tie_points_are_absent(single_look):
     assert 0.5 * true <= est.rms_px <= 2.0 * true
     ratio = np.array(est.points_px)[:4] / per_true[:4]
     assert np.all((ratio >= 0.5) & (ratio <= 2.5)), ratio
-
-
-@pytest.fixture(scope="module")
-def opera_rasters(data_dir):
-    """The two OPERA dates as read for a registration (``sarreg.io.Raster``, full
-    resolution) with their normalized images; the true transform is the identity."""
-    out = []
-    for name in DATES:
-        r = io.read_raster(str(data_dir / "opera_rtc_s1" / name))
-        out.append((r, preprocess.preprocess(r.data, r.mask, r.kind)[0]))
-    return out
 
 
 def _shift(dx: float) -> np.ndarray:
