@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from records import fit_of, raster_info, work_raster
 
-from sarreg import io
 from sarreg.estimate import (
     refine_by_correlation,
     region_stats,
     residual_summary,
     work_to_full,
 )
-from sarreg.geometry import TransformFit, apply_matrix
-
-
-def _raster(decimation: float, offset: tuple[int, int]) -> io.Raster:
-    return io.Raster(np.zeros((8, 8), np.float32), np.ones((8, 8), bool), "db", None, None,
-                     "x.tif", 1, (64, 64), decimation, offset, None, "float32")  # fmt: skip
+from sarreg.geometry import apply_matrix
 
 
 @pytest.mark.parametrize(("decimation", "offset"), [(1.0, (0, 0)), (4.0, (10, 20)), (2.5, (3, 0))])
 def test_work_to_full_is_the_rasters_own_pixel_mapping(decimation, offset):
-    r = _raster(decimation, offset)
+    r = work_raster(decimation, offset)
     xy = np.array([[0.0, 0.0], [1.0, 2.0], [7.0, 3.5]])
     np.testing.assert_allclose(apply_matrix(work_to_full(r), xy), r.to_full_res(xy))
 
@@ -31,7 +26,7 @@ def test_work_to_full_is_the_rasters_own_pixel_mapping(decimation, offset):
 def test_work_to_full_of_a_decimated_window():
     """Work pixel (0, 0) of a read decimated by 4 covers full-resolution pixels 0..3, whose
     centre is 1.5, from the window's offset on."""
-    m = work_to_full(_raster(4.0, (10, 20)))
+    m = work_to_full(work_raster(4.0, (10, 20)))
     assert apply_matrix(m, np.array([[0.0, 0.0], [1.0, 2.0]])).tolist() == [
         [11.5, 21.5],
         [15.5, 29.5],
@@ -51,7 +46,7 @@ def test_region_stats_put_each_tie_point_in_its_own_region():
     49 is in the first region and 50 in the second)."""
     xy = np.array([[10.0, 10.0], [49.0, 10.0], [50.0, 10.0], [90.0, 10.0], [10.0, 60.0],
                    [70.0, 70.0], [99.0, 99.0]])  # fmt: skip
-    fit = TransformFit("affine", np.eye(3), np.ones(7, bool), 7, 1.0, 1.0, np.arange(7.0), 3.0)
+    fit = fit_of(np.eye(3), 7, np.arange(7.0), rmse=1.0)
     counts = [r["residuals"]["tie_points"] for r in region_stats((100, 100), 2, xy, fit)]
     assert counts == [2, 2, 1, 2]
 
@@ -108,11 +103,10 @@ def test_refit_keeps_the_inlier_threshold_in_coarse_reference_pixels(mirrored):
         RegisterConfig(),
         {"estimate.refine_tie_points": False, "estimate.allow_reflection": mirrored},
     )
-    mov_info = io.RasterInfo("m.tif", (2000, 2000), 1, "float32", None, None, None, ("",), ("",),
-                             False)  # fmt: skip
+    mov_info = raster_info((2000, 2000), path="m.tif")
     ctx = RunContext(Inputs("r.tif", "m.tif", None, mov_info), None, None, config, None)
-    coarse = CoarseEstimate(_raster(4.0, (0, 0)), _raster(4.0, (0, 0)), None, None, None, None,
-                            None, tie, fit)  # fmt: skip
+    read = work_raster(4.0)
+    coarse = CoarseEstimate(read, read, None, None, None, None, None, tie, fit)
     _, refit, _ = refit_refined(ctx, coarse, transform_model("affine"))
     assert refit is not fit and refit.n_inliers == 200
     np.testing.assert_allclose(refit.matrix, truth, atol=1e-6)
@@ -125,7 +119,7 @@ def test_a_mirrored_fit_passes_its_check_only_where_reflection_is_allowed():
     from sarreg.estimate import check_fit
 
     mirror = np.array([[-1.0, 0.0, 255.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-    fit = TransformFit("affine", mirror, np.ones(4, bool), 4, 0.1, 0.1, np.zeros(4), 3.0)
+    fit = fit_of(mirror, rmse=0.1)
     model = transform_model("affine")
     check_fit(fit, EstimateConfig(allow_reflection=True), model, (256, 256))
     check_fit(fit, EstimateConfig(), model, (256, 256), allow_reflection=True)

@@ -10,6 +10,7 @@ import pytest
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from records import raster_info
 
 from sarreg.config import RegisterConfig, with_values
 from sarreg.errors import NotGeoreferencedError
@@ -22,11 +23,6 @@ from sarreg.inputs import (
     tile_decimations,
     work_sizes,
 )
-from sarreg.io import RasterInfo
-
-
-def _info(shape) -> RasterInfo:
-    return RasterInfo("x.tif", shape, 1, "float32", None, None, None, ("",), ("",), False)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +67,7 @@ def test_prior_scale_is_the_local_scale_at_the_moving_centre():
     ],
 )
 def test_work_sizes_bring_both_reads_to_one_pixel_size(ref, mov, scale, sizes):
-    assert work_sizes(_info(ref), _info(mov), 1024, scale) == sizes
+    assert work_sizes(raster_info(ref), raster_info(mov), 1024, scale) == sizes
 
 
 @pytest.mark.parametrize(
@@ -84,7 +80,7 @@ def test_work_sizes_bring_both_reads_to_one_pixel_size(ref, mov, scale, sizes):
     ],
 )
 def test_coarse_read_side_only_when_a_read_is_decimated_beyond_its_tiles(ref, mov, scale, side):
-    inputs = Inputs("r.tif", "m.tif", _info(ref), _info(mov), None, scale)
+    inputs = Inputs("r.tif", "m.tif", raster_info(ref), raster_info(mov), None, scale)
     assert coarse_read_side(inputs, RegisterConfig()) == side
 
 

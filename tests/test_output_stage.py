@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from records import fit_of
 
 from sarreg import geometry
 from sarreg.config import RegisterConfig, with_values
@@ -84,7 +85,7 @@ def test_a_resampled_output_is_on_the_reference_grid(tmp_path):
                        dtype="float32", transform=t, crs=crs) as dst:  # fmt: skip
         dst.write(np.zeros((80, 80), np.float32), 1)
     matrix = np.array([[1.0, 0.0, 5.0], [0.0, 1.0, 5.0], [0.0, 0.0, 1.0]])
-    fit = geometry.TransformFit("affine", matrix, np.ones(4, bool), 4, 0.0, 0.0, np.zeros(4), 3.0)
+    fit = fit_of(matrix)
     config = with_values(_config("resample", "affine"), {"output.resampling": "nearest"})
     out = str(tmp_path / "out.tif")
     ref_info = raster_info(str(tmp_path / "ref.tif"))

@@ -13,6 +13,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
+from records import fit_of, raster_info, work_raster
 
 from sarreg.errors import OutputExistsError
 from sarreg.report import (
@@ -195,15 +196,12 @@ def test_transform_entry_gives_where_the_centre_lands_and_the_georeferencing_shi
     (107, 58) by the georeferencing; on a 2 m grid (north up) that is 3 px right and 3 px up,
     (6, 6) m, 8.49 m."""
     from sarreg.config import RegisterConfig
-    from sarreg.geometry import TransformFit
-    from sarreg.io import RasterInfo
 
     matrix = np.array([[1.0, 0.0, 10.0], [0.0, 1.0, 5.0], [0.0, 0.0, 1.0]])
-    fit = TransformFit("affine", matrix, np.ones(4, bool), 4, 0.1, 0.1, np.zeros(4), 3.0)
+    fit = fit_of(matrix, rmse=0.1)
 
     def info(shape, transform):
-        return RasterInfo("x.tif", shape, 1, "float32", transform, CRS.from_epsg(32633), None,
-                          ("",), ("",), False)  # fmt: skip
+        return raster_info(shape, transform, CRS.from_epsg(32633))
 
     ref = info((300, 300), Affine(2.0, 0.0, 1000.0, 0.0, -2.0, 5000.0))
     out = transform_entry(fit, RegisterConfig(), ref, info((101, 201), None),
@@ -273,14 +271,12 @@ def test_peak_memory_is_the_processes_high_water_mark_in_mib():
 
 
 def test_image_entry_gives_the_six_geotransform_terms_or_none():
-    from sarreg.io import Raster, RasterInfo
     from sarreg.report import ImageEntry
 
-    raster = Raster(np.zeros((4, 4), np.float32), np.ones((4, 4), bool), "db", None, None, "a.tif",
-                    1, (8, 8), 2.0, (0, 0), None, "float32")  # fmt: skip
+    raster = work_raster(2.0, shape=(4, 4), path="a.tif")
     t = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
     for transform, expected in ((t, [10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0]), (None, None)):
-        info = RasterInfo("a.tif", (8, 8), 1, "float32", transform, None, None, ("",), ("",), False)
+        info = raster_info((8, 8), transform, path="a.tif")
         out = ImageEntry("a.tif", info, raster, 12).to_dict()
         assert out["geotransform"] == expected
         assert (out["shape"], out["work_decimation"], out["keypoints"]) == ([8, 8], 2.0, 12)
@@ -288,13 +284,11 @@ def test_image_entry_gives_the_six_geotransform_terms_or_none():
 
 def test_tie_point_entries_give_map_positions_where_an_image_is_georeferenced():
     from sarreg.estimate import TiePoints
-    from sarreg.geometry import TransformFit
     from sarreg.report import tie_point_entries
 
     xy = np.array([[0.0, 0.0], [10.0, 20.0]])
     tie = TiePoints(xy + 1.0, xy, np.array([0.9, 0.8]), np.ones(2), np.ones(2), np.array([-1, 3]))
-    fit = TransformFit("affine", np.eye(3), np.array([True, False]), 1, 0.0, 0.0,
-                       np.array([0.1, 5.0]), 3.0)  # fmt: skip
+    fit = fit_of(np.eye(3), [True, False], [0.1, 5.0])
     t = Affine(10.0, 0.0, 1000.0, 0.0, -10.0, 5000.0)
     both = tie_point_entries(tie, fit, np.array([0]), t, t)
     assert both[1]["mov_map"] == [1105.0, 4795.0] and both[1]["ref_map"] == [1115.0, 4785.0]
@@ -359,10 +353,8 @@ def test_checkerboard_of_one_tile_is_the_first_image_and_shapes_must_agree():
 def test_transform_entry_centre_of_an_even_sized_moving_image():
     """A 200 x 100 moving image's centre is pixel centre (99.5, 49.5)."""
     from sarreg.config import RegisterConfig
-    from sarreg.geometry import TransformFit
-    from sarreg.io import RasterInfo
 
-    fit = TransformFit("affine", np.eye(3), np.ones(4, bool), 4, 0.1, 0.1, np.zeros(4), 3.0)
-    info = RasterInfo("m.tif", (100, 200), 1, "float32", None, None, None, ("",), ("",), False)
+    fit = fit_of(np.eye(3), rmse=0.1)
+    info = raster_info((100, 200), path="m.tif")
     out = transform_entry(fit, RegisterConfig(), info, info, None)
     assert out["moving_centre_to_reference_px"] == [99.5, 49.5]

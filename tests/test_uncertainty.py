@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from records import fit_of
 
 from sarreg import io, preprocess
 from sarreg.geometry import apply_matrix, similarity_about_centre
@@ -225,7 +226,6 @@ def test_a_correction_is_kept_only_when_its_own_check_passes(opera_rasters, clai
     leave the fit 3 px off; its check fails, so the fit stays as it was (2 px off), even
     though that check measures less misalignment (3 px) than was claimed (5 px)."""
     from sarreg.estimate import TiePoints
-    from sarreg.geometry import TransformFit
     from sarreg.verify import Verification, correct_by_windows
 
     (ref, img_ref), (mov, img_mov) = opera_rasters
@@ -235,7 +235,7 @@ def test_a_correction_is_kept_only_when_its_own_check_passes(opera_rasters, clai
     claim = Verification(Verdict.PASS, 9, 9, abs(claimed), abs(claimed), abs(claimed), 1.0, wins)
     xy = np.random.default_rng(0).uniform(20, min(h, w) - 20, (50, 2))
     tie = TiePoints(xy + [2.0, 0.0], xy, np.ones(50), np.ones(50), np.ones(50), np.full(50, -1))
-    fit = TransformFit("affine", _shift(2.0), np.ones(50, bool), 50, 0.0, 0.0, np.zeros(50), 3.0)
+    fit = fit_of(_shift(2.0), 50)
     new, ver, record = correct_by_windows(ref, mov, img_ref, img_mov, fit, tie, claim, (h, w))
     np.testing.assert_allclose(new.matrix, _shift(kept), atol=0.3)
     assert record.before_px == pytest.approx(abs(claimed), abs=0.05)
