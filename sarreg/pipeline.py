@@ -367,7 +367,10 @@ def extract_file(
 ) -> Features:
     """Extract features of one image and save them as ``.npz`` (see ``Features.to_npz``).
 
-    Keypoints and scales are converted to the full-resolution pixel grid of the file.
+    An image larger than ``max_size`` on its long side is read decimated to it (area average,
+    :func:`sarreg.io.read_raster`); keypoints (x, y pixel centres) and scales are converted to
+    the full-resolution pixel grid of the file, and ``image_shape`` is the file's ``(H, W)``.
+    An existing ``out_path`` is replaced only with ``overwrite``.
     """
     from sarreg import io, preprocess
     from sarreg.atomic import atomic_write, check_output_path
@@ -378,9 +381,7 @@ def extract_file(
     check_output_path(str(out_path), overwrite=overwrite)
     loaded = load_model(model)
     pre_cfg = preprocess.PreprocessConfig.from_dict(loaded.preprocess or {})
-    info = io.raster_info(str(image_path), band=band)
-    size = max_size if max(info.shape) > max_size else None
-    raster = io.read_raster(str(image_path), band=band, kind=kind, max_size=size)
+    raster = io.read_raster(str(image_path), band=band, kind=kind, max_size=max_size)
     img, kp_mask = preprocess.preprocess(
         raster.data, raster.mask, raster.kind, pre_cfg, name=f"the image {image_path}"
     )
@@ -390,7 +391,7 @@ def extract_file(
         feats,
         keypoints=raster.to_full_res(feats.keypoints.astype(np.float64)).astype(np.float32),
         scales=(feats.scales * raster.decimation).astype(np.float32),
-        image_shape=tuple(info.shape),
+        image_shape=tuple(raster.full_shape),
     )
     with atomic_write(str(out_path), overwrite=overwrite) as tmp:
         feats.to_npz(tmp)

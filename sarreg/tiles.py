@@ -27,6 +27,30 @@ log = logging.getLogger(__name__)
 TILE_MIN_CONTRAST = 0.01
 
 
+def read_multiple(decimation: float) -> int:
+    """The multiple (full-resolution px) of a moving window's offsets and sizes: whole bins of
+    an integer ``decimation`` that stay even after it (``2 d``); 2 for a fractional one."""
+    d = float(decimation)
+    return 2 * int(d) if d.is_integer() else 2
+
+
+def mostly_nodata(valid_ref: float, valid_mov: float, min_valid: float) -> bool:
+    """Whether a tile is skipped as mostly nodata: less than ``min_valid`` of its reference
+    window valid, or less than half of that of its moving window (which reaches a search
+    margin beyond the tile's footprint, past the image edge near the borders)."""
+    return valid_ref < min_valid or valid_mov < min_valid / 2
+
+
+def featureless(img_ref: np.ndarray, kpm_ref: np.ndarray, kpm_mov: np.ndarray) -> bool:
+    """Whether a preprocessed tile pair (``(h, w)`` images in ``[0, 1]`` and keypoint masks) is
+    skipped as featureless: no pixel may hold a keypoint in one of them, or the reference's
+    keypoint pixels vary less than :data:`TILE_MIN_CONTRAST` (std; e.g. calm water in an
+    8-bit display image, which is not stretched)."""
+    if not kpm_ref.any() or not kpm_mov.any():
+        return True
+    return float(img_ref[kpm_ref].std()) < TILE_MIN_CONTRAST
+
+
 class TileStatus(str, Enum):
     """What became of a tile (``region``: a residual region of a registration without tiles)."""
 
@@ -39,7 +63,8 @@ class TileStatus(str, Enum):
 class TileRecord:
     """One tile: its windows (``[col_off, row_off, width, height]``, full-resolution pixels),
     status, why it was skipped, the decimation of its two reads (``[reference, moving]``,
-    full-resolution pixels per pixel read) and its figures. ``to_dict()`` is its report
+    full-resolution pixels per pixel read), its RANSAC threshold (full-resolution reference
+    px: ``--ransac-threshold`` tile pixels) and its figures. ``to_dict()`` is its report
     entry."""
 
     index: int
@@ -49,6 +74,7 @@ class TileRecord:
     mov_window: list[int] | None = None
     valid_fraction: list[float] | None = None
     decimation: list[float] | None = None
+    threshold_px: float | None = None
     keypoints: list[int] | None = None
     matches: int | None = None
     tile_inliers: int | None = None
@@ -71,6 +97,7 @@ class TileRecord:
             "mov_window",
             "valid_fraction",
             "decimation",
+            "threshold_px",
             "keypoints",
             "matches",
             "tile_inliers",
@@ -144,11 +171,14 @@ def refine_with_tiles(
         n,
         size,
     )
+    # the global fit's threshold: --ransac-threshold in pixels of the tiles' reference reads
+    threshold = config.estimate.ransac_threshold * dec_ref
     grid = {
         "per_side": n,
         "size_px": size,
         "decimation_ref": dec_ref,
         "decimation_mov": dec_mov,
+        "threshold_px": threshold,
         "chosen": "auto" if config.tiling.tiles is None and config.tiling.size is None else "set",
     }
     if not parts:
@@ -166,9 +196,7 @@ def refine_with_tiles(
         )
     tie = TiePoints.concat(parts)
     with timer.stage("estimate"):
-        fit = fit_global(
-            ctx, tie, model, config.estimate.ransac_threshold * dec_ref, orientation(coarse)
-        )
+        fit = fit_global(ctx, tie, model, threshold, orientation(coarse))
         add_tile_residuals(records, tie, fit)
     return TiledEstimate(records, tie, fit, len(windows), grid)
 
@@ -228,8 +256,7 @@ def register_tile(
     config, timer = ctx.config, ctx.timer
     rec = TileRecord(k, [int(win.col_off), int(win.row_off), int(win.width), int(win.height)])
     margin = config.tiling.search_radius + 8.0
-    multiple = 2 * int(dec_mov) if float(dec_mov).is_integer() else 2
-    mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, multiple)
+    mwin = scene.moving_window(m0, win, ctx.mov_info.shape, margin, read_multiple(dec_mov))
     if mwin is None:
         return rec.skip("outside the moving image"), None
     rec.mov_window = [int(mwin.col_off), int(mwin.row_off), int(mwin.width), int(mwin.height)]
@@ -257,7 +284,7 @@ def register_tile(
         return rec.skip("nodata"), None
     rec.valid_fraction = [float(ref.mask.mean()), float(mov.mask.mean())]
     rec.decimation = [float(ref.decimation), float(mov.decimation)]
-    if ref.mask.mean() < config.tiling.min_valid or mov.mask.mean() < config.tiling.min_valid / 2:
+    if mostly_nodata(*rec.valid_fraction, config.tiling.min_valid):
         return rec.skip("mostly nodata"), None
     try:
         with timer.stage("preprocess"):
@@ -265,7 +292,7 @@ def register_tile(
             img_m, kpm_m = preprocess.preprocess(mov.data, mov.mask, mov.kind, ctx.pre_cfg)
     except EmptyImageError:
         return rec.skip("featureless (constant)"), None
-    if not kpm_r.any() or not kpm_m.any() or float(img_r[kpm_r].std()) < TILE_MIN_CONTRAST:
+    if featureless(img_r, kpm_r, kpm_m):
         return rec.skip("featureless (no contrast)"), None
     # a rotated / mirrored moving image: its tile is turned into the reference's orientation
     # (exact pixel copies) before extraction, its keypoints turned back afterwards
@@ -310,7 +337,7 @@ def register_tile(
         rec.matches = len(matches)
         with timer.stage("estimate"):
             tie = TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
-            threshold = config.estimate.ransac_threshold * ref.decimation
+            threshold = rec.threshold_px = config.estimate.ransac_threshold * ref.decimation
             # fitted in the orientation's frame (a similarity cannot mirror)
             g = np.eye(3) if orient is None else orient.linear()
             xy_g = geometry.apply_matrix(g, tie.xy_mov)

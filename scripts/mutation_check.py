@@ -99,6 +99,7 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             "tests/test_prior.py",
             "tests/test_outputs_checked_first.py",
             "tests/test_stages.py",
+            "tests/test_extract_file.py",
         ),
     ),
     "atomic": (

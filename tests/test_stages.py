@@ -235,8 +235,11 @@ def test_tiles_of_the_finer_image_are_read_at_the_coarser_pixel_size(
     # inlier share measured 1050 / 1052 (reference finer, automatic grid), 448 / 499 on the
     # 150 px tiles
     share = 0.95 if tile_size is None else 0.85
+    # --ransac-threshold (3) in tile pixels, given in full-resolution reference px
+    assert grid["threshold_px"] == 3.0 * decimation[0]
     for t in used:
         assert t["decimation"] == decimation
+        assert t["threshold_px"] == 3.0 * decimation[0]
         assert t["tile_inliers"] >= share * t["matches"], t
         if finer == "moving":
             col, row, width, height = t["mov_window"]  # even offsets, sizes of whole bins
@@ -246,6 +249,56 @@ def test_tiles_of_the_finer_image_are_read_at_the_coarser_pixel_size(
     # finer 0.151 px, predicted 0.313 (2.07x: conservative, just outside a factor of 2)
     assert err < 0.3
     assert err / 2 < res.predicted_error < 2.5 * err
+
+
+def test_moving_windows_are_whole_bins_that_stay_even_after_decimation():
+    """The smallest multiple of an integer decimation d that is even after it is 2 d; a
+    fractional decimation has no whole bins, its windows are only even."""
+    from sarreg.tiles import read_multiple
+
+    for d in range(1, 9):
+        m = read_multiple(float(d))
+        assert m % d == 0 and (m // d) % 2 == 0
+        assert not any(k % d == 0 and (k // d) % 2 == 0 for k in range(1, m))
+    assert read_multiple(1.5) == read_multiple(2.25) == 2
+
+
+@pytest.mark.parametrize(
+    ("valid_ref", "valid_mov", "min_valid", "skipped"),
+    [
+        (0.9, 0.45, 0.8, False),  # the moving window needs half of min_valid
+        (0.9, 0.39, 0.8, True),
+        (0.8, 1.0, 0.8, False),
+        (0.79, 1.0, 0.8, True),
+        (0.6, 0.3, 0.5, False),  # the default 0.5
+        (0.6, 0.24, 0.5, True),
+        (0.1, 0.0, 0.0, False),  # min_valid 0: nothing is mostly nodata
+    ],
+)
+def test_a_tile_is_mostly_nodata_below_min_valid(valid_ref, valid_mov, min_valid, skipped):
+    from sarreg.tiles import mostly_nodata
+
+    assert mostly_nodata(valid_ref, valid_mov, min_valid) is skipped
+
+
+def test_a_flat_or_unmasked_tile_is_featureless():
+    """A flat reference tile of an 8-bit display image (calm water: 100 +- 1 of 255, not
+    stretched; std 0.004) is featureless, the same tile at full 8-bit contrast is not, and a
+    tile with no pixel that may hold a keypoint in either image is."""
+    from sarreg.tiles import TILE_MIN_CONTRAST, featureless
+
+    rng = np.random.default_rng(0)
+    flat = (100.0 + rng.integers(-1, 2, (64, 64))) / 255.0
+    speckle = rng.integers(0, 256, (64, 64)) / 255.0
+    every, none = np.ones((64, 64), bool), np.zeros((64, 64), bool)
+    assert float(flat.std()) < TILE_MIN_CONTRAST
+    assert featureless(flat, every, every)
+    assert not featureless(speckle, every, every)
+    assert featureless(speckle, none, every) and featureless(speckle, every, none)
+    # only the keypoint pixels count: a flat area around a textured border strip
+    mixed, inner = speckle.copy(), none.copy()
+    mixed[8:56, 8:56], inner[8:56, 8:56] = flat[8:56, 8:56], True
+    assert not featureless(mixed, every, every) and featureless(mixed, inner, every)
 
 
 def test_a_tiled_estimate_counts_only_the_tiles_it_used():
@@ -314,3 +367,20 @@ def test_a_tile_over_changed_ground_is_skipped_and_the_others_register(umbra_102
     # measured 0.054 px; predicted 0.151 (2.8x: conservative, with a quarter of the image
     # changed)
     assert err < 0.075 and err < res.predicted_error < 3.5 * err
+
+
+def test_window_size_is_a_deprecated_no_op(caplog):
+    """``window_size`` (``--window-size``) logs that it is deprecated and changes nothing."""
+    import logging
+
+    from sarreg.config import TilingConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov = DEMO / "reference.tif", DEMO / "moving.tif"
+    with caplog.at_level(logging.WARNING, logger="sarreg.pipeline"):
+        plain = register(ref, mov, None, RegisterConfig())
+        assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+        old = register(ref, mov, None, RegisterConfig(tiling=TilingConfig(window_size=128)))
+    (warning,) = [r for r in caplog.records if "deprecated" in r.getMessage()]
+    assert warning.levelno == logging.WARNING and "--window-size" in warning.getMessage()
+    np.testing.assert_array_equal(old.matrix, plain.matrix)
