@@ -123,7 +123,7 @@ def test_refinement_and_weighting_lower_the_demo_error(data_dir):
     no_refine, no_refine_final = _demo_errors(data_dir, **{"estimate.refine_tie_points": False})
     no_weights, no_weights_final = _demo_errors(data_dir, **{"estimate.weighted_fit": False})
     # measured 0.375 (no refinement 0.520, unweighted 0.420); final 0.089, 0.107, 0.091
-    assert default < 0.42
+    assert default < 0.49  # 1.3x the measured value
     assert default < 0.9 * no_refine
     assert default < 0.95 * no_weights
     assert default_final < 0.12  # measured 0.089
