@@ -409,3 +409,29 @@ def test_when_no_tile_gives_tie_points_the_coarse_fit_is_the_result(umbra_1024, 
     # predicted 0.342 and 0.904 (1.9x, 2.3x: conservative)
     assert err < bound
     assert err < res.predicted_error < 2.5 * err
+
+
+def test_tiles_with_fewer_inliers_than_min_inliers_are_skipped(umbra_1024):
+    """``umbra_1024`` from a 512 px coarse read gives tiles of 986, 687, 988 and 554 inliers:
+    with ``--min-inliers 700`` the two smaller ones are skipped (naming their inlier count)
+    and the two others register the pair (each keeping up to 1000 tie points, so that the
+    global fit has 700 too)."""
+    import re
+
+    from sarreg.config import EstimateConfig, InputConfig, TilingConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov, truth, shape = umbra_1024
+    config = RegisterConfig(input=InputConfig(coarse_size=512), tiling=TilingConfig(max_points=1000),
+                            estimate=EstimateConfig(min_inliers=700))  # fmt: skip
+    res = register(ref, mov, None, config)
+    assert res.windowed
+    used = [t for t in res.tiles if t["status"] == "used"]
+    skipped = [t for t in res.tiles if t["status"] == "skipped"]
+    assert len(used) == 2 and len(skipped) == 2
+    assert all(t["tile_inliers"] >= 700 for t in used)
+    for t in skipped:
+        found = re.fullmatch(r"too few inliers \((\d+)\)", t["reason"])
+        assert found and int(found.group(1)) < 700, t["reason"]
+    err = mapping_rmse(res.matrix, truth, shape)
+    assert err < 0.15  # measured 0.112 (tie points on two tiles of the four)
