@@ -422,7 +422,8 @@ def test_tiles_with_fewer_inliers_than_min_inliers_are_skipped(umbra_1024):
     from sarreg.pipeline import RegisterConfig, register
 
     ref, mov, truth, shape = umbra_1024
-    config = RegisterConfig(input=InputConfig(coarse_size=512), tiling=TilingConfig(max_points=1000),
+    config = RegisterConfig(input=InputConfig(coarse_size=512),
+                            tiling=TilingConfig(max_points=1000),
                             estimate=EstimateConfig(min_inliers=700))  # fmt: skip
     res = register(ref, mov, None, config)
     assert res.windowed
