@@ -339,8 +339,9 @@ def register_tile(
             tie = TiePoints.from_matches(ref, mov, f_ref, f_mov, matches, tile=k)
             threshold = rec.threshold_px = config.estimate.ransac_threshold * ref.decimation
             # fitted in the orientation's frame (a similarity cannot mirror)
-            g = np.eye(3) if orient is None else orient.linear()
-            xy_g = geometry.apply_matrix(g, tie.xy_mov)
+            xy_g = (
+                tie.xy_mov if orient is None else geometry.apply_matrix(orient.linear(), tie.xy_mov)
+            )
             fit = local.fit(xy_g, tie.xy_ref, threshold, config.estimate.seed)
     except SarregError as err:  # too few matches / inliers in this tile
         return rec.skip(f"too few matches ({err.message})"), None
