@@ -217,9 +217,10 @@ def estimate(ctx: RunContext) -> Estimate:
     try:
         tiled_est = refine_with_tiles(ctx, coarse, model)
     except (EmptyImageError, TooFewMatchesError) as err:
-        # no tile gave tie points (mostly nodata, featureless): the coarse pass's checked
-        # fit of the configured model is the result, at coarse precision
-        log.warning("no full-resolution tile gave tie points (%s); using the coarse pass", err)
+        # no tile gave tie points (mostly nodata, featureless), or their global fit failed:
+        # the coarse pass's checked fit of the configured model is the result, at coarse
+        # precision
+        log.warning("the full-resolution tiles gave no fit (%s); using the coarse pass", err)
         fit = coarse.fit
         if coarse_model is not model:
             with timer.stage("estimate"):
