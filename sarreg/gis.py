@@ -242,7 +242,6 @@ def write_outputs(
     ref_img: np.ndarray,
     work_to_full: np.ndarray,
     xy_ref: np.ndarray,
-    threshold: float,
     written: list[str],
 ) -> None:
     """Write the shift raster and the quality map a registration's
@@ -251,8 +250,8 @@ def write_outputs(
     Each path written is appended to ``written`` at once, so that the caller removes it again
     when a later output fails (outputs go as a group). ``ref_info``: the reference's
     :class:`~sarreg.io.RasterInfo`; ``fit``: the final fit (``matrix``/``mapping``,
-    ``residuals``, ``inliers``); ``ref_img``/``work_to_full``/``xy_ref``/``threshold``: see
-    :func:`plot_quality`.
+    ``residuals``, ``inliers`` and the ``threshold`` that defined them, drawn on the quality
+    map's histogram); ``ref_img``/``work_to_full``/``xy_ref``: see :func:`plot_quality`.
     """
     if config.shifts:
         write_shifts(
@@ -263,7 +262,7 @@ def write_outputs(
     if config.plot:
         path = quality_plot_path(config.plot)
         plot_quality(
-            path, ref_img, work_to_full, xy_ref, fit.residuals, fit.inliers, threshold,
-            overwrite=config.overwrite,
+            path, ref_img, work_to_full, xy_ref, fit.residuals, fit.inliers,
+            fit.threshold, overwrite=config.overwrite,
         )  # fmt: skip
         written.append(path)

@@ -225,11 +225,7 @@ def estimate(ctx: RunContext) -> Estimate:
         if coarse_model is not model:
             with timer.stage("estimate"):
                 fit = fit_checked(
-                    coarse.tie,
-                    config.estimate,
-                    model,
-                    config.estimate.ransac_threshold * ref.decimation,
-                    ctx.mov_info.shape,
+                    coarse.tie, config.estimate, model, coarse.fit.threshold, ctx.mov_info.shape
                 )
         with timer.stage("estimate"):
             regions = region_stats(
@@ -346,7 +342,7 @@ def _write_outputs(
 
         gis.write_outputs(
             config.output, inputs.ref_info, est.fit, c.img_ref, work_to_full(c.ref), est.tie.xy_ref,
-            config.estimate.ransac_threshold * float(c.ref.decimation), written,
+            written,
         )  # fmt: skip
         if config.output.plot:
             plot_coarse(config.output.plot, c, est.fit, out_written is not None)

@@ -453,6 +453,7 @@ def build_report(
         "inliers": int(inl.sum()),
         "inlier_ratio": float(inl.mean()) if len(inl) else 0.0,
         "rmse_px": float(fit.rmse),
+        "threshold_px": float(fit.threshold),
         "loo_rmse_px": float(fit.loo_rmse),
         "used_georeferencing_prior": bool(prior_full is not None and config.estimate.use_prior),
         "windowed": coarse is not None and coarse.get("tiles_used", 0) > 0,

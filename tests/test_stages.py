@@ -93,6 +93,9 @@ def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
     assert all(t["status"] == "region" for t in alone.tiles)
     assert tiled.windowed and tiled.report["coarse"]["decimation_ref"] == 2
     assert tiled.report["coarse"]["refined_by_tiles"] is True
+    # inliers: within 3 px of the reads the tie points come from (the full-resolution tiles;
+    # the coarse reads of an image that fits the coarse pass)
+    assert tiled.report["threshold_px"] == alone.report["threshold_px"] == 3.0
     # the coarse fit's RANSAC threshold is in coarse pixels: on this clean pair nearly every
     # match is an inlier (measured 0.977; the same threshold in full-resolution pixels: 0.904)
     coarse = tiled.report["coarse"]
@@ -236,7 +239,7 @@ def test_tiles_of_the_finer_image_are_read_at_the_coarser_pixel_size(
     # 150 px tiles
     share = 0.95 if tile_size is None else 0.85
     # --ransac-threshold (3) in tile pixels, given in full-resolution reference px
-    assert grid["threshold_px"] == 3.0 * decimation[0]
+    assert grid["threshold_px"] == res.report["threshold_px"] == 3.0 * decimation[0]
     for t in used:
         assert t["decimation"] == decimation
         assert t["threshold_px"] == 3.0 * decimation[0]
@@ -404,6 +407,8 @@ def test_when_no_tile_gives_tie_points_the_coarse_fit_is_the_result(umbra_1024, 
     assert coarse["refined_by_tiles"] is False and coarse["tiles_used"] == 0
     assert "featureless" in coarse["tiles_failed"]
     assert res.model == model and {t["status"] for t in res.tiles} == {"region"}
+    # the coarse tie points' threshold: 3 coarse px, decimation 2
+    assert res.report["threshold_px"] == 6.0
     err = mapping_rmse(res.matrix, truth, shape)
     # measured 0.184 px (affine), 0.390 (homography, refitted on the coarse tie points);
     # predicted 0.342 and 0.904 (1.9x, 2.3x: conservative)
