@@ -441,3 +441,28 @@ def test_tiles_with_fewer_inliers_than_min_inliers_are_skipped(umbra_1024):
         assert found and int(found.group(1)) < 700, t["reason"]
     err = mapping_rmse(res.matrix, truth, shape)
     assert err < 0.15  # measured 0.112 (tie points on two tiles of the four)
+
+
+def test_the_final_fit_is_verified_not_the_coarse_one(data_dir):
+    """``check_result`` verifies the fit the estimate stages end with: on the demo pair, the
+    estimate's own fit passes, the same fit moved by 12 px (as a wrong refit would be) is
+    refused (exit 7), though the coarse pass's fit it replaces was verified and passed."""
+    from dataclasses import replace
+
+    from sarreg import pipeline
+    from sarreg.config import pyramid_plan
+    from sarreg.errors import VerificationError
+    from sarreg.inputs import RunContext, Timer, open_inputs
+
+    config = pipeline.RegisterConfig()
+    inputs = open_inputs(str(DEMO / "reference.tif"), str(DEMO / "moving.tif"), config)
+    loaded, pre = pipeline._model_and_preprocessing(config)
+    ctx = RunContext(inputs, loaded, pre, config, pyramid_plan(config, inputs.georef), Timer())
+    est = pipeline.estimate(ctx)
+    assert est.coarse.verification.verdict.value == "pass"
+    moved = np.array([[1.0, 0.0, 12.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ est.fit.matrix
+    wrong = replace(est, fit=replace(est.fit, matrix=moved))
+    assert pipeline.check_result(ctx, est)["verification"]["verdict"] == "pass"
+    with pytest.raises(VerificationError) as exc:
+        pipeline.check_result(ctx, wrong)
+    assert exc.value.exit_code == 7
