@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 #: reference tiles whose normalized ([0, 1]) values vary less than this (std) are skipped
 TILE_MIN_CONTRAST = 0.01
+#: tiles with fewer keypoints than this in either image are skipped (featureless)
+TILE_MIN_KEYPOINTS = 8
 
 
 def read_multiple(decimation: float) -> int:
@@ -309,8 +311,9 @@ def register_tile(
         f_ref = extract(ctx.loaded.net, img_r, kpm_r, replace(xcfg, refine_radius=0))
         f_mov = extract(ctx.loaded.net, img_m, kpm_m, xcfg)
     rec.keypoints = [len(f_ref), len(f_mov)]
-    if len(f_ref) < 8 or len(f_mov) < 8:
-        return rec.skip("featureless"), None
+    fewest = min(len(f_ref), len(f_mov))
+    if fewest < TILE_MIN_KEYPOINTS:
+        return rec.skip(f"featureless ({fewest} keypoints)"), None
 
     def prior(xy_mov_turned: np.ndarray) -> np.ndarray:
         xy_mov_work = geometry.apply_matrix(r_inv, xy_mov_turned)

@@ -347,11 +347,18 @@ def test_tiles_of_a_rotated_moving_image_are_turned_as_the_coarse_pass_found(umb
     assert err / 2 < res.predicted_error < 2 * err
 
 
-def test_a_tile_over_changed_ground_is_skipped_and_the_others_register(umbra_1024, tmp_path):
+@pytest.mark.parametrize(
+    ("ground", "reason"),
+    [("speckle", "too few matches "), ("constant", "featureless (con")],
+)
+def test_a_tile_over_changed_ground_is_skipped_and_the_others_register(
+    umbra_1024, tmp_path, ground, reason
+):
     """The moving image of ``umbra_1024`` with its top-left quadrant replaced by speckle
-    noise (ground that changed completely), tiled from a 512 px coarse read: the tile over it
-    finds too few matches near the coarse prediction and is skipped, naming why (no
-    unguided matching there); the three others register the pair."""
+    noise (ground that changed completely) or by one value (a saturated or blanked area, not
+    nodata), tiled from a 512 px coarse read: the tile over it finds too few matches near the
+    coarse prediction, or has no contrast, and is skipped, naming why (no unguided matching
+    there); the three others register the pair."""
     from sarreg.config import InputConfig
     from sarreg.pipeline import RegisterConfig, register
 
@@ -359,16 +366,17 @@ def test_a_tile_over_changed_ground_is_skipped_and_the_others_register(umbra_102
     with rasterio.open(mov) as ds:
         data, profile = ds.read(1), ds.profile
     rng = np.random.default_rng(0)
-    data[:512, :512] = rng.gamma(1.0, float(np.nanmean(data)), (512, 512)).astype(data.dtype)
+    mean = float(np.nanmean(data))
+    data[:512, :512] = rng.gamma(1.0, mean, (512, 512)) if ground == "speckle" else mean
     changed = tmp_path / "changed.tif"
     with rasterio.open(changed, "w", **profile) as ds:
         ds.write(data, 1)
     res = register(ref, changed, None, RegisterConfig(input=InputConfig(coarse_size=512)))
     status = [(t["status"], (t.get("reason") or "")[:16]) for t in res.tiles]
-    assert status == [("skipped", "too few matches ")] + [("used", "")] * 3
+    assert status == [("skipped", reason)] + [("used", "")] * 3
     err = mapping_rmse(res.matrix, truth, shape)
-    # measured 0.054 px; predicted 0.151 (2.8x: conservative, with a quarter of the image
-    # changed)
+    # measured 0.054 px (the same three tiles either way); predicted 0.151 (speckle) and 0.130
+    # (constant): 2.8x and 2.4x, conservative with a quarter of the image changed
     assert err < 0.075 and err < res.predicted_error < 3.5 * err
 
 
@@ -389,24 +397,37 @@ def test_window_size_is_a_deprecated_no_op(caplog):
     np.testing.assert_array_equal(old.matrix, plain.matrix)
 
 
-@pytest.mark.parametrize(("model", "bound"), [("affine", 0.24), ("homography", 0.51)])
-def test_when_no_tile_gives_tie_points_the_coarse_fit_is_the_result(umbra_1024, model, bound):
-    """Every tile of ``umbra_1024`` (512 px coarse read) keeps 4 keypoints (``tiling.top_k``),
-    fewer than a tile is matched with: all are skipped as featureless, and the coarse pass's
-    fit of the configured model (refitted when the coarse pass fits another) is the result, at
-    coarse precision; the report says the tiles failed and why, and nothing is "windowed"."""
+@pytest.mark.parametrize(
+    ("model", "top_k", "reason", "bound"),
+    [
+        ("affine", 4, "(featureless (4 keypoints))", 0.24),
+        ("homography", 4, "(featureless (4 keypoints))", 0.51),
+        # as many keypoints as a tile needs: matched, with too few matches
+        ("affine", 8, "(too few matches (only 0 matches", 0.24),
+    ],
+)
+def test_when_no_tile_gives_tie_points_the_coarse_fit_is_the_result(
+    umbra_1024, model, top_k, reason, bound
+):
+    """Every tile of ``umbra_1024`` (512 px coarse read) keeps ``top_k`` keypoints
+    (``tiling.top_k``): 4, fewer than a tile is matched with (8), skips all as featureless;
+    8 are matched, and too few of them. The coarse pass's fit of the configured model
+    (refitted when the coarse pass fits another) is then the result, at coarse precision; the
+    report says the tiles failed and why, and nothing is "windowed"."""
     from sarreg.config import EstimateConfig, InputConfig, TilingConfig
     from sarreg.pipeline import RegisterConfig, register
 
     ref, mov, truth, shape = umbra_1024
-    config = RegisterConfig(input=InputConfig(coarse_size=512), tiling=TilingConfig(top_k=4),
+    config = RegisterConfig(input=InputConfig(coarse_size=512), tiling=TilingConfig(top_k=top_k),
                             estimate=EstimateConfig(transform=model))  # fmt: skip
     res = register(ref, mov, None, config)
     coarse = res.report["coarse"]
     assert not res.windowed and res.report["windowed"] is False
     assert coarse["refined_by_tiles"] is False and coarse["tiles_used"] == 0
-    assert "featureless" in coarse["tiles_failed"]
+    assert coarse["tiles_failed"].startswith("none of the 4 tiles")
+    assert reason in coarse["tiles_failed"]
     assert res.model == model and {t["status"] for t in res.tiles} == {"region"}
+    assert len(res.tiles) == 16  # residuals of a 4 x 4 grid of regions
     # the coarse tie points' threshold: 3 coarse px, decimation 2
     assert res.report["threshold_px"] == 6.0
     err = mapping_rmse(res.matrix, truth, shape)
