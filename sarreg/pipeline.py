@@ -261,7 +261,7 @@ def check_result(ctx: RunContext, est: Estimate) -> dict:
     verify.refuse_unless_passed(ver, config.estimate.verify)
     inl = np.asarray(fit.inliers, dtype=bool)
     t = ctx.ref_info.transform
-    px = None if t is None else float(np.sqrt(abs(t.a * t.e - t.b * t.d)))
+    px = None if t is None else float(np.sqrt(abs(t.determinant)))  # side of a square pixel
     model = fit.model if fit.model in geometry.MODELS else "affine"
     pre = None  # the frame the model was fitted in (a similarity cannot mirror)
     if c.search is not None and not c.search.best.hypothesis.is_identity:

@@ -43,6 +43,10 @@ def test_vsimem_moving_image_registers_end_to_end(vsimem_moving, tmp_path, mode,
     err = mapping_rmse(np.array(rep["transform"]["pixel_matrix"]), truth, (250, 350))
     assert err < 0.42  # measured 0.317
     assert err / 2 < rep["error_estimate"]["rms_px"] < 2 * err  # measured 0.456
+    with rasterio.open(DEMO / "reference.tif") as r:  # in metres: reference px x pixel size
+        size = float(np.sqrt(abs(r.transform.a * r.transform.e - r.transform.b * r.transform.d)))
+    est = rep["error_estimate"]
+    assert est["rms_map_units"] == pytest.approx(est["rms_px"] * size, rel=1e-3, abs=1e-3)
     # no tiles, no search: the one attempt is the coarse fit on all the matches
     (attempt,) = rep["search"]["tried"]
     assert not rep["search"]["searched"] and rep["coarse"] is None
