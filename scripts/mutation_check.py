@@ -286,6 +286,12 @@ EQUIVALENT: dict[str, tuple[Equivalent, ...]] = {
             "without an orientation r_inv only enters apply_matrix, which reads m[:2, :2], "
             "m[:2, 2], m[2, :2] and m[2, 2]: the same entries in eye(3) and eye(4)",
         ),
+        Equivalent(
+            "refine_with_tiles",
+            "sum(r.status is TileStatus.used for r in records),",
+            "sum(r.status == TileStatus.used for r in records),",
+            "a member of an Enum compares equal only to itself: == and is agree on statuses",
+        ),
     ),
     "uncertainty": (
         Equivalent(

@@ -363,13 +363,15 @@ def test_tiles_of_a_rotated_moving_image_are_turned_as_the_coarse_pass_found(
     [("speckle", "too few matches "), ("constant", "featureless (con")],
 )
 def test_a_tile_over_changed_ground_is_skipped_and_the_others_register(
-    umbra_1024, tmp_path, ground, reason
+    umbra_1024, tmp_path, ground, reason, caplog
 ):
     """The moving image of ``umbra_1024`` with its top-left quadrant replaced by speckle
     noise (ground that changed completely) or by one value (a saturated or blanked area, not
     nodata), tiled from a 512 px coarse read: the tile over it finds too few matches near the
     coarse prediction, or has no contrast, and is skipped, naming why (no unguided matching
-    there); the three others register the pair."""
+    there); the three others register the pair, as the log says."""
+    import logging
+
     from sarreg.config import InputConfig
     from sarreg.pipeline import RegisterConfig, register
 
@@ -382,7 +384,9 @@ def test_a_tile_over_changed_ground_is_skipped_and_the_others_register(
     changed = tmp_path / "changed.tif"
     with rasterio.open(changed, "w", **profile) as ds:
         ds.write(data, 1)
-    res = register(ref, changed, None, RegisterConfig(input=InputConfig(coarse_size=512)))
+    with caplog.at_level(logging.INFO, logger="sarreg.tiles"):
+        res = register(ref, changed, None, RegisterConfig(input=InputConfig(coarse_size=512)))
+    assert any(r.getMessage().startswith("3 of 4 tiles (2 x 2, ") for r in caplog.records)
     status = [(t["status"], (t.get("reason") or "")[:16]) for t in res.tiles]
     assert status == [("skipped", reason)] + [("used", "")] * 3
     err = mapping_rmse(res.matrix, truth, shape)
@@ -525,3 +529,22 @@ def test_when_every_tile_is_mostly_nodata_the_coarse_fit_is_the_result(umbra_102
     # measured 0.100 px (coarse precision), predicted 0.170
     assert err < 0.13
     assert err < res.predicted_error < 2 * err
+
+
+@pytest.mark.parametrize(("coarse_size", "what"), [(512, "coarse matches"), (1024, "matches")])
+def test_a_failed_coarse_fit_says_whether_tiles_would_have_followed(umbra_1024, coarse_size, what):
+    """More inliers asked for than there are matches (no search): the fit of a coarse read
+    that tiles would refine is refused naming the "coarse matches"; the fit of an image read
+    whole, which is the registration itself, naming the matches."""
+    import re
+
+    from sarreg.config import EstimateConfig, InputConfig
+    from sarreg.errors import TooFewMatchesError
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov, _, _ = umbra_1024
+    config = RegisterConfig(input=InputConfig(coarse_size=coarse_size),
+                            estimate=EstimateConfig(min_inliers=100_000, search=False))  # fmt: skip
+    with pytest.raises(TooFewMatchesError) as exc:
+        register(ref, mov, None, config)
+    assert re.match(rf"only \d+ of \d+ {what} agree on a affine transform", exc.value.message)
