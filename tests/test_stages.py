@@ -506,9 +506,10 @@ def test_the_final_fit_is_verified_not_the_coarse_one(data_dir):
 
 def test_when_every_tile_is_mostly_nodata_the_coarse_fit_is_the_result(umbra_1024, tmp_path):
     """The moving image of ``umbra_1024`` valid only on a central cross (two 256 px bands):
-    the coarse pass registers it, every tile (at the overlap's corners) is mostly nodata, and
-    the coarse fit is the result; the report names the nodata."""
-    from sarreg.config import InputConfig
+    the coarse pass registers it, and the 2 x 2 tiles of 256 px at the overlap's corners have
+    no valid pixel in their moving windows (the read finds nothing: skipped as nodata, not an
+    error); the coarse fit is the result, and the report names the nodata."""
+    from sarreg.config import InputConfig, TilingConfig
     from sarreg.pipeline import RegisterConfig, register
 
     ref, mov, truth, shape = umbra_1024
@@ -521,7 +522,9 @@ def test_when_every_tile_is_mostly_nodata_the_coarse_fit_is_the_result(umbra_102
     cross = tmp_path / "cross.tif"
     with rasterio.open(cross, "w", **profile) as ds:
         ds.write(data, 1)
-    res = register(ref, cross, None, RegisterConfig(input=InputConfig(coarse_size=512)))
+    config = RegisterConfig(input=InputConfig(coarse_size=512),
+                            tiling=TilingConfig(tiles=2, size=256))  # fmt: skip
+    res = register(ref, cross, None, config)
     failed = res.report["coarse"]["tiles_failed"]
     assert not res.windowed and failed.startswith("every tile over the overlap of")
     assert "mostly nodata" in failed
