@@ -138,14 +138,8 @@ def register(
     ref_path, mov_path = str(ref_path), str(mov_path)
     report_path = check_outputs(out_path, config, (ref_path, mov_path))
     out_path = None if out_path is None else str(out_path)
-    timer = Timer()
 
-    with timer.stage("read"):
-        inputs = open_inputs(ref_path, mov_path, config)
-    with timer.stage("model"):
-        loaded, pre_cfg = _model_and_preprocessing(config)
-    plan = pyramid_plan(config, inputs.georef, coarse_read_side(inputs, config))
-    ctx = RunContext(inputs, loaded, pre_cfg, config, plan, timer)
+    ctx = open_context(ref_path, mov_path, config)
     est = estimate(ctx)
     quality = check_result(ctx, est)
     gcp_idx = gcp_indices(est.fit, est.tie.xy_mov, config)
@@ -161,13 +155,26 @@ def register(
         output=report["output"],
         report_path=report_path,
         report=report,
-        timings=dict(timer.times),
+        timings=dict(ctx.timer.times),
         mapping=est.fit.mapping,
         windowed=est.coarse_info is not None and est.coarse_info["tiles_used"] > 0,
         tiles=est.tiles,
         predicted_error=quality["error_estimate"]["rms_px"],
         verification=quality["verification"],
     )
+
+
+def open_context(ref_path: str, mov_path: str, config: RegisterConfig) -> RunContext:
+    """The context every stage reads: both inputs' metadata and georeferencing prior
+    (:func:`sarreg.inputs.open_inputs`), the model and its preprocessing, and the pyramid
+    plan, decided once; with a fresh stage timer."""
+    timer = Timer()
+    with timer.stage("read"):
+        inputs = open_inputs(ref_path, mov_path, config)
+    with timer.stage("model"):
+        loaded, pre_cfg = _model_and_preprocessing(config)
+    plan = pyramid_plan(config, inputs.georef, coarse_read_side(inputs, config))
+    return RunContext(inputs, loaded, pre_cfg, config, plan, timer)
 
 
 def _warn_deprecated(config: RegisterConfig) -> None:

@@ -91,8 +91,7 @@ def _demo_errors(data_dir, **settings) -> tuple[float, float]:
     import json
 
     from sarreg import pipeline
-    from sarreg.config import RegisterConfig, pyramid_plan, with_values
-    from sarreg.inputs import RunContext, Timer, open_inputs
+    from sarreg.config import RegisterConfig, with_values
 
     truth = np.array(
         json.loads((data_dir / "demo" / "truth.json").read_text())["matrix_mov_to_ref"]
@@ -106,10 +105,7 @@ def _demo_errors(data_dir, **settings) -> tuple[float, float]:
         d = apply_matrix(m, pts) - apply_matrix(truth, pts)
         return float(np.sqrt(np.mean(np.sum(d**2, 1))))
 
-    inputs = open_inputs(ref, mov, config)
-    loaded, pre_cfg = pipeline._model_and_preprocessing(config)
-    ctx = RunContext(inputs, loaded, pre_cfg, config, pyramid_plan(config, inputs.georef), Timer())
-    stage = pipeline.estimate(ctx).fit.matrix
+    stage = pipeline.estimate(pipeline.open_context(ref, mov, config)).fit.matrix
     final = pipeline.register(ref, mov, None, config).matrix
     return err(stage), err(final)
 

@@ -486,14 +486,11 @@ def test_the_final_fit_is_verified_not_the_coarse_one(data_dir):
     from dataclasses import replace
 
     from sarreg import pipeline
-    from sarreg.config import pyramid_plan
     from sarreg.errors import VerificationError
-    from sarreg.inputs import RunContext, Timer, open_inputs
 
-    config = pipeline.RegisterConfig()
-    inputs = open_inputs(str(DEMO / "reference.tif"), str(DEMO / "moving.tif"), config)
-    loaded, pre = pipeline._model_and_preprocessing(config)
-    ctx = RunContext(inputs, loaded, pre, config, pyramid_plan(config, inputs.georef), Timer())
+    ctx = pipeline.open_context(
+        str(DEMO / "reference.tif"), str(DEMO / "moving.tif"), pipeline.RegisterConfig()
+    )
     est = pipeline.estimate(ctx)
     assert est.coarse.verification.verdict.value == "pass"
     moved = np.array([[1.0, 0.0, 12.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ est.fit.matrix
