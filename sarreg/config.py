@@ -244,13 +244,14 @@ class EstimateConfig:
         georef_scales: pyramid of the coarse pass when both images are georeferenced (they
             are then read at about the same pixel size, so little scale search is needed)
             and ``extract.scales`` is not set (see :func:`pyramid_plan`).
-        georef_max_level: largest side (level pixels) of the first level of that pyramid
-            when full-resolution tiles refine the coarse pass (images larger than the coarse
-            read): ``georef_scales`` are then all scaled down by steps of ``sqrt(2)`` until
-            it fits (a 1024-pixel read runs at 724 and 512 pixels: half the network's work;
-            the coarse transform is only the tiles' prior, they set the final precision).
-            Images no larger than the coarse read keep ``georef_scales``. ``None`` =
-            ``georef_scales`` as given.
+        georef_max_level: the first level of that pyramid holds at most
+            ``georef_max_level`` squared pixels of the larger coarse read (a 1024 x 256
+            read fits): a larger read runs only the first level, scaled down by steps of
+            ``sqrt(2)`` until it fits (a 1024 x 1024 read runs at 724 x 724 pixels, a third
+            of the network's work of ``georef_scales`` at full size). Such a read has
+            keypoints enough on one level, and the coarse transform's precision comes from
+            what follows it: the tie points' refinement by local correlation on the coarse
+            reads, or the full-resolution tiles. ``None`` = ``georef_scales`` as given.
         seed: RANSAC seed.
         verify: refuse a result that fails the independent check of :mod:`sarreg.verify`
             (exit 7); False (``--no-verify``): report the check only.
@@ -442,15 +443,19 @@ class PyramidPlan:
 def georef_coarse_scales(
     scales: tuple[float, ...], coarse_side: int | None, max_level: int | None
 ) -> tuple[float, ...]:
-    """``scales`` times ``2 ** (-n / 2)`` for the smallest ``n >= 0`` that puts the first
-    (largest) level of a ``coarse_side``-pixel read at most ``max_level`` pixels (unchanged
-    when either is ``None``)."""
+    """``scales`` unchanged when their first (largest) level of a read of ``coarse_side`` x
+    ``coarse_side`` pixels (or as many) is at most ``max_level`` pixels a side (or either is
+    ``None``); else only that level, times ``2 ** (-n / 2)`` for the smallest ``n`` that
+    makes it fit."""
     if coarse_side is None or max_level is None or not scales:
         return tuple(scales)
+    first = max(scales)
+    if round(coarse_side * first) <= max_level:
+        return tuple(scales)
     factor = 1.0
-    while round(coarse_side * max(scales) * factor) > max_level and factor > 1e-3:
+    while round(coarse_side * first * factor) > max_level and factor > 1e-3:
         factor *= 2**-0.5
-    return tuple(float(s * factor) for s in scales)
+    return (float(first * factor),)
 
 
 def pyramid_plan(
@@ -458,11 +463,12 @@ def pyramid_plan(
 ) -> PyramidPlan:
     """The one pyramid rule: explicit ``extract.scales`` everywhere; otherwise the coarse pass
     runs ``estimate.georef_scales`` when both images are georeferenced (read at about the same
-    pixel size), scaled so that the first level of the coarse reads (larger side
-    ``coarse_side``, given when tiles will refine the coarse pass) is at most
-    ``estimate.georef_max_level`` pixels (:func:`georef_coarse_scales`), and the extractor's
-    own pyramid when not (unknown scale); the tiles run ``tiling.scales`` (the coarse
-    transform has put both at the same pixel size)."""
+    pixel size), or only its first level scaled to hold at most
+    ``estimate.georef_max_level`` squared pixels of a larger coarse read
+    (:func:`georef_coarse_scales`;
+    ``coarse_side``: :func:`sarreg.inputs.coarse_read_side`, ``None``: not scaled), and the
+    extractor's own pyramid when not (unknown scale); the tiles run ``tiling.scales`` (the
+    coarse transform has put both at the same pixel size)."""
     if config.extract.scales is not None:
         s = tuple(config.extract.scales)
         return PyramidPlan(s, s, "extract.scales (explicit)")
@@ -473,8 +479,9 @@ def pyramid_plan(
         rule = "georeferenced: estimate.georef_scales, tiles tiling.scales"
         if scales != tuple(est.georef_scales):
             rule = (
-                f"georeferenced: estimate.georef_scales scaled to a first level of at most "
-                f"estimate.georef_max_level = {est.georef_max_level} px, tiles tiling.scales"
+                f"georeferenced: the first of estimate.georef_scales, scaled to at most "
+                f"estimate.georef_max_level = {est.georef_max_level} px squared, tiles "
+                "tiling.scales"
             )
         return PyramidPlan(scales, tiles, rule)
     return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tiling.scales")

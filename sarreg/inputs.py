@@ -165,22 +165,19 @@ def work_sizes(ref_info, mov_info, max_size: int, prior_scale: float | None):
     return size_ref, size_mov
 
 
-def coarse_read_side(inputs: Inputs, config: RegisterConfig) -> int | None:
-    """Larger side (pixels) of the larger of the coarse pass's two reads (:func:`work_sizes`
-    at ``config.input.coarse_read_size``) when full-resolution tiles will refine that pass
-    (an image read decimated beyond its tiles' decimation, as
-    :func:`sarreg.coarse.needs_tiles` decides on the reads), else ``None``: the coarse pass
-    is then the registration and keeps its full pyramid."""
+def coarse_read_side(inputs: Inputs, config: RegisterConfig) -> int:
+    """Side (pixels) of the square that holds as many pixels as the larger of the coarse
+    pass's two reads (:func:`work_sizes` at ``config.input.coarse_read_size``; an image read
+    whole counts its own shape): 1024 for a 1024 x 1024 read, 512 for 1024 x 256."""
     sizes = work_sizes(
         inputs.ref_info, inputs.mov_info, config.input.coarse_read_size, inputs.prior_scale
     )
-    full = (max(inputs.ref_info.shape), max(inputs.mov_info.shape))
-    decs = [1.0 if s is None else f / s for s, f in zip(sizes, full, strict=True)]
-    scale = inputs.prior_scale
-    tile_decs = tile_decimations(scale) if scale else (1.0, 1.0)
-    if not any(d > 1.02 * t for d, t in zip(decs, tile_decs, strict=True)):
-        return None
-    return int(max(f if s is None else s for s, f in zip(sizes, full, strict=True)))
+    pixels = 0.0
+    for size, info in zip(sizes, (inputs.ref_info, inputs.mov_info), strict=True):
+        h, w = info.shape
+        k = 1.0 if size is None else size / max(h, w)
+        pixels = max(pixels, h * w * k * k)
+    return int(round(math.sqrt(pixels)))
 
 
 def snap_decimation(d: float) -> float:

@@ -75,11 +75,14 @@ def test_work_sizes_bring_both_reads_to_one_pixel_size(ref, mov, scale, sizes):
     [
         ((1024, 1024), (2048, 2048), None, 1024),  # plain: the moving read is decimated
         ((2048, 2048), (1024, 1024), None, 1024),
-        ((2048, 2048), (1024, 1024), 2.0, None),  # read at the tiles' own decimation
+        ((2048, 2048), (1024, 1024), 2.0, 1024),  # the reference read at its tiles' decimation
         ((4096, 4096), (1024, 1024), 2.0, 1024),
+        ((700, 500), (600, 300), 1.0, 592),  # read whole: as many pixels as 592 x 592
+        ((512, 512), (900, 400), None, 600),
+        ((1024, 256), (224, 224), 1.0, 512),  # a long strip: 512 x 512 pixels
     ],
 )
-def test_coarse_read_side_only_when_a_read_is_decimated_beyond_its_tiles(ref, mov, scale, side):
+def test_coarse_read_side_is_the_larger_read(ref, mov, scale, side):
     inputs = Inputs("r.tif", "m.tif", raster_info(ref), raster_info(mov), None, scale)
     assert coarse_read_side(inputs, RegisterConfig()) == side
 

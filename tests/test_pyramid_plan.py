@@ -1,4 +1,5 @@
-"""The coarse pass's pyramid for georeferenced pairs: capped only when tiles refine it."""
+"""The coarse pass's pyramid for georeferenced pairs: a read larger than 768 x 768 pixels
+runs one level, scaled to fit."""
 
 from __future__ import annotations
 
@@ -9,41 +10,28 @@ import pytest
 from sarreg.config import RegisterConfig, georef_coarse_scales, pyramid_plan
 
 
-def test_scales_step_down_until_the_first_level_fits():
+def test_a_read_too_large_runs_only_the_first_level_scaled_to_fit():
     s = (1.0, 2**-0.5)
-    assert georef_coarse_scales(s, 1024, 768) == pytest.approx([2**-0.5, 0.5])
+    assert georef_coarse_scales(s, 1024, 768) == pytest.approx([2**-0.5])
     assert georef_coarse_scales(s, 768, 768) == pytest.approx(s)
-    assert georef_coarse_scales(s, 4096, 768) == pytest.approx([2**-2.5, 2**-3])
+    assert georef_coarse_scales(s, 769, 768) == pytest.approx([2**-0.5])
+    assert georef_coarse_scales(s, 4096, 768) == pytest.approx([2**-2.5])
+    assert georef_coarse_scales((0.5, 0.25), 1024, 768) == (0.5, 0.25)  # already fits
     assert georef_coarse_scales(s, None, 768) == s
     assert georef_coarse_scales(s, 1024, None) == s
 
 
-def test_plan_caps_only_the_tiled_case_and_says_so():
+def test_plan_caps_the_first_level_of_any_coarse_read_and_says_so():
     config = RegisterConfig()
-    full = pyramid_plan(config, True, None)  # no tiles: the coarse pass is the result
-    assert full.coarse == pytest.approx([1.0, 2**-0.5])
-    capped = pyramid_plan(config, True, 1024)
-    assert capped.coarse == pytest.approx([2**-0.5, 0.5])
+    small = pyramid_plan(config, True, 768)  # e.g. 768 x 768, or 1024 x 576 pixels
+    assert small.coarse == pytest.approx([1.0, 2**-0.5])
+    assert "georef_max_level" not in small.rule
+    capped = pyramid_plan(config, True, 1024)  # a 1024 px image read whole, or a coarse read
+    assert capped.coarse == pytest.approx([2**-0.5])
     assert "georef_max_level" in capped.rule
     off = replace(config, estimate=replace(config.estimate, georef_max_level=None))
     assert pyramid_plan(off, True, 1024).coarse == pytest.approx([1.0, 2**-0.5])
     assert pyramid_plan(config, False, 1024).coarse is None  # not georeferenced
-
-
-def test_coarse_read_side_is_none_without_tiles():
-    from types import SimpleNamespace
-
-    from sarreg.inputs import coarse_read_side
-
-    config = RegisterConfig()
-
-    def inputs(shape):
-        info = SimpleNamespace(shape=shape)
-        return SimpleNamespace(ref_info=info, mov_info=info, prior_scale=1.0)
-
-    assert coarse_read_side(inputs((1024, 1024)), config) is None
-    assert coarse_read_side(inputs((1000, 700)), config) is None
-    assert coarse_read_side(inputs((4096, 2048)), config) == 1024
 
 
 def test_validating_a_config_imports_no_numpy():
