@@ -20,13 +20,16 @@ All outputs are tiled (256x256), deflate-compressed GeoTIFFs written through
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
+import threading
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -551,6 +554,62 @@ def _join(parts: list[tuple[np.ndarray, np.ndarray]], axis: int) -> tuple[np.nda
     )
 
 
+def block_workers() -> int:
+    """Threads that compute output blocks: OpenCV's thread count (``cv2.setNumThreads``,
+    as a batch worker sets it), at least 1. The writer stays on the calling thread."""
+    return max(1, int(cv2.getNumThreads()))
+
+
+def _in_order(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``workers`` threads, results in the order of ``items``, with at
+    most ``2 * workers`` items in flight (bounded memory). ``workers <= 1``: no thread. The
+    first exception is raised in the caller; the items in flight are finished first."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sarreg-warp") as pool:
+        pending = deque(pool.submit(fn, item) for item in itertools.islice(it, 2 * workers))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                for item in it:
+                    pending.append(pool.submit(fn, item))
+                    break
+                yield result
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+class _PerThreadSource:
+    """One open moving dataset per thread (a GDAL dataset must not be read from two threads
+    at once); all closed by :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[rasterio.DatasetReader] = []
+
+    def get(self) -> rasterio.DatasetReader:
+        src = getattr(self._local, "src", None)
+        if src is None:
+            src = _open(self.path)
+            self._local.src = src
+            with self._lock:
+                self._open.append(src)
+        return src
+
+    def close(self) -> None:
+        with self._lock:
+            for src in self._open:
+                src.close()
+            self._open.clear()
+
+
 def resample_to_grid(
     src_path: str | os.PathLike,
     band: int,
@@ -564,6 +623,7 @@ def resample_to_grid(
     block_cols: int | None = None,
     nodata: float | None = None,
     cog: bool = False,
+    workers: int | None = None,
 ) -> WarpResult:
     """Resample band ``band`` of the moving image onto the reference ``grid`` and write it.
 
@@ -585,6 +645,9 @@ def resample_to_grid(
         nodata: output nodata value; default: the moving band's, else NaN (floats) / a mask
             band (integers). Valid pixels equal to it are counted and logged as a warning.
         cog: write a Cloud-Optimized GeoTIFF (tiled, internal overviews; GDAL's COG driver).
+        workers: threads that compute blocks, each with its own open moving dataset, while
+            the calling thread writes them in order (``None``: :func:`block_workers`; 1: all
+            on the calling thread). The output does not depend on it.
 
     The moving dtype and nodata are kept (complex -> float32 amplitude with NaN nodata; a band
     without nodata gets NaN for floats; integers get an internal mask band instead). Output pixels
@@ -649,7 +712,15 @@ def resample_to_grid(
         windows = list(_blocks(height, width, rows, cols))
         n_valid = n_clash = 0
         use_mask = out_nodata is None
+        n_workers = block_workers() if workers is None else max(1, int(workers))
+        sources = _PerThreadSource(src_path)
+
+        def warp_block(win: Window) -> tuple[np.ndarray, np.ndarray]:
+            own = job if n_workers == 1 else replace(job, src=sources.get())
+            return _warp_window(own, win)
+
         with (
+            contextlib.closing(sources),
             atomic_write(final, overwrite=overwrite) as tmp,
             _gtiff_or_cog(tmp, cog, resampling) as target,
         ):
@@ -658,14 +729,19 @@ def resample_to_grid(
                 rasterio.open(target, "w", **profile) as dst,
             ):
                 _copy_metadata(src, band, dst, info)
-                for win in tqdm(windows, desc="warp", unit="block", disable=not progress):
-                    block, good = _warp_window(job, win)
-                    n_valid += int(good.sum())
-                    if not use_mask and not math.isnan(out_nodata):
-                        n_clash += int(np.count_nonzero(block[good] == out_nodata))
-                    dst.write(block, 1, window=win)
-                    if use_mask:
-                        dst.write_mask(np.where(good, 255, 0).astype(np.uint8), window=win)
+                blocks = contextlib.closing(_in_order(warp_block, windows, n_workers))
+                with blocks as computed:  # closed (threads joined) before the sources
+                    for win, (block, good) in tqdm(
+                        zip(windows, computed, strict=True), total=len(windows),
+                        desc="warp", unit="block", disable=not progress,
+                    ):  # fmt: skip
+                        n_valid += int(good.sum())
+                        if not use_mask and not math.isnan(out_nodata):
+                            n_clash += int(np.count_nonzero(block[good] == out_nodata))
+                        dst.write(block, 1, window=win)
+                        if use_mask:
+                            mask = np.where(good, 255, 0).astype(np.uint8)
+                            dst.write_mask(mask, window=win)
 
     if n_clash:
         log.warning(

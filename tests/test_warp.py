@@ -176,6 +176,67 @@ def test_blocks_give_identical_result(umbra_crop, tmp_path):
     np.testing.assert_array_equal(_read(many.path)[0], one)  # 256x256 blocks: 4 of them
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_threads_give_the_result_of_one(data_dir, tmp_path, monkeypatch, workers):
+    """Blocks computed on threads (each with its own moving dataset, all closed after) are
+    written in order: the same pixels and mask as on the calling thread alone."""
+    import sarreg.warp as warp
+
+    src = data_dir / "umbra_mount_yasur.tif"  # 2000 x 2000 uint8: a mask band, 64 blocks
+    m = _rot(17.0, 1.1, -120.0, 240.0)
+    g = grid_of(src)
+    opened = []
+    real_open = warp._open
+
+    def recording_open(path):
+        ds = real_open(path)
+        opened.append(ds)
+        return ds
+
+    monkeypatch.setattr(warp, "_open", recording_open)
+    one = resample_to_grid(src, 1, m, g, tmp_path / "one.tif", block_rows=256, workers=1)
+    assert len(opened) == 1
+    many = resample_to_grid(src, 1, m, g, tmp_path / "many.tif", block_rows=256, workers=workers)
+    assert 2 <= len(opened) <= 2 + workers  # the caller's dataset and one per thread
+    assert all(ds.closed for ds in opened)
+    with rasterio.open(one.path) as a, rasterio.open(many.path) as b:
+        np.testing.assert_array_equal(b.read(1), a.read(1))
+        np.testing.assert_array_equal(b.read_masks(1), a.read_masks(1))
+        assert 0.3 < (a.read_masks(1) > 0).mean() < 0.95
+    assert many.valid_fraction == one.valid_fraction
+
+
+def test_in_order_keeps_the_order_bounds_the_work_in_flight_and_raises():
+    import threading
+    import time
+
+    from sarreg.warp import _in_order
+
+    lock, state = threading.Lock(), {"running": 0, "most": 0, "started": 0}
+
+    def slow(i):
+        with lock:
+            state["started"] += 1
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+        time.sleep(0.002 * ((7 * i) % 5))  # later items often finish first
+        with lock:
+            state["running"] -= 1
+        if i == 13:
+            raise ValueError("block 13")
+        return i * i
+
+    got = []
+    with pytest.raises(ValueError, match="block 13"):
+        for v in _in_order(slow, range(40), 3):
+            got.append(v)
+    assert got == [i * i for i in range(13)]
+    assert state["most"] <= 3
+    assert state["started"] <= 13 + 1 + 2 * 3  # nothing is started far ahead of the writer
+    assert list(_in_order(lambda i: -i, range(5), 1)) == [0, -1, -2, -3, -4]
+    assert list(_in_order(lambda i: -i, [], 4)) == []
+
+
 def test_oversized_windows_are_split(umbra_crop, tmp_path, monkeypatch):
     """Blocks whose moving window exceeds the memory cap are split; the result is unchanged."""
     import sarreg.warp as warp
@@ -239,8 +300,10 @@ def test_existing_output_and_overwrite(opera, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["o.tif"]
 
 
-def test_failure_midway_leaves_nothing(opera, tmp_path):
-    """A truncated moving file opens but fails on read: InputFileError, no output, no temp."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failure_midway_leaves_nothing(opera, tmp_path, workers):
+    """A truncated moving file opens but fails on read: InputFileError, no output, no temp
+    (also when the failing read is on a thread)."""
     broken = tmp_path / "in" / "truncated.tif"
     broken.parent.mkdir()
     data = opera.read_bytes()
@@ -248,7 +311,7 @@ def test_failure_midway_leaves_nothing(opera, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(InputFileError, match="cannot read"):
-        resample_to_grid(broken, 1, np.eye(3), grid_of(opera), out_dir / "o.tif")
+        resample_to_grid(broken, 1, np.eye(3), grid_of(opera), out_dir / "o.tif", workers=workers)
     with pytest.raises(InputFileError, match="cannot read"):
         write_georeferenced(broken, 1, out_dir / "g.tif", transform=Affine.identity())
     assert list(out_dir.iterdir()) == []
