@@ -618,7 +618,7 @@ def resample_to_grid(
     out_path: str | os.PathLike,
     resampling: str = "bilinear",
     overwrite: bool = False,
-    block_rows: int = 1024,
+    block_rows: int = 512,
     progress: bool = False,
     block_cols: int | None = None,
     nodata: float | None = None,

@@ -127,12 +127,12 @@ def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
 def test_tile_grid_rule():
     from sarreg.scene import tile_grid
 
-    assert tile_grid(2048**2, linear=True) == (2, 512)
-    assert tile_grid(4096**2, linear=True) == (2, 512)
-    assert tile_grid(10000**2, linear=True) == (3, 512)
-    assert tile_grid(10000**2, linear=False) == (4, 512)
-    n, size = tile_grid(1200**2, linear=True)  # shrunk: at most half the overlap
-    assert n == 2 and n * n * size * size <= 0.5 * 1200**2
+    assert tile_grid(2048**2, linear=True) == (2, 384)
+    assert tile_grid(4096**2, linear=True) == (2, 384)
+    assert tile_grid(10000**2, linear=True) == (3, 384)
+    assert tile_grid(10000**2, linear=False) == (4, 384)
+    n, size = tile_grid(1000**2, linear=True)  # shrunk: at most half the overlap
+    assert n == 2 and size == 352 and n * n * size * size <= 0.5 * 1000**2
     assert tile_grid(300**2, linear=True) == (1, 256)
     assert tile_grid(4096**2, linear=True, tiles=5, tile_size=300) == (5, 300)
 
