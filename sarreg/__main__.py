@@ -1,7 +1,5 @@
 """``python -m sarreg``."""
 
-import sys
+from sarreg.cli import exit_process, main
 
-from sarreg.cli import main
-
-sys.exit(main())
+exit_process(main())

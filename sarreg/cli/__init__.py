@@ -187,5 +187,31 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 def run() -> None:
-    """Console-script wrapper: exit with :func:`main`'s code."""
-    sys.exit(main())
+    """Console-script wrapper: exit with :func:`main`'s code (:func:`exit_process`)."""
+    exit_process(main())
+
+
+def exit_process(code: int) -> None:
+    """End the process with ``code`` once :func:`main` has returned.
+
+    Every output is complete and closed by then, so the process ends at once: the ``atexit``
+    handlers run, logging and the standard streams are flushed, and ``os._exit`` skips the
+    interpreter's tear-down of the imported modules (about 0.3 s with PyTorch and GDAL
+    loaded). With a non-daemon thread still running, a normal ``sys.exit`` waits for it.
+    """
+    import atexit
+    import os
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):  # fmt: skip
+        sys.exit(code)
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except BaseException:  # noqa: BLE001 (a failed clean-up: let the interpreter finish it)
+        sys.exit(code)
+    os._exit(code)
