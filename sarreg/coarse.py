@@ -56,6 +56,7 @@ class CoarseEstimate:
             "decimation_ref": float(self.ref.decimation),
             "decimation_mov": float(self.mov.decimation),
             "model": self.fit.model,
+            "keypoints": [int(len(self.feat_ref)), int(len(self.feat_mov))],
             "matches": int(len(self.matches)),
             "inliers": int(self.fit.n_inliers),
             "rmse_px": float(self.fit.rmse),
@@ -91,10 +92,11 @@ def needs_tiles(ref, mov, prior_scale: float | None) -> bool:
 
 
 def estimate_coarse(
-    ctx: RunContext, ref, mov, model: TransformModel, final: bool
+    ctx: RunContext, ref, mov, model: TransformModel, final: bool, top_k: int | None = None
 ) -> CoarseEstimate:
     """Normalize, extract, match and fit ``model`` on the coarse reads ``ref``, ``mov``.
-    ``final``: this fit is the registration (else the prior of the tiles)."""
+    ``final``: this fit is the registration (else the prior of the tiles). ``top_k``:
+    keypoints per image, at most ``extract.top_k`` (``None``: ``extract.top_k``)."""
     from sarreg import preprocess
     from sarreg.features import extract
 
@@ -111,6 +113,8 @@ def estimate_coarse(
         xcfg = config.extract
         if ctx.pyramid.coarse is not None:
             xcfg = replace(xcfg, scales=tuple(ctx.pyramid.coarse))
+        if top_k is not None:
+            xcfg = replace(xcfg, top_k=min(xcfg.top_k, int(top_k)))
         # only the moving keypoints are refined: the reference keeps no local descriptors
         feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, replace(xcfg, refine_radius=0))
         feat_mov = extract(ctx.loaded.net, img_mov, kp_mask_mov, xcfg)

@@ -206,7 +206,8 @@ def estimate(ctx: RunContext) -> Estimate:
         ref, mov = read_coarse(ctx)
     tiled = needs_tiles(ref, mov, ctx.inputs.prior_scale)
     coarse_model = transform_model(model.local) if tiled else model
-    coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=not tiled)
+    seed_top_k = config.tiling.coarse_top_k if tiled else None  # the tiles' prior only
+    coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=not tiled, top_k=seed_top_k)
     if not tiled:
         from sarreg.estimate import refit_refined
 
@@ -228,6 +229,9 @@ def estimate(ctx: RunContext) -> Estimate:
         # the coarse pass's checked fit of the configured model is the result, at coarse
         # precision
         log.warning("the full-resolution tiles gave no fit (%s); using the coarse pass", err)
+        if seed_top_k is not None and seed_top_k < config.extract.top_k:
+            # the result now: the coarse pass again with all its keypoints
+            coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=False)
         fit = coarse.fit
         if coarse_model is not model:
             with timer.stage("estimate"):

@@ -124,6 +124,26 @@ def test_coarse_only_and_tiled_give_the_same_transform(umbra_1024):
     assert alone.report["pyramid"]["tiles"] == tiled.report["pyramid"]["tiles"] == [1.0]
 
 
+def test_the_coarse_pass_that_seeds_tiles_keeps_fewer_keypoints(umbra_1024):
+    """``tiling.coarse_top_k``: the coarse pass under tiles keeps 2000 keypoints per image
+    (instead of ``extract.top_k``, 5000); the tiles give the same transform."""
+    from sarreg.config import InputConfig, TilingConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov, truth, shape = umbra_1024
+    few = register(ref, mov, None, RegisterConfig(input=InputConfig(coarse_size=512)))
+    many = register(ref, mov, None, RegisterConfig(
+        input=InputConfig(coarse_size=512), tiling=TilingConfig(coarse_top_k=None)
+    ))  # fmt: skip
+    assert few.report["coarse"]["keypoints"] == [2000, 2000]
+    assert min(many.report["coarse"]["keypoints"]) > 2500
+    assert few.report["coarse"]["matches"] < many.report["coarse"]["matches"]
+    assert few.windowed and many.windowed
+    # measured 0.000 px apart (the same tiles' tie points), 0.041 px from the truth
+    assert mapping_rmse(few.matrix, many.matrix, shape) < 0.03
+    assert mapping_rmse(few.matrix, truth, shape) < 0.07
+
+
 def test_tile_grid_rule():
     from sarreg.scene import tile_grid
 
@@ -444,6 +464,8 @@ def test_when_no_tile_gives_tie_points_the_coarse_fit_is_the_result(
     assert coarse["refined_by_tiles"] is False and coarse["tiles_used"] == 0
     assert coarse["tiles_failed"].startswith("none of the 4 tiles")
     assert reason in coarse["tiles_failed"]
+    # the result's coarse pass is redone with all its keypoints (2000 only seed the tiles)
+    assert min(coarse["keypoints"]) > 2500
     assert res.model == model and {t["status"] for t in res.tiles} == {"region"}
     assert len(res.tiles) == 16  # residuals of a 4 x 4 grid of regions
     # the coarse tie points' threshold: 3 coarse px, decimation 2
