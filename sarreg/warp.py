@@ -713,6 +713,7 @@ def resample_to_grid(
         n_valid = n_clash = 0
         use_mask = out_nodata is None
         n_workers = block_workers() if workers is None else max(1, int(workers))
+        n_workers = min(n_workers, len(windows))  # no thread without a block for it
         sources = _PerThreadSource(src_path)
 
         def warp_block(win: Window) -> tuple[np.ndarray, np.ndarray]:

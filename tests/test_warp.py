@@ -311,7 +311,10 @@ def test_failure_midway_leaves_nothing(opera, tmp_path, workers):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(InputFileError, match="cannot read"):
-        resample_to_grid(broken, 1, np.eye(3), grid_of(opera), out_dir / "o.tif", workers=workers)
+        resample_to_grid(  # two 256-px blocks: with 2 workers, each read on a thread
+            broken, 1, np.eye(3), grid_of(opera), out_dir / "o.tif", block_rows=1,
+            workers=workers,
+        )  # fmt: skip
     with pytest.raises(InputFileError, match="cannot read"):
         write_georeferenced(broken, 1, out_dir / "g.tif", transform=Affine.identity())
     assert list(out_dir.iterdir()) == []
