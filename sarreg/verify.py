@@ -161,14 +161,10 @@ def inverse_maps(inverse, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarra
     interpolate a node without a position get -1 (outside)."""
     from rasterio.windows import Window
 
-    from sarreg.warp import MAPPING_STEP, _mapping_source_coords
-
-    class _Points:  # the one method _mapping_source_coords calls
-        def __init__(self, fn):
-            self.inverse = fn
+    from sarreg.warp import mapping_source_coords
 
     h, w = shape
-    xs, ys, ok = _mapping_source_coords(_Points(inverse), Window(0, 0, w, h), MAPPING_STEP)
+    xs, ys, ok = mapping_source_coords(inverse, Window(0, 0, w, h))
     return np.where(ok, xs, -1.0).astype(np.float32), np.where(ok, ys, -1.0).astype(np.float32)
 
 

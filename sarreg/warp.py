@@ -347,10 +347,11 @@ def _source_coords(inv: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray
 MAPPING_STEP = 16
 
 
-def _mapping_source_coords(
-    mapping: Any, win: Window, step: int = MAPPING_STEP
+def mapping_source_coords(
+    inverse: Callable[[np.ndarray], np.ndarray], win: Window, step: int = MAPPING_STEP
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`_source_coords` for a non-linear mapping (``mapping.inverse``).
+    """Like :func:`_source_coords` for a non-linear mapping's ``inverse`` (reference px
+    ``(N, 2)`` -> moving px ``(N, 2)``, NaN where none; e.g. ``Mapping.inverse``).
 
     The inverse is evaluated on nodes at absolute multiples of ``step`` covering ``win`` and
     interpolated bilinearly in float64, so a pixel's position does not depend on the block
@@ -362,7 +363,7 @@ def _mapping_source_coords(
     gx = np.arange(gx0, c0 + w + step, step, dtype=np.float64)
     gy = np.arange(gy0, r0 + h + step, step, dtype=np.float64)
     nodes = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
-    src = np.asarray(mapping.inverse(nodes), dtype=np.float64).reshape(len(gy), len(gx), 2)
+    src = np.asarray(inverse(nodes), dtype=np.float64).reshape(len(gy), len(gx), 2)
     # separable bilinear interpolation: along x on the node rows, then along y
     ix, tx = _linear_index(np.arange(c0, c0 + w, dtype=np.float64), gx0, step, len(gx))
     iy, ty = _linear_index(np.arange(r0, r0 + h, dtype=np.float64), gy0, step, len(gy))
@@ -510,7 +511,7 @@ def _warp_window(job: _Job, win: Window) -> tuple[np.ndarray, np.ndarray]:
     Splits ``win`` in two (recursively) if the moving window it needs is too large.
     """
     if job.mapping is not None:
-        xs, ys, ok = _mapping_source_coords(job.mapping, win)
+        xs, ys, ok = mapping_source_coords(job.mapping.inverse, win)
     else:
         xs, ys, ok = _source_coords(job.inv, win)
     need = _needed_window(xs, ys, ok, job.src.width, job.src.height)
