@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,33 @@ def write_json_atomic(obj: Any, path: str | os.PathLike, overwrite: bool = True)
     Serialization happens before the file is opened, so an unserializable object leaves
     nothing behind.
     """
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
-    return write_text_atomic(text, path, overwrite=overwrite)
+    return write_text_atomic(json_text(obj), path, overwrite=overwrite)
+
+
+#: top-level lists of more records than this are written one compact record per line
+RECORD_LINES_MIN = 32
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as indented JSON (indent 2) with a trailing newline, numpy values converted
+    (see :func:`write_json_atomic`). In a mapping, a value that is a list of more than
+    :data:`RECORD_LINES_MIN` mappings (a report's tie points) is written one compact record per
+    line: the same JSON, a third smaller and about twice as fast to write as all indented."""
+    dump = functools.partial(json.dumps, default=_json_default)
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) for k in obj):
+        return dump(obj, indent=2) + "\n"
+    lines = []
+    for key, value in obj.items():
+        if (
+            isinstance(value, list)
+            and len(value) > RECORD_LINES_MIN
+            and all(isinstance(v, Mapping) for v in value)
+        ):
+            text = "[\n    " + ",\n    ".join(dump(v) for v in value) + "\n  ]"
+        else:
+            text = dump(value, indent=2).replace("\n", "\n  ")
+        lines.append(f"  {dump(str(key))}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def make_output_folder(path: str | os.PathLike, hint: str) -> Path:

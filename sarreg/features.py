@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 #: receptive-field radius of the Fast-R2D2 network in input pixels, measured (R2D2: 25); a
 #: tile_overlap of at least this + 1 (for the 3x3 non-maximum suppression) makes tiling exact
 FAST_R2D2_RADIUS = 27
+#: keypoints whose local descriptors are computed at once: with refine_radius 3 and 128-d
+#: descriptors each temporary of a chunk is about 6 MB, reused from the heap (chunks of 1024
+#: made 25 MB ones, mapped and faulted afresh, and about 100 MB more at the peak at 724 px)
+LOCAL_CHUNK = 256
 
 
 @dataclass
@@ -283,6 +287,12 @@ class _LocalBlocks:
                 kept.row[idx] = np.arange(len(idx))
 
     def gather(self, kept: _Candidates, n_local: int, dim: int) -> np.ndarray:
+        """Local descriptors ``(len(kept), n_local, dim)`` float16 in ``kept``'s order: the
+        block itself when ``kept`` is all of one block's rows in order (one tile: no copy)."""
+        if len(kept.block) and np.all(kept.block == kept.block[0]):
+            block = self.blocks[int(kept.block[0])]
+            if len(block) == len(kept.row) and np.array_equal(kept.row, np.arange(len(block))):
+                return block
         out = np.zeros((len(kept.block), n_local, dim), np.float16)
         for b in np.unique(kept.block):
             idx = np.flatnonzero(kept.block == b)
@@ -352,9 +362,10 @@ def _sample_tile(net, maps, xy_tile: torch.Tensor, radius: int):
     n_local = (2 * radius + 1) ** 2 if radius else 0
     local = np.zeros((len(xy_tile), n_local, net.dim), np.float16)
     if n_local and len(xy_tile):
-        for i0 in range(0, len(xy_tile), 1024):  # bounded temporary memory
-            got = net.descriptors_around(maps, xy_tile[i0 : i0 + 1024], radius)
-            local[i0 : i0 + 1024] = got.to(torch.float16).cpu().numpy()
+        step = LOCAL_CHUNK
+        for i0 in range(0, len(xy_tile), step):  # bounded temporary memory
+            got = net.descriptors_around(maps, xy_tile[i0 : i0 + step], radius)
+            local[i0 : i0 + step] = got.to(torch.float16).cpu().numpy()
     return desc, local
 
 
@@ -518,10 +529,11 @@ def extract(
                             maps = None
                             continue
                         # descriptors only for the candidates that make the top_k now (stable:
-                        # ties go to the keypoints already kept, then to raster order)
+                        # ties go to the keypoints already kept, then to raster order), in
+                        # that order (a one-tile level's local descriptors need no reordering)
                         merged = np.concatenate([kept.score, score])
                         top = np.argsort(-merged, kind="stable")[: config.top_k]
-                        new = np.sort(top[top >= len(kept.score)] - len(kept.score))
+                        new = top[top >= len(kept.score)] - len(kept.score)
                         desc, local = _sample_tile(net, maps, xy_t[new], config.refine_radius)
                         maps = None  # not held while the next tile runs (peak memory)
                         xy = level_to_input(xy_t[new].numpy() + [cols[2], rows[2]], shape, shape_s)

@@ -84,9 +84,13 @@ class RegistrationResult:
 
 @lru_cache(maxsize=4)
 def _load_model_cached(path: str | None):
-    """Load a checkpoint once per process (a batch worker reuses it across tasks)."""
-    from sarreg.model import runtime
-    from sarreg.model.checkpoint import load_checkpoint, load_default_model
+    """Load a checkpoint once per process (a batch worker reuses it across tasks). The first
+    call imports PyTorch, with the garbage collector paused (:mod:`sarreg.gctools`)."""
+    from sarreg.gctools import gc_paused
+
+    with gc_paused():
+        from sarreg.model import runtime
+        from sarreg.model.checkpoint import load_checkpoint, load_default_model
 
     loaded = load_default_model() if path is None else load_checkpoint(path)
     runtime.prepare_inference(loaded.net, loaded.path)  # allocator, runtime

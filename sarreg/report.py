@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sarreg.atomic import atomic_write, check_output_path, write_json_atomic
+from sarreg.gctools import gc_paused
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def _crs_string(crs: Any) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
+_PLAIN = (str, int, bool)
+
+
 def to_jsonable(obj: Any) -> Any:
     """Convert ``obj`` recursively into plain JSON types (dict, list, str, int, float, bool, None).
 
@@ -58,6 +62,15 @@ def to_jsonable(obj: Any) -> Any:
     - paths -> ``str``; enums -> their value; dates/times -> ISO 8601;
     - anything else -> ``str(obj)`` (a report should never fail on an odd value).
     """
+    kind = type(obj)  # exact built-in types first: a report holds thousands of them
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if obj is None or kind in _PLAIN:
+        return obj
+    if kind is list:
+        return [to_jsonable(v) for v in obj]
+    if kind is dict:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in obj.items()}
     if obj is None or isinstance(obj, (bool, str, int)):
         return obj
     if isinstance(obj, float):
@@ -88,8 +101,10 @@ def to_jsonable(obj: Any) -> Any:
 def write_report(
     report: Mapping[str, Any], path: str | os.PathLike, overwrite: bool = True
 ) -> Path:
-    """Write ``report`` as indented, strict JSON (via :func:`to_jsonable`) atomically."""
-    return write_json_atomic(to_jsonable(report), path, overwrite=overwrite)
+    """Write ``report`` as indented, strict JSON (via :func:`to_jsonable`) atomically (the
+    garbage collector paused: :func:`sarreg.gctools.gc_paused`)."""
+    with gc_paused():
+        return write_json_atomic(to_jsonable(report), path, overwrite=overwrite)
 
 
 def checkerboard(a: np.ndarray, b: np.ndarray, tiles: int = 8) -> np.ndarray:
@@ -339,25 +354,31 @@ def tie_point_entries(tie, fit, gcp_idx, ref_transform, mov_transform) -> list[d
         is_gcp[gcp_idx] = True
     map_ref = geometry.pixel_to_map(ref_transform, xy_ref) if ref_transform is not None else None
     map_mov = geometry.pixel_to_map(mov_transform, xy_mov) if mov_transform is not None else None
-    out = []
-    for i in range(len(xy_ref)):
-        tp = {
-            "ref_px": [float(xy_ref[i, 0]), float(xy_ref[i, 1])],
-            "mov_px": [float(xy_mov[i, 0]), float(xy_mov[i, 1])],
-            "similarity": float(tie.similarity[i]),
-            "score_ref": float(tie.score_ref[i]),
-            "score_mov": float(tie.score_mov[i]),
-            "inlier": bool(inl[i]),
-            "residual_px": float(fit.residuals[i]),
-            "tile": int(tie.tile[i]),
-            "gcp": bool(is_gcp[i]),
-        }
-        if map_ref is not None:
-            tp["ref_map"] = [float(map_ref[i, 0]), float(map_ref[i, 1])]
-        if map_mov is not None:
-            tp["mov_map"] = [float(map_mov[i, 0]), float(map_mov[i, 1])]
-        out.append(tp)
-    return out
+    # columns as Python lists first (one conversion per column, not per value)
+    cols = {
+        "ref_px": np.asarray(xy_ref, np.float64).tolist(),
+        "mov_px": np.asarray(xy_mov, np.float64).tolist(),
+        "similarity": np.asarray(tie.similarity, np.float64).tolist(),
+        "score_ref": np.asarray(tie.score_ref, np.float64).tolist(),
+        "score_mov": np.asarray(tie.score_mov, np.float64).tolist(),
+        "inlier": inl.tolist(),
+        "residual_px": np.asarray(fit.residuals, np.float64).tolist(),
+        "tile": np.asarray(tie.tile).astype(int).tolist(),
+        "gcp": is_gcp.tolist(),
+    }
+    if map_ref is not None:
+        cols["ref_map"] = np.asarray(map_ref, np.float64).tolist()
+    if map_mov is not None:
+        cols["mov_map"] = np.asarray(map_mov, np.float64).tolist()
+    names = list(cols)
+    return [dict(zip(names, row, strict=True)) for row in zip(*cols.values(), strict=True)]
+
+
+def _paused_tie_point_entries(*args) -> list[dict]:
+    """:func:`tie_point_entries` with the garbage collector paused
+    (:func:`sarreg.gctools.gc_paused`)."""
+    with gc_paused():
+        return tie_point_entries(*args)
 
 
 def transform_entry(fit, config, ref_info, mov_info, prior_full) -> dict:
@@ -472,7 +493,9 @@ def build_report(
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "settings": dataclasses.asdict(config),
-        "tie_points": tie_point_entries(tie, fit, gcp_idx, ref.info.transform, mov.info.transform),
+        "tie_points": _paused_tie_point_entries(
+            tie, fit, gcp_idx, ref.info.transform, mov.info.transform
+        ),
     }
 
 

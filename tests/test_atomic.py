@@ -115,6 +115,22 @@ def test_atomic_write_refuses_existing_before_yield(tmp_path):
     assert not entered and out.read_text() == "old"
 
 
+def test_write_json_atomic_writes_long_record_lists_one_per_line(tmp_path):
+    """A top-level list of many records (a report's tie points) is one compact record per line;
+    the rest is indented as json.dumps(indent=2) writes it; the JSON is the same."""
+    from sarreg.atomic import RECORD_LINES_MIN, json_text
+
+    records = [{"ref_px": [i, 0.5], "inlier": i % 2 == 0} for i in range(RECORD_LINES_MIN + 1)]
+    obj = {"n": 1, "nested": {"a": [1, 2]}, "tie_points": records, "few": records[:3]}
+    text = write_json_atomic(obj, tmp_path / "r.json").read_text()
+    assert json.loads(text) == obj
+    lines = text.splitlines()
+    assert '    {"ref_px": [0, 0.5], "inlier": true},' in lines
+    assert sum(ln.lstrip().startswith('{"ref_px"') for ln in lines) == len(records)
+    few = {"n": 1, "nested": {"a": [1, 2]}, "few": records[:3]}
+    assert json_text(few) == json.dumps(few, indent=2) + "\n"
+
+
 def test_write_json_atomic_numpy_round_trip(tmp_path):
     obj = {
         "n": np.int64(7),

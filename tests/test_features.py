@@ -132,6 +132,20 @@ def test_local_descriptors_are_the_neighbourhood(net, crop):
     np.testing.assert_array_equal(none.keypoints, f.keypoints)
 
 
+def test_local_descriptors_do_not_depend_on_the_chunk(net, crop, monkeypatch):
+    """Local descriptors are computed LOCAL_CHUNK keypoints at a time: chunks that split the
+    keypoints anywhere give the same arrays, in the keypoints' order."""
+    import sarreg.features as features
+
+    cfg = ExtractConfig(**LOOSE, scales=(1.0, 0.5), refine_radius=2)
+    whole = extract(net, crop, None, cfg)
+    assert len(whole) > 3 * 7
+    monkeypatch.setattr(features, "LOCAL_CHUNK", 7)
+    chunked = extract(net, crop, None, cfg)
+    np.testing.assert_array_equal(chunked.keypoints, whole.keypoints)
+    np.testing.assert_array_equal(chunked.local_descriptors, whole.local_descriptors)
+
+
 def test_context_is_the_descriptor_at_half_scale(net, crop):
     import cv2
 
