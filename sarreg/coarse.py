@@ -44,6 +44,7 @@ class CoarseEstimate:
     fit: object  # sarreg.geometry.TransformFit
     verification: object | None = None  # sarreg.verify.Verification of ``fit``
     search: object | None = None  # sarreg.search.SearchResult
+    scales: tuple[float, ...] | None = None  # pyramid levels run (None: the extractor's own)
 
     @property
     def work_inliers(self) -> np.ndarray:
@@ -57,6 +58,7 @@ class CoarseEstimate:
             "decimation_mov": float(self.mov.decimation),
             "model": self.fit.model,
             "keypoints": [int(len(self.feat_ref)), int(len(self.feat_mov))],
+            "scales": None if self.scales is None else [float(v) for v in self.scales],
             "matches": int(len(self.matches)),
             "inliers": int(self.fit.n_inliers),
             "rmse_px": float(self.fit.rmse),
@@ -92,11 +94,19 @@ def needs_tiles(ref, mov, prior_scale: float | None) -> bool:
 
 
 def estimate_coarse(
-    ctx: RunContext, ref, mov, model: TransformModel, final: bool, top_k: int | None = None
+    ctx: RunContext,
+    ref,
+    mov,
+    model: TransformModel,
+    final: bool,
+    top_k: int | None = None,
+    seed: bool = False,
 ) -> CoarseEstimate:
     """Normalize, extract, match and fit ``model`` on the coarse reads ``ref``, ``mov``.
     ``final``: this fit is the registration (else the prior of the tiles). ``top_k``:
-    keypoints per image, at most ``extract.top_k`` (``None``: ``extract.top_k``)."""
+    keypoints per image, at most ``extract.top_k`` (``None``: ``extract.top_k``). ``seed``:
+    the pass only seeds tiles: the pyramid plan's scales for that
+    (:meth:`sarreg.config.PyramidPlan.coarse_scales`)."""
     from sarreg import preprocess
     from sarreg.features import extract
 
@@ -111,8 +121,9 @@ def estimate_coarse(
 
     with timer.stage("extract"):
         xcfg = config.extract
-        if ctx.pyramid.coarse is not None:
-            xcfg = replace(xcfg, scales=tuple(ctx.pyramid.coarse))
+        scales = ctx.pyramid.coarse_scales(seed)
+        if scales is not None:
+            xcfg = replace(xcfg, scales=tuple(scales))
         if top_k is not None:
             xcfg = replace(xcfg, top_k=min(xcfg.top_k, int(top_k)))
         # only the moving keypoints are refined: the reference keeps no local descriptors
@@ -141,7 +152,7 @@ def estimate_coarse(
     matches, feat_mov, tie, fit, feat_ref = found.best.payload
     return CoarseEstimate(
         ref, mov, img_ref, img_mov, feat_ref, feat_mov, matches, tie, fit,
-        verification=found.best.verification, search=found,
+        verification=found.best.verification, search=found, scales=scales,
     )  # fmt: skip
 
 

@@ -310,6 +310,13 @@ class TilingConfig:
             prior (and the search its verdicts). ``None``: ``extract.top_k``. 2000 instead
             of 5000 gave the same transforms on the scaling benchmark's 2048 and 4096 px
             pairs, 0.4 s sooner.
+        coarse_max_level: the first level of that coarse pass (georeferenced images) holds
+            at most ``coarse_max_level`` squared pixels of the larger coarse read, as
+            ``estimate.georef_max_level`` does for a coarse pass that is the result (the
+            smaller of the two applies). ``None``: ``estimate.georef_max_level``. 512 instead
+            of 768 (a 1024 px read runs at 512 instead of 724 px) gave the same transforms
+            within 0.001 px on the scaling benchmark's 2048 and 4096 px pairs, 0.4 s sooner:
+            the tiles' precision does not depend on it.
         window_size: deprecated, no effect (every registration is coarse to fine); a value
             other than ``None`` logs a warning.
     """
@@ -322,6 +329,7 @@ class TilingConfig:
     max_points: int = 400
     top_k: int = 2000
     coarse_top_k: int | None = 2000
+    coarse_max_level: int | None = 512
     window_size: int | None = None
 
 
@@ -437,10 +445,18 @@ class PyramidPlan:
     coarse: tuple[float, ...] | None
     tiles: tuple[float, ...] | None
     rule: str
+    #: the coarse pass's scales when full-resolution tiles follow it (it only seeds them);
+    #: ``None``: :attr:`coarse`
+    seed: tuple[float, ...] | None = None
+
+    def coarse_scales(self, tiled: bool) -> tuple[float, ...] | None:
+        """The coarse pass's scales: :attr:`seed` when tiles follow and it is set."""
+        return self.seed if tiled and self.seed is not None else self.coarse
 
     def to_dict(self) -> dict:
         return {
             "coarse": None if self.coarse is None else list(self.coarse),
+            "coarse_before_tiles": list(self.coarse_scales(True) or []) or None,
             "tiles": None if self.tiles is None else list(self.tiles),
             "rule": self.rule,
         }
@@ -464,6 +480,11 @@ def georef_coarse_scales(
     return (float(first * factor),)
 
 
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional caps (``None`` = no cap)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 def pyramid_plan(
     config: RegisterConfig, georef: bool, coarse_side: int | None = None
 ) -> PyramidPlan:
@@ -474,7 +495,9 @@ def pyramid_plan(
     (:func:`georef_coarse_scales`;
     ``coarse_side``: :func:`sarreg.inputs.coarse_read_side`, ``None``: not scaled), and the
     extractor's own pyramid when not (unknown scale); the tiles run ``tiling.scales`` (the
-    coarse transform has put both at the same pixel size)."""
+    coarse transform has put both at the same pixel size). A georeferenced coarse pass that
+    only seeds tiles caps its level at ``tiling.coarse_max_level`` too
+    (:attr:`PyramidPlan.seed`)."""
     if config.extract.scales is not None:
         s = tuple(config.extract.scales)
         return PyramidPlan(s, s, "extract.scales (explicit)")
@@ -482,6 +505,8 @@ def pyramid_plan(
     if georef and config.estimate.georef_scales:
         est = config.estimate
         scales = georef_coarse_scales(est.georef_scales, coarse_side, est.georef_max_level)
+        seed_cap = _smaller(est.georef_max_level, config.tiling.coarse_max_level)
+        seed = georef_coarse_scales(est.georef_scales, coarse_side, seed_cap)
         rule = "georeferenced: estimate.georef_scales, tiles tiling.scales"
         if scales != tuple(est.georef_scales):
             rule = (
@@ -489,7 +514,12 @@ def pyramid_plan(
                 f"estimate.georef_max_level = {est.georef_max_level} px squared, tiles "
                 "tiling.scales"
             )
-        return PyramidPlan(scales, tiles, rule)
+        if seed != scales:
+            rule += (
+                f"; before tiles the first level scaled to at most tiling.coarse_max_level = "
+                f"{seed_cap} px squared"
+            )
+        return PyramidPlan(scales, tiles, rule, seed if seed != scales else None)
     return PyramidPlan(None, tiles, "not georeferenced: extractor pyramid, tiles tiling.scales")
 
 
@@ -678,6 +708,8 @@ RULES: tuple[Rule, ...] = (
     Rule("tiling.max_points", None, _int_in(1), "an integer >= 1"),
     Rule("tiling.top_k", None, _int_in(1), "an integer >= 1"),
     Rule("tiling.coarse_top_k", None, _int_in(1), "an integer >= 1", True),
+    Rule("tiling.coarse_max_level", None, _int_in(64, 8192), "an integer in 64..8192 (pixels)",
+         True),
     Rule("extract.refine_radius", None, _int_in(0, 16), "an integer in 0..16"),
     Rule("extract.context_scale", None, _num(0, 1, True, True), "a number in (0, 1)", True),
     Rule("extract.context_weight", None, _num(0, lo_open=True), "a number > 0"),

@@ -211,7 +211,9 @@ def estimate(ctx: RunContext) -> Estimate:
     tiled = needs_tiles(ref, mov, ctx.inputs.prior_scale)
     coarse_model = transform_model(model.local) if tiled else model
     seed_top_k = config.tiling.coarse_top_k if tiled else None  # the tiles' prior only
-    coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=not tiled, top_k=seed_top_k)
+    coarse = estimate_coarse(
+        ctx, ref, mov, coarse_model, final=not tiled, top_k=seed_top_k, seed=tiled
+    )
     if not tiled:
         from sarreg.estimate import refit_refined
 
@@ -233,8 +235,10 @@ def estimate(ctx: RunContext) -> Estimate:
         # the coarse pass's checked fit of the configured model is the result, at coarse
         # precision
         log.warning("the full-resolution tiles gave no fit (%s); using the coarse pass", err)
-        if seed_top_k is not None and seed_top_k < config.extract.top_k:
-            # the result now: the coarse pass again with all its keypoints
+        if ctx.pyramid.coarse_scales(True) != ctx.pyramid.coarse or (
+            seed_top_k is not None and seed_top_k < config.extract.top_k
+        ):
+            # the result now: the coarse pass again on its full level, with all keypoints
             coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=False)
         fit = coarse.fit
         if coarse_model is not model:

@@ -133,6 +133,9 @@ def test_default_config_is_valid_and_messages_name_range():
         check_value("extract.top_k", 0)
     with pytest.raises(ConfigError, match=r"setting tiling.min_valid -0.1 is out of range"):
         check_value("tiling.min_valid", -0.1)
+    with pytest.raises(ConfigError, match=r"tiling.coarse_max_level 32 .*64..8192"):
+        check_value("tiling.coarse_max_level", 32)
+    check_value("tiling.coarse_max_level", None)  # optional: None = estimate.georef_max_level
     check_value("match.ratio", None)  # optional: None = no ratio test
 
 

@@ -144,6 +144,27 @@ def test_the_coarse_pass_that_seeds_tiles_keeps_fewer_keypoints(umbra_1024):
     assert mapping_rmse(few.matrix, truth, shape) < 0.07
 
 
+def test_the_coarse_pass_that_seeds_tiles_runs_a_smaller_level(umbra_1024):
+    """``tiling.coarse_max_level``: a 768 px coarse read of ``umbra_1024`` runs 1 and 0.71
+    as the result, but 0.5 alone (384 px) when tiles follow; the tiles give the same
+    transform as from the full pyramid. The report's pyramid and coarse entry say so."""
+    from sarreg.config import InputConfig, TilingConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov, truth, shape = umbra_1024
+    small = register(ref, mov, None, RegisterConfig(input=InputConfig(coarse_size=768)))
+    full = register(ref, mov, None, RegisterConfig(
+        input=InputConfig(coarse_size=768), tiling=TilingConfig(coarse_max_level=None)
+    ))  # fmt: skip
+    assert small.windowed and full.windowed
+    assert small.report["pyramid"]["coarse"] == pytest.approx([1.0, 2**-0.5])
+    assert small.report["pyramid"]["coarse_before_tiles"] == pytest.approx([0.5])
+    assert small.report["coarse"]["scales"] == pytest.approx([0.5])
+    assert full.report["coarse"]["scales"] == pytest.approx([1.0, 2**-0.5])
+    assert mapping_rmse(small.matrix, full.matrix, shape) < 0.03
+    assert mapping_rmse(small.matrix, truth, shape) < 0.07
+
+
 def test_tile_grid_rule():
     from sarreg.scene import tile_grid
 
@@ -466,6 +487,7 @@ def test_when_no_tile_gives_tie_points_the_coarse_fit_is_the_result(
     assert reason in coarse["tiles_failed"]
     # the result's coarse pass is redone with all its keypoints (2000 only seed the tiles)
     assert min(coarse["keypoints"]) > 2500
+    assert coarse["scales"] == res.report["pyramid"]["coarse"]
     assert res.model == model and {t["status"] for t in res.tiles} == {"region"}
     assert len(res.tiles) == 16  # residuals of a 4 x 4 grid of regions
     # the coarse tie points' threshold: 3 coarse px, decimation 2
@@ -524,6 +546,26 @@ def test_the_final_fit_is_verified_not_the_coarse_one(data_dir):
     with pytest.raises(VerificationError) as exc:
         pipeline.check_result(ctx, wrong)
     assert exc.value.exit_code == 7
+
+
+def test_when_no_tile_gives_tie_points_the_coarse_pass_is_redone_on_its_full_level(umbra_1024):
+    """A 768 px coarse read seeds tiles from one 384 px level (``tiling.coarse_max_level``);
+    when every tile fails (4 keypoints each: featureless), the coarse pass that becomes the
+    result is redone on the plan's own levels, 1 and 0.71 (``coarse_top_k`` off: the level
+    alone makes it rerun)."""
+    from sarreg.config import InputConfig, TilingConfig
+    from sarreg.pipeline import RegisterConfig, register
+
+    ref, mov, truth, shape = umbra_1024
+    tiling = TilingConfig(top_k=4, coarse_top_k=None)
+    res = register(
+        ref, mov, None, RegisterConfig(input=InputConfig(coarse_size=768), tiling=tiling)
+    )
+    coarse = res.report["coarse"]
+    assert coarse["refined_by_tiles"] is False and "featureless" in coarse["tiles_failed"]
+    assert res.report["pyramid"]["coarse_before_tiles"] == pytest.approx([0.5])
+    assert coarse["scales"] == pytest.approx([1.0, 2**-0.5])
+    assert mapping_rmse(res.matrix, truth, shape) < 0.1  # measured 0.071 px
 
 
 def test_when_every_tile_is_mostly_nodata_the_coarse_fit_is_the_result(umbra_1024, tmp_path):
