@@ -99,14 +99,13 @@ def estimate_coarse(
     mov,
     model: TransformModel,
     final: bool,
-    top_k: int | None = None,
     seed: bool = False,
 ) -> CoarseEstimate:
     """Normalize, extract, match and fit ``model`` on the coarse reads ``ref``, ``mov``.
-    ``final``: this fit is the registration (else the prior of the tiles). ``top_k``:
-    keypoints per image, at most ``extract.top_k`` (``None``: ``extract.top_k``). ``seed``:
-    the pass only seeds tiles: the pyramid plan's scales for that
-    (:meth:`sarreg.config.PyramidPlan.coarse_scales`)."""
+    ``final``: this fit is the registration (else the prior of the tiles). ``seed``: the
+    pass only seeds tiles: the pyramid plan's scales for that
+    (:meth:`sarreg.config.PyramidPlan.coarse_scales`) and at most ``tiling.coarse_top_k``
+    keypoints per image."""
     from sarreg import preprocess
     from sarreg.features import extract
 
@@ -124,8 +123,8 @@ def estimate_coarse(
         scales = ctx.pyramid.coarse_scales(seed)
         if scales is not None:
             xcfg = replace(xcfg, scales=tuple(scales))
-        if top_k is not None:
-            xcfg = replace(xcfg, top_k=min(xcfg.top_k, int(top_k)))
+        if seed and config.tiling.coarse_top_k is not None:
+            xcfg = replace(xcfg, top_k=min(xcfg.top_k, int(config.tiling.coarse_top_k)))
         # only the moving keypoints are refined: the reference keeps no local descriptors
         feat_ref = extract(ctx.loaded.net, img_ref, kp_mask_ref, replace(xcfg, refine_radius=0))
         feat_mov = extract(ctx.loaded.net, img_mov, kp_mask_mov, xcfg)

@@ -454,9 +454,10 @@ class PyramidPlan:
         return self.seed if tiled and self.seed is not None else self.coarse
 
     def to_dict(self) -> dict:
+        before = self.coarse_scales(True)
         return {
             "coarse": None if self.coarse is None else list(self.coarse),
-            "coarse_before_tiles": list(self.coarse_scales(True) or []) or None,
+            "coarse_before_tiles": None if before is None else list(before),
             "tiles": None if self.tiles is None else list(self.tiles),
             "rule": self.rule,
         }

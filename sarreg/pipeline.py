@@ -210,10 +210,7 @@ def estimate(ctx: RunContext) -> Estimate:
         ref, mov = read_coarse(ctx)
     tiled = needs_tiles(ref, mov, ctx.inputs.prior_scale)
     coarse_model = transform_model(model.local) if tiled else model
-    seed_top_k = config.tiling.coarse_top_k if tiled else None  # the tiles' prior only
-    coarse = estimate_coarse(
-        ctx, ref, mov, coarse_model, final=not tiled, top_k=seed_top_k, seed=tiled
-    )
+    coarse = estimate_coarse(ctx, ref, mov, coarse_model, final=not tiled, seed=tiled)
     if not tiled:
         from sarreg.estimate import refit_refined
 
@@ -235,7 +232,8 @@ def estimate(ctx: RunContext) -> Estimate:
         # the coarse pass's checked fit of the configured model is the result, at coarse
         # precision
         log.warning("the full-resolution tiles gave no fit (%s); using the coarse pass", err)
-        if ctx.pyramid.coarse_scales(True) != ctx.pyramid.coarse or (
+        seed_top_k = config.tiling.coarse_top_k
+        if ctx.pyramid.seed is not None or (
             seed_top_k is not None and seed_top_k < config.extract.top_k
         ):
             # the result now: the coarse pass again on its full level, with all keypoints

@@ -71,7 +71,7 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if kind is dict:
         return {k if type(k) is str else str(k): to_jsonable(v) for k, v in obj.items()}
-    if obj is None or isinstance(obj, (bool, str, int)):
+    if isinstance(obj, (bool, str, int)):  # subclasses (e.g. IntEnum) as they are
         return obj
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -371,14 +371,8 @@ def tie_point_entries(tie, fit, gcp_idx, ref_transform, mov_transform) -> list[d
     if map_mov is not None:
         cols["mov_map"] = np.asarray(map_mov, np.float64).tolist()
     names = list(cols)
-    return [dict(zip(names, row, strict=True)) for row in zip(*cols.values(), strict=True)]
-
-
-def _paused_tie_point_entries(*args) -> list[dict]:
-    """:func:`tie_point_entries` with the garbage collector paused
-    (:func:`sarreg.gctools.gc_paused`)."""
-    with gc_paused():
-        return tie_point_entries(*args)
+    with gc_paused():  # thousands of acyclic dicts (sarreg.gctools)
+        return [dict(zip(names, row, strict=True)) for row in zip(*cols.values(), strict=True)]
 
 
 def transform_entry(fit, config, ref_info, mov_info, prior_full) -> dict:
@@ -493,9 +487,7 @@ def build_report(
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "settings": dataclasses.asdict(config),
-        "tie_points": _paused_tie_point_entries(
-            tie, fit, gcp_idx, ref.info.transform, mov.info.transform
-        ),
+        "tie_points": tie_point_entries(tie, fit, gcp_idx, ref.info.transform, mov.info.transform),
     }
 
 
