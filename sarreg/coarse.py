@@ -27,6 +27,12 @@ from sarreg.inputs import RunContext, tile_decimations, work_sizes
 
 log = logging.getLogger(__name__)
 
+#: pyramid of the moving image while hypotheses of the search are screened (the winner is
+#: redone with ``config.extract``'s)
+SCREEN_SCALES = (1.0,)
+#: screened attempts (most inliers first) redone in full when no attempt passed verification
+REDO_FAILED = 2
+
 
 @dataclass
 class CoarseEstimate:
@@ -179,6 +185,8 @@ def fit_searched(
     img_mov, kpm_mov = mov_img
     what = None if final else "coarse "
     ref_levels = {(1.0, 1.0): feat_ref}
+    # hypotheses are screened on one level of the moving image; the winner is redone in full
+    screen_cfg = replace(xcfg, progress=False, scales=SCREEN_SCALES)
 
     def reference_features(shrink: float, up: float):
         """Reference features of the reference shrunk by ``shrink`` (area average) and then
@@ -199,15 +207,23 @@ def fit_searched(
             )
         return ref_levels[(shrink, up)]
 
-    def try_one(hyp, use_prior: bool, feats=None):
-        att = search.Attempt(hyp, use_prior)
+    def moving_features(hyp, up: float, full: bool):
+        """``(features, H)`` of the moving image resampled by ``hyp`` (and ``up``), keypoints
+        in resampled px, ``H`` moving work px -> resampled px. Without ``full`` (a screened
+        hypothesis) on one pyramid level (:data:`SCREEN_SCALES`; the hypotheses' scales step
+        by 2, the reference keeps its pyramid): half the extraction time."""
+        img_h, msk_h, h_mat = hyp.apply(img_mov, kpm_mov, up)
+        cfg = replace(xcfg, progress=False) if full else screen_cfg
+        with timer.stage("extract"):
+            return extract(ctx.loaded.net, img_h, msk_h, cfg), h_mat
+
+    def try_one(hyp, use_prior: bool, feats=None, full: bool = True):
+        att = search.Attempt(hyp, use_prior, screened=feats is None and not full)
         try:
             up = search.upsample_factor(hyp, img_ref.shape, img_mov.shape)
             f_ref = reference_features(hyp.ref_shrink, up)
             if feats is None:
-                img_h, msk_h, h_mat = hyp.apply(img_mov, kpm_mov, up)
-                with timer.stage("extract"):
-                    feats = extract(ctx.loaded.net, img_h, msk_h, replace(xcfg, progress=False))
+                feats, h_mat = moving_features(hyp, up, full)
             else:
                 h_mat = np.eye(3)
             h_inv = np.linalg.inv(h_mat)
@@ -262,6 +278,15 @@ def fit_searched(
             att.error = err.with_traceback(None)
         return att
 
+    def corrects(att) -> bool:
+        """Whether the window correction of the final check makes ``att``'s fit pass."""
+        tie, fit = att.payload[2], att.payload[3]
+        with timer.stage("verify"):
+            ver = verify.correct_by_windows(
+                ref, mov, img_ref, img_mov, fit, tie, att.verification, ctx.mov_info.shape
+            )[1]
+        return ver.verdict is verify.Verdict.PASS
+
     used_prior = prior_work is not None
     first = try_one(search.Hypothesis(), used_prior, feat_mov)
     if not config.estimate.search or not search.is_weak(first):
@@ -283,7 +308,12 @@ def fit_searched(
                 proposals=[p.hypothesis for p in proposals],
             )
         ]
-        found = search.run_search(todo, try_one, first)
+        found = search.run_search(
+            todo, lambda h, p: try_one(h, p, feats=feat_mov if h.is_identity else None,
+                                       full=h.is_identity),
+            first,
+        )  # fmt: skip
+        found = _refined(found, try_one, corrects)
     best = found.best
     final_errors = [a for a in found.tried if a.final]
     if final_errors:
@@ -298,4 +328,29 @@ def fit_searched(
         )
     if best.payload is not first.payload:
         log.info("search: %s won", best.hypothesis.describe())
+    return found
+
+
+def _refined(found, try_one, corrects):
+    """``found`` with screened attempts (:attr:`sarreg.search.Attempt.screened`) redone on
+    the moving image's full pyramid: the winner when it passed verification, else the
+    :data:`REDO_FAILED` screened attempts with the most inliers (a fit whose screened keypoints
+    fall short of the check). The first redone attempt that passes, or that ``corrects`` says
+    passes once corrected by its windows (as :func:`sarreg.pipeline.check_result` then does),
+    replaces its screened one and wins; when none does, ``found`` is returned as it is."""
+    from sarreg.search import SearchResult
+
+    best = found.best
+    if best.passed:
+        candidates = [best] if best.screened else []
+    else:
+        screened = [a for a in found.tried if a.screened and a.n_inliers > 0]
+        candidates = sorted(screened, key=lambda a: -a.n_inliers)[:REDO_FAILED]
+    for cand in candidates:
+        redo = try_one(cand.hypothesis, cand.use_prior, full=True)
+        if redo.payload is not None and (redo.passed or (not best.passed and corrects(redo))):
+            for a in found.tried:
+                a.payload = None
+            return SearchResult(redo, [redo if a is cand else a for a in found.tried])
+        log.info("search: %s redone in full did not pass", cand.hypothesis.describe())
     return found

@@ -4,8 +4,9 @@ or a large scale, which the keypoint descriptors do not tolerate.
 The network keeps most of its matches up to about 20 deg of rotation and a factor of about
 1.4 in scale (``scripts/rotation_tolerance.py``: true-inlier share 0.89 at 0 deg, 0.49 at
 20 deg, 0.21 at 30 deg, 0.03 at 40 deg; 0.5-0.75 within 1/1.4..1.4x, 0.13 at 2x). The search
-therefore tries rotations in steps of 45 deg (:data:`ROTATIONS`, at most 22.5 deg off) and
-scales in steps of 2 (:data:`SCALES`), and first the rotation and scale proposed by an
+therefore tries rotations in steps of 45 deg (:data:`ROTATIONS`, at most 22.5 deg off) at
+scales in steps of 2 (:data:`SCALES`), every combination of the two with and without a mirror
+flip (the likely ones first, :func:`hypotheses`), and first the rotation and scale proposed by an
 orientation-free estimate, the Fourier-Mellin transform (:func:`fourier_mellin`: log-polar
 phase correlation of the images' Fourier magnitudes, which do not depend on the shift).
 
@@ -17,7 +18,9 @@ contains the hypothesis (it is composed with the fit by construction).
 :func:`run_search` tries the hypotheses one after the other through a caller's function that
 extracts, matches, fits and verifies (:class:`Attempt`), stops at the first convincing one and
 otherwise returns the best verified one. The common case stays cheap: the pipeline calls the
-search only when the plain attempt is weak or fails verification (:func:`is_weak`).
+search only when the plain attempt is weak or fails verification (:func:`is_weak`). The
+coarse pass (:func:`sarreg.coarse.fit_searched`) screens each hypothesis on one pyramid level
+of the resampled moving image (:attr:`Attempt.screened`) and redoes the winner in full.
 
 Coordinates: ``(x, y)`` pixel centres, top-left pixel centre at ``(0, 0)``. A hypothesis
 matrix ``H`` (3x3) maps moving pixel centres to pixel centres of the resampled image.
@@ -252,7 +255,9 @@ def hypotheses(
     :data:`ROTATIONS` at the most likely scale; the other scales unrotated; the right-angle
     rotations at the other scales; then, with ``flips``, the mirrored image rotated at the
     likely scale and unrotated at the other scales (``flips_first``: right after the plain
-    right-angle rotations, for when mirrored images are expected). A hypothesis comes once.
+    right-angle rotations, for when mirrored images are expected); then the rest of the grid,
+    every rotation of :data:`ROTATIONS` at every scale (both orientations with ``flips``:
+    ``8 x 5 x 2 - 1`` = 79 hypotheses in all, 39 without). A hypothesis comes once.
     """
     sc = list(scales)
     if size_ratio and size_ratio > 0:
@@ -272,8 +277,13 @@ def hypotheses(
             plain = plain[:n] + mirrored + plain[n:]
         else:
             plain = plain + mirrored
+    # the rest of the grid: every rotation at every scale (for both orientations)
+    rest = [
+        Hypothesis(r, f, float(s)) for s in sc for f in ((False, True) if flips else (False,))
+        for r in ROTATIONS
+    ]  # fmt: skip
     out: list[Hypothesis] = []
-    for h in [p for p in proposals if flips or not p.flip] + plain:
+    for h in [p for p in proposals if flips or not p.flip] + plain + rest:
         if not h.is_identity and not any(h.same(o) for o in out):
             out.append(h)
     return out
@@ -395,6 +405,8 @@ class Attempt:
         n_inliers: inliers of the fit.
         error: the :class:`~sarreg.errors.SarregError` that stopped it, or ``None``.
         payload: whatever the caller needs to go on with the winner (fit, matches, ...).
+        screened: made with the cheaper extraction of a screened hypothesis (see
+            :func:`sarreg.coarse.fit_searched`), not the full one.
     """
 
     hypothesis: Hypothesis
@@ -406,6 +418,7 @@ class Attempt:
     n_inliers: int = 0
     error: Exception | None = None
     payload: object | None = field(default=None, repr=False)
+    screened: bool = False
 
     @property
     def passed(self) -> bool:
@@ -430,6 +443,7 @@ class Attempt:
             "windows_agree": None if v is None else int(v.windows_agree),
             "windows_tried": None if v is None else int(v.windows_tried),
             "error": None if self.error is None else str(self.error),
+            "screened": bool(self.screened),
         }
 
 

@@ -86,6 +86,91 @@ def test_search_keeps_only_the_best_attempts_payload():
     assert len(res.tried) == 4  # all still reported
 
 
+def test_hypotheses_cover_every_rotation_scale_and_flip_once():
+    """The grid is complete: every rotation of ROTATIONS at every scale of SCALES, mirrored
+    and not (79 hypotheses besides the identity; 39 without flips), each once, whatever the
+    size ratio and flips_first; the likely ones first (the plain right angles at scale 1)."""
+    full = {(r, f, s) for r in search.ROTATIONS for f in (False, True) for s in search.SCALES}
+    full.discard((0, False, 1.0))
+    for kw in (dict(size_ratio=1.0), dict(size_ratio=0.3, flips_first=True), dict()):
+        hyps = search.hypotheses(flips=True, **kw)
+        keys = [(h.rotation_deg, h.flip, h.scale) for h in hyps]
+        assert len(keys) == len(set(keys)) == 79 and set(keys) == full
+    plain = search.hypotheses(flips=False, size_ratio=1.0)
+    assert len(plain) == 39 and not any(h.flip for h in plain)
+    assert [h.rotation_deg for h in plain[:3]] == [90, 180, 270]
+    assert {h.scale for h in plain[:7]} == {1.0}
+
+
+class _Ver:
+    """A verification outcome as :class:`search.Attempt` reads it."""
+
+    def __init__(self, verdict: str, agree: float = 0.5):
+        self.verdict, self.agree_fraction = verdict, agree
+        self.windows_agree, self.windows_tried = int(agree * 40), 40
+
+
+def _attempt(rot: float, verdict: str, inliers: int, screened: bool = True):
+    return search.Attempt(search.Hypothesis(rot), n_inliers=inliers, inlier_share=0.1,
+                          verification=_Ver(verdict), screened=screened,
+                          payload=f"screened {rot}")  # fmt: skip
+
+
+def test_screened_winner_is_redone_in_full():
+    """A screened winner that passed is replaced by its full redo when that passes too, and
+    kept when the redo fails; a full (unscreened) winner is not redone."""
+    from sarreg.coarse import _refined
+
+    redone = []
+
+    def try_one(verdict):
+        def run(hyp, use_prior, full=False):
+            assert full
+            redone.append(hyp.rotation_deg)
+            return search.Attempt(hyp, use_prior, verification=_Ver(verdict), n_inliers=50,
+                                  payload=f"full {hyp.rotation_deg}")  # fmt: skip
+
+        return run
+
+    tried = [_attempt(0, "fail", 5, screened=False), _attempt(90, "pass", 40),
+             _attempt(180, "fail", 60)]  # fmt: skip
+    out = _refined(search.SearchResult(tried[1], tried), try_one("pass"), lambda a: False)
+    assert redone == [90] and out.best.payload == "full 90" and not out.best.screened
+    assert out.tried[1] is out.best and len(out.tried) == 3
+    tried = [_attempt(0, "fail", 5, screened=False), _attempt(90, "pass", 40)]
+    out = _refined(search.SearchResult(tried[1], tried), try_one("fail"), lambda a: True)
+    assert out.best is tried[1] and out.best.payload == "screened 90"  # the redo failed
+    redone.clear()
+    full_win = _attempt(0, "pass", 40, screened=False)
+    out = _refined(search.SearchResult(full_win, [full_win]), try_one("pass"), lambda a: True)
+    assert out.best is full_win and redone == []
+
+
+def test_when_nothing_passes_the_attempts_with_most_inliers_are_redone():
+    """No attempt passed: the REDO_FAILED screened attempts with the most inliers are redone
+    in full, and the first whose redo passes once corrected by its windows wins (the final
+    check then applies that correction); when none does, nothing changes."""
+    from sarreg.coarse import REDO_FAILED, _refined
+
+    tried = [_attempt(0, "fail", 5, screened=False), _attempt(90, "fail", 30),
+             _attempt(45, "fail", 90), _attempt(135, "fail", 70), _attempt(180, "fail", 80)]
+    redone = []
+
+    def try_one(hyp, use_prior, full=False):
+        redone.append(hyp.rotation_deg)
+        return search.Attempt(hyp, use_prior, verification=_Ver("fail"), n_inliers=50,
+                              payload=f"full {hyp.rotation_deg}")  # fmt: skip
+
+    found = search.SearchResult(tried[1], tried)
+    out = _refined(found, try_one, lambda a: a.hypothesis.rotation_deg == 180)
+    assert REDO_FAILED == 2 and redone == [45, 180]
+    assert out.best.payload == "full 180" and out.tried[4] is out.best
+    assert all(a.payload is None for a in out.tried if a is not out.best)
+    redone.clear()
+    out = _refined(found, try_one, lambda a: False)
+    assert out is found and redone == [45, 180]
+
+
 def test_size_ratio_ranks_the_scale_of_the_image_sizes_first():
     """A moving image a quarter of the reference's side makes scale 1/4 the first scaled
     hypothesis; the ratio is of sides (square root of the pixel counts), for any aspect."""
@@ -147,6 +232,36 @@ def test_mirrored_and_rotated_30_deg_registers_with_allow_reflection(crop, tmp_p
     assert err < 1.0, err  # measured 0.04
     assert res.report["search"]["hypothesis"]["flip"] is True
     assert np.linalg.det(res.matrix[:2, :2]) < 0
+
+
+def test_mirrored_rotated_and_scaled_registers(data_dir, tmp_path):
+    """Mirrored, rotated by 100 deg and at twice the reference's resolution (the moving image
+    shows the middle quarter of the reference's ground): a combination of all three that the
+    grid holds, registered within 1 px of the truth with --allow-reflection."""
+    with rasterio.open(data_dir / UMBRA) as ds:
+        region = ds.read(1, window=Window(500, 800, 768, 768)).astype(np.float32)
+    ref = cv2.resize(region, (384, 384), interpolation=cv2.INTER_AREA)
+    # moving pixel x -> region point: about the centres, rotated 100 deg after a flip
+    a = np.deg2rad(100.0)
+    lin = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.diag([-1.0, 1.0])
+    to_region = np.eye(3)
+    to_region[:2, :2] = lin
+    to_region[:2, 2] = np.array([383.5, 383.5]) - lin @ np.array([191.5, 191.5])
+    mov = cv2.warpAffine(region, to_region[:2], (384, 384),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)  # fmt: skip
+    region_to_ref = np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]])
+    truth = region_to_ref @ to_region  # moving px -> reference px
+    res = _register(tmp_path, ref.astype(np.uint8), mov.astype(np.uint8),
+                    allow_reflection=True)  # fmt: skip
+    err = mapping_rmse(res.matrix, truth, mov.shape)
+    assert err < 1.0, err
+    rep = res.report
+    won = rep["search"]["hypothesis"]
+    assert won["flip"] is True and won["scale"] == 2.0, won
+    assert rep["verification"]["verdict"] == "pass"
+    entry = [t for t in rep["search"]["tried"] if t["description"] == won["description"]]
+    assert entry[-1]["screened"] is False  # the winner redone in full
+    assert any(t["screened"] for t in rep["search"]["tried"])
 
 
 def test_mirrored_and_rotated_30_deg_refused_without_allow_reflection(crop, tmp_path, capsys):
