@@ -152,8 +152,13 @@ def test_when_nothing_passes_the_attempts_with_most_inliers_are_redone():
     check then applies that correction); when none does, nothing changes."""
     from sarreg.coarse import REDO_FAILED, _refined
 
-    tried = [_attempt(0, "fail", 5, screened=False), _attempt(90, "fail", 30),
-             _attempt(45, "fail", 90), _attempt(135, "fail", 70), _attempt(180, "fail", 80)]
+    tried = [
+        _attempt(0, "fail", 5, screened=False),
+        _attempt(90, "fail", 30),
+        _attempt(45, "fail", 90),
+        _attempt(135, "fail", 70),
+        _attempt(180, "fail", 80),
+    ]
     redone = []
 
     def try_one(hyp, use_prior, full=False):
@@ -235,29 +240,32 @@ def test_mirrored_and_rotated_30_deg_registers_with_allow_reflection(crop, tmp_p
 
 
 def test_mirrored_rotated_and_scaled_registers(data_dir, tmp_path):
-    """Mirrored, rotated by 100 deg and at twice the reference's resolution (the moving image
-    shows the middle quarter of the reference's ground): a combination of all three that the
-    grid holds, registered within 1 px of the truth with --allow-reflection."""
+    """Mirrored, rotated by 100 deg and at half the reference's resolution, so that the
+    reference covers only the middle quarter of the moving image: the grid's hypothesis that
+    combines all three wins, within 1 px of the truth with --allow-reflection."""
     with rasterio.open(data_dir / UMBRA) as ds:
         region = ds.read(1, window=Window(500, 800, 768, 768)).astype(np.float32)
-    ref = cv2.resize(region, (384, 384), interpolation=cv2.INTER_AREA)
-    # moving pixel x -> region point: about the centres, rotated 100 deg after a flip
+    ref = region[192:576, 192:576]
+    small = cv2.resize(region, (384, 384), interpolation=cv2.INTER_AREA)
+    # moving pixel x -> pixel of ``small``: about the centre, rotated 100 deg after a flip
     a = np.deg2rad(100.0)
     lin = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.diag([-1.0, 1.0])
-    to_region = np.eye(3)
-    to_region[:2, :2] = lin
-    to_region[:2, 2] = np.array([383.5, 383.5]) - lin @ np.array([191.5, 191.5])
-    mov = cv2.warpAffine(region, to_region[:2], (384, 384),
+    to_small = np.eye(3)
+    to_small[:2, :2] = lin
+    to_small[:2, 2] = np.array([191.5, 191.5]) - lin @ np.array([191.5, 191.5])
+    mov = cv2.warpAffine(small, to_small[:2], (384, 384),
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)  # fmt: skip
-    region_to_ref = np.array([[0.5, 0.0, -0.25], [0.0, 0.5, -0.25], [0.0, 0.0, 1.0]])
-    truth = region_to_ref @ to_region  # moving px -> reference px
+    small_to_ref = np.array([[2.0, 0.0, 0.5 - 192], [0.0, 2.0, 0.5 - 192], [0.0, 0.0, 1.0]])
+    truth = small_to_ref @ to_small  # moving px -> reference px
     res = _register(tmp_path, ref.astype(np.uint8), mov.astype(np.uint8),
                     allow_reflection=True)  # fmt: skip
-    err = mapping_rmse(res.matrix, truth, mov.shape)
-    assert err < 1.0, err
     rep = res.report
     won = rep["search"]["hypothesis"]
-    assert won["flip"] is True and won["scale"] == 2.0, won
+    assert won["flip"] is True and won["scale"] == 0.5, won
+    # the error over the overlap (the middle of the moving image)
+    inside = np.linalg.inv(truth)
+    err = mapping_rmse(res.matrix @ inside, truth @ inside, ref.shape)
+    assert err < 1.0, err
     assert rep["verification"]["verdict"] == "pass"
     entry = [t for t in rep["search"]["tried"] if t["description"] == won["description"]]
     assert entry[-1]["screened"] is False  # the winner redone in full
