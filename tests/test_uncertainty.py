@@ -214,6 +214,30 @@ def test_predicted_error_grows_where_tie_points_are_absent(single_look):
     assert np.all((ratio >= 0.5) & (ratio <= 2.5)), ratio
 
 
+def test_a_corrected_fit_claims_no_less_than_its_windows_tell(single_look, monkeypatch):
+    """A fit corrected by the windows (``corrected=True``) is claimed no better than
+    CORRECTED_FLOOR x the windows' median residual anywhere, more at the points the windows
+    pin down less; without the floor the estimate would be smaller than that somewhere."""
+    from sarreg import uncertainty
+    from sarreg.verify import residual_shifts
+
+    a, ma, b, mb, truth, _ = single_look
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, SIZE - 1, (300, 2))
+    dst = apply_matrix(truth, src) + rng.normal(0.0, 0.3, (300, 2))
+    v = verify_registration(a, ma, b, mb, truth)
+    _, d, _ = residual_shifts(v)
+    floor = uncertainty.CORRECTED_FLOOR * float(np.median(np.hypot(*d.T)))
+    shape = (SIZE, SIZE)
+    est = np.array(estimate_error("affine", src, dst, shape, truth, v, corrected=True).points_px)
+    assert np.all(est >= floor - 1e-9), (est, floor)
+    assert est[:4].min() > est[4]  # the corners, pinned down less than the centre
+    monkeypatch.setattr(uncertainty, "CORRECTED_FLOOR", 0.0)
+    bare = np.array(estimate_error("affine", src, dst, shape, truth, v, corrected=True).points_px)
+    assert bare.min() < floor, (bare, floor)  # the floor binds there (measured 0.22, 0.48)
+    assert np.all(est >= bare - 1e-9)
+
+
 def _shift(dx: float) -> np.ndarray:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
