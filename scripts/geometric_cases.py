@@ -5,7 +5,8 @@ bundled Umbra sample.
 ``true_px`` is the RMS error over a grid of the moving image (over the overlap only for the
 moving image 4x coarser, where the reference covers a sixteenth of it); ``true_5pt`` is the
 error at the points the prediction is made for, the moving image's corners and centre
-(:func:`sarreg.uncertainty.true_error`, as ``sarreg evaluate`` compares them).
+(:func:`sarreg.uncertainty.true_error`, as ``sarreg evaluate`` compares them); ``s`` the
+seconds inside ``register()`` (the first case includes loading the model).
 
     python scripts/geometric_cases.py
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +67,8 @@ def main() -> int:
     cases.append(("unrelated", crop, _umbra(data, 1500, 100, 384)[0], None, None, None, {}))
     from sarreg.uncertainty import true_error
 
-    print(f"{'case':<32} {'outcome':<10} {'true_px':>8} {'true_5pt':>8} {'pred_px':>8}  hypothesis")
+    print(f"{'case':<32} {'outcome':<10} {'true_px':>8} {'true_5pt':>8} {'pred_px':>8} "
+          f"{'s':>6}  hypothesis")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for k, (name, a, b, ga, gb, truth, extra) in enumerate(cases):
             ref = _write(Path(tmp) / f"r{k}.tif", a, *(ga or ()))
@@ -73,11 +76,15 @@ def main() -> int:
             cfg = with_values(
                 RegisterConfig(progress=False), {"estimate.transform": "similarity", **extra}
             )
+            t0 = time.perf_counter()
             try:
                 res = register(ref, mov, None, cfg)
             except SarregError as err:
-                print(f"{name:<32} {'refused':<10} {'':>8} {'':>8} {'':>8}  exit {err.exit_code}")
+                sec = time.perf_counter() - t0
+                print(f"{name:<32} {'refused':<10} {'':>8} {'':>8} {'':>8} {sec:6.1f}  "
+                      f"exit {err.exit_code}")  # fmt: skip
                 continue
+            sec = time.perf_counter() - t0
             true = mapping_rmse(res.matrix, truth, b.shape) if truth is not None else np.inf
             at5 = true_error(res.matrix, truth, b.shape) if truth is not None else np.inf
             if name == "scaled 1/4":  # only the overlap is defined
@@ -89,7 +96,8 @@ def main() -> int:
             hyp = res.report["search"]["hypothesis"]["description"]
             prior = res.report["search"]["georeferencing_prior"]
             print(
-                f"{name:<32} {'registered':<10} {true:8.3f} {at5:8.3f} {res.predicted_error:8.3f}  "
+                f"{name:<32} {'registered':<10} {true:8.3f} {at5:8.3f} {res.predicted_error:8.3f} "
+                f"{sec:6.1f}  "
                 f"{hyp}{' (prior)' if prior else ''}"
             )
     return 0
