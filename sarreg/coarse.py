@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 #: pyramid of the moving image while hypotheses of the search are screened (the winner is
 #: redone with ``config.extract``'s)
 SCREEN_SCALES = (1.0,)
-#: screened attempts (most inliers first) redone in full when no attempt passed verification
-REDO_FAILED = 2
 
 
 @dataclass
@@ -313,7 +311,7 @@ def fit_searched(
                                        full=h.is_identity),
             first,
         )  # fmt: skip
-        found = _refined(found, try_one, corrects)
+        found = search.redo_in_full(found, try_one, corrects)
     best = found.best
     final_errors = [a for a in found.tried if a.final]
     if final_errors:
@@ -328,29 +326,4 @@ def fit_searched(
         )
     if best.payload is not first.payload:
         log.info("search: %s won", best.hypothesis.describe())
-    return found
-
-
-def _refined(found, try_one, corrects):
-    """``found`` with screened attempts (:attr:`sarreg.search.Attempt.screened`) redone on
-    the moving image's full pyramid: the winner when it passed verification, else the
-    :data:`REDO_FAILED` screened attempts with the most inliers (a fit whose screened keypoints
-    fall short of the check). The first redone attempt that passes, or that ``corrects`` says
-    passes once corrected by its windows (as :func:`sarreg.pipeline.check_result` then does),
-    replaces its screened one and wins; when none does, ``found`` is returned as it is."""
-    from sarreg.search import SearchResult
-
-    best = found.best
-    if best.passed:
-        candidates = [best] if best.screened else []
-    else:
-        screened = [a for a in found.tried if a.screened and a.n_inliers > 0]
-        candidates = sorted(screened, key=lambda a: -a.n_inliers)[:REDO_FAILED]
-    for cand in candidates:
-        redo = try_one(cand.hypothesis, cand.use_prior, full=True)
-        if redo.payload is not None and (redo.passed or (not best.passed and corrects(redo))):
-            for a in found.tried:
-                a.payload = None
-            return SearchResult(redo, [redo if a is cand else a for a in found.tried])
-        log.info("search: %s redone in full did not pass", cand.hypothesis.describe())
     return found

@@ -20,7 +20,8 @@ extracts, matches, fits and verifies (:class:`Attempt`), stops at the first conv
 otherwise returns the best verified one. The common case stays cheap: the pipeline calls the
 search only when the plain attempt is weak or fails verification (:func:`is_weak`). The
 coarse pass (:func:`sarreg.coarse.fit_searched`) screens each hypothesis on one pyramid level
-of the resampled moving image (:attr:`Attempt.screened`) and redoes the winner in full.
+of the resampled moving image (:attr:`Attempt.screened`) and redoes the winner in full
+(:func:`redo_in_full`).
 
 Coordinates: ``(x, y)`` pixel centres, top-left pixel centre at ``(0, 0)``. A hypothesis
 matrix ``H`` (3x3) maps moving pixel centres to pixel centres of the resampled image.
@@ -506,6 +507,38 @@ def run_search(
         _keep_payload_of(max(tried, key=lambda a: a.score), tried)
     best = max(tried, key=lambda a: a.score)
     return SearchResult(best, tried)
+
+
+#: screened attempts (most inliers first) redone in full when no attempt passed verification
+REDO_FAILED = 2
+
+
+def redo_in_full(
+    found: SearchResult,
+    try_one: Callable[..., Attempt],
+    corrects: Callable[[Attempt], bool],
+) -> SearchResult:
+    """``found`` with screened attempts (:attr:`Attempt.screened`) redone in full
+    (``try_one(hypothesis, use_prior, full=True)``): the winner when it passed verification,
+    else the :data:`REDO_FAILED` screened attempts with the most inliers (a fit whose screened
+    keypoints fall short of the check). The first redone attempt that passes, or that
+    ``corrects`` says passes once corrected by its windows (as
+    :func:`sarreg.pipeline.check_result` then does), replaces its screened one and wins;
+    when none does, ``found`` is returned as it is."""
+    best = found.best
+    if best.passed:
+        candidates = [best] if best.screened else []
+    else:
+        screened = [a for a in found.tried if a.screened and a.n_inliers > 0]
+        candidates = sorted(screened, key=lambda a: -a.n_inliers)[:REDO_FAILED]
+    for cand in candidates:
+        redo = try_one(cand.hypothesis, cand.use_prior, full=True)
+        if redo.payload is not None and (redo.passed or (not best.passed and corrects(redo))):
+            tried = [redo if a is cand else a for a in found.tried]
+            _keep_payload_of(redo, tried)
+            return SearchResult(redo, tried)
+        log.info("search: %s redone in full did not pass", cand.hypothesis.describe())
+    return found
 
 
 def _keep_payload_of(best: Attempt, tried: list[Attempt]) -> None:

@@ -119,8 +119,6 @@ def _attempt(rot: float, verdict: str, inliers: int, screened: bool = True):
 def test_screened_winner_is_redone_in_full():
     """A screened winner that passed is replaced by its full redo when that passes too, and
     kept when the redo fails; a full (unscreened) winner is not redone."""
-    from sarreg.coarse import _refined
-
     redone = []
 
     def try_one(verdict):
@@ -134,15 +132,19 @@ def test_screened_winner_is_redone_in_full():
 
     tried = [_attempt(0, "fail", 5, screened=False), _attempt(90, "pass", 40),
              _attempt(180, "fail", 60)]  # fmt: skip
-    out = _refined(search.SearchResult(tried[1], tried), try_one("pass"), lambda a: False)
+    out = search.redo_in_full(
+        search.SearchResult(tried[1], tried), try_one("pass"), lambda a: False
+    )
     assert redone == [90] and out.best.payload == "full 90" and not out.best.screened
     assert out.tried[1] is out.best and len(out.tried) == 3
     tried = [_attempt(0, "fail", 5, screened=False), _attempt(90, "pass", 40)]
-    out = _refined(search.SearchResult(tried[1], tried), try_one("fail"), lambda a: True)
+    out = search.redo_in_full(search.SearchResult(tried[1], tried), try_one("fail"), lambda a: True)
     assert out.best is tried[1] and out.best.payload == "screened 90"  # the redo failed
     redone.clear()
     full_win = _attempt(0, "pass", 40, screened=False)
-    out = _refined(search.SearchResult(full_win, [full_win]), try_one("pass"), lambda a: True)
+    out = search.redo_in_full(
+        search.SearchResult(full_win, [full_win]), try_one("pass"), lambda a: True
+    )
     assert out.best is full_win and redone == []
 
 
@@ -150,8 +152,6 @@ def test_when_nothing_passes_the_attempts_with_most_inliers_are_redone():
     """No attempt passed: the REDO_FAILED screened attempts with the most inliers are redone
     in full, and the first whose redo passes once corrected by its windows wins (the final
     check then applies that correction); when none does, nothing changes."""
-    from sarreg.coarse import REDO_FAILED, _refined
-
     tried = [
         _attempt(0, "fail", 5, screened=False),
         _attempt(90, "fail", 30),
@@ -167,12 +167,12 @@ def test_when_nothing_passes_the_attempts_with_most_inliers_are_redone():
                               payload=f"full {hyp.rotation_deg}")  # fmt: skip
 
     found = search.SearchResult(tried[1], tried)
-    out = _refined(found, try_one, lambda a: a.hypothesis.rotation_deg == 180)
-    assert REDO_FAILED == 2 and redone == [45, 180]
+    out = search.redo_in_full(found, try_one, lambda a: a.hypothesis.rotation_deg == 180)
+    assert search.REDO_FAILED == 2 and redone == [45, 180]
     assert out.best.payload == "full 180" and out.tried[4] is out.best
     assert all(a.payload is None for a in out.tried if a is not out.best)
     redone.clear()
-    out = _refined(found, try_one, lambda a: False)
+    out = search.redo_in_full(found, try_one, lambda a: False)
     assert out is found and redone == [45, 180]
 
 
