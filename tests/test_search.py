@@ -87,17 +87,20 @@ def test_search_keeps_only_the_best_attempts_payload():
 
 
 def test_hypotheses_cover_every_rotation_scale_and_flip_once():
-    """The grid is complete: every rotation of ROTATIONS at every scale of SCALES, mirrored
-    and not (79 hypotheses besides the identity; 39 without flips), each once, whatever the
-    size ratio and flips_first; the likely ones first (the plain right angles at scale 1)."""
-    full = {(r, f, s) for r in search.ROTATIONS for f in (False, True) for s in search.SCALES}
+    """The grid is complete: every rotation of ROTATIONS at every scale of SCALES and
+    FINE_SCALES, mirrored and not (143 hypotheses besides the identity; 71 without flips),
+    each once, whatever the size ratio and flips_first; the likely ones first (the plain
+    right angles at scale 1), the fine scales last."""
+    scales = search.SCALES + search.FINE_SCALES
+    full = {(r, f, s) for r in search.ROTATIONS for f in (False, True) for s in scales}
     full.discard((0, False, 1.0))
     for kw in (dict(size_ratio=1.0), dict(size_ratio=0.3, flips_first=True), dict()):
         hyps = search.hypotheses(flips=True, **kw)
         keys = [(h.rotation_deg, h.flip, h.scale) for h in hyps]
-        assert len(keys) == len(set(keys)) == 79 and set(keys) == full
+        assert len(keys) == len(set(keys)) == 143 and set(keys) == full
+        assert {h.scale for h in hyps[-64:]} == set(search.FINE_SCALES)
     plain = search.hypotheses(flips=False, size_ratio=1.0)
-    assert len(plain) == 39 and not any(h.flip for h in plain)
+    assert len(plain) == 71 and not any(h.flip for h in plain)
     assert [h.rotation_deg for h in plain[:3]] == [90, 180, 270]
     assert {h.scale for h in plain[:7]} == {1.0}
 
@@ -270,6 +273,40 @@ def test_mirrored_rotated_and_scaled_registers(data_dir, tmp_path):
     entry = [t for t in rep["search"]["tried"] if t["description"] == won["description"]]
     assert entry[-1]["screened"] is False  # the winner redone in full
     assert any(t["screened"] for t in rep["search"]["tried"])
+
+
+def test_a_scale_between_the_grid_steps_registers(data_dir, tmp_path):
+    """Mirrored, rotated by 10 deg and at 1/2.8 of the reference's resolution (the reference
+    covers an eighth of the moving image): the grid's scales 1/2 and 1/4 are a factor 1.4 off
+    and are refused by the check; the fine scale 2^-1.5 between them registers it within 1 px
+    over the overlap."""
+    n, k = 384, 2.8
+    big = round(n * k)
+    with rasterio.open(data_dir / UMBRA) as ds:
+        region = ds.read(1, window=Window(400, 500, big, big)).astype(np.float32)
+    c0 = (big - n) // 2
+    ref = region[c0 : c0 + n, c0 : c0 + n]
+    small = cv2.resize(region, (n, n), interpolation=cv2.INTER_AREA)
+    a = np.deg2rad(10.0)
+    lin = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ np.diag([-1.0, 1.0])
+    to_small = np.eye(3)
+    to_small[:2, :2] = lin
+    centre = np.full(2, (n - 1) / 2)
+    to_small[:2, 2] = centre - lin @ centre
+    mov = cv2.warpAffine(small, to_small[:2], (n, n),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)  # fmt: skip
+    f = big / n
+    small_to_ref = np.array([[f, 0.0, 0.5 * f - 0.5 - c0], [0.0, f, 0.5 * f - 0.5 - c0],
+                             [0.0, 0.0, 1.0]])  # fmt: skip
+    truth = small_to_ref @ to_small  # moving px -> reference px
+    res = _register(tmp_path, ref.astype(np.uint8), mov.astype(np.uint8),
+                    allow_reflection=True)  # fmt: skip
+    won = res.report["search"]["hypothesis"]
+    assert won["flip"] is True and won["scale"] in search.FINE_SCALES, won
+    inside = np.linalg.inv(truth)
+    err = mapping_rmse(res.matrix @ inside, truth @ inside, ref.shape)
+    assert err < 1.0, err  # measured 0.04
+    assert res.report["verification"]["verdict"] == "pass"
 
 
 def test_mirrored_and_rotated_30_deg_refused_without_allow_reflection(crop, tmp_path, capsys):
