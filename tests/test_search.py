@@ -88,7 +88,7 @@ def test_search_keeps_only_the_best_attempts_payload():
 
 def test_hypotheses_cover_every_rotation_scale_and_flip_once():
     """The grid is complete: every rotation of ROTATIONS at every scale of SCALES and
-    FINE_SCALES, mirrored and not (143 hypotheses besides the identity; 71 without flips),
+    FINE_SCALES, mirrored and not (111 hypotheses besides the identity; 55 without flips),
     each once, whatever the size ratio and flips_first; the likely ones first (the plain
     right angles at scale 1), the fine scales last."""
     scales = search.SCALES + search.FINE_SCALES
@@ -97,10 +97,10 @@ def test_hypotheses_cover_every_rotation_scale_and_flip_once():
     for kw in (dict(size_ratio=1.0), dict(size_ratio=0.3, flips_first=True), dict()):
         hyps = search.hypotheses(flips=True, **kw)
         keys = [(h.rotation_deg, h.flip, h.scale) for h in hyps]
-        assert len(keys) == len(set(keys)) == 143 and set(keys) == full
-        assert {h.scale for h in hyps[-64:]} == set(search.FINE_SCALES)
+        assert len(keys) == len(set(keys)) == 111 and set(keys) == full
+        assert {h.scale for h in hyps[-32:]} == set(search.FINE_SCALES)
     plain = search.hypotheses(flips=False, size_ratio=1.0)
-    assert len(plain) == 71 and not any(h.flip for h in plain)
+    assert len(plain) == 55 and not any(h.flip for h in plain)
     assert [h.rotation_deg for h in plain[:3]] == [90, 180, 270]
     assert {h.scale for h in plain[:7]} == {1.0}
 
@@ -278,7 +278,7 @@ def test_mirrored_rotated_and_scaled_registers(data_dir, tmp_path):
 def test_a_scale_between_the_grid_steps_registers(data_dir, tmp_path):
     """Mirrored, rotated by 10 deg and at 1/2.8 of the reference's resolution (the reference
     covers an eighth of the moving image): the grid's scales 1/2 and 1/4 are a factor 1.4 off
-    and are refused by the check; the fine scale 2^-1.5 between them registers it within 1 px
+    and are refused by the check; the scale 2^-1.5 between them registers it within 1 px
     over the overlap."""
     n, k = 384, 2.8
     big = round(n * k)
