@@ -159,6 +159,17 @@ def estimate_coarse(
     )  # fmt: skip
 
 
+def _search_bar(total: int, show: bool):
+    """tqdm bar over the ``total`` hypotheses of a search (a refusal tries them all, a minute
+    or more), on stderr when ``show`` and stderr is a terminal."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="search", unit="hypothesis", leave=False,
+                disable=not (show and sys.stderr.isatty()))  # fmt: skip
+
+
 def fit_searched(
     ctx: RunContext, model: TransformModel, ref, mov, ref_img, mov_img, feat_ref, feat_mov,
     prior_work, xcfg, final: bool,
@@ -306,12 +317,17 @@ def fit_searched(
                 proposals=[p.hypothesis for p in proposals],
             )
         ]
-        found = search.run_search(
-            todo, lambda h, p: try_one(h, p, feats=feat_mov if h.is_identity else None,
-                                       full=h.is_identity),
-            first,
-        )  # fmt: skip
-        found = search.redo_in_full(found, try_one, corrects)
+        with _search_bar(len(todo), config.progress) as bar:
+
+            def screened(h, p):
+                try:
+                    return try_one(h, p, feats=feat_mov if h.is_identity else None,
+                                   full=h.is_identity)  # fmt: skip
+                finally:
+                    bar.update(1)
+
+            found = search.run_search(todo, screened, first)
+            found = search.redo_in_full(found, try_one, corrects)
     best = found.best
     final_errors = [a for a in found.tried if a.final]
     if final_errors:

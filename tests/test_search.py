@@ -335,3 +335,36 @@ def test_unrelated_images_refused_by_the_wider_search(data_dir, tmp_path, capsys
     assert code in (7, 8), err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert list(out.parent.iterdir()) == []
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_search_shows_its_progress_on_a_terminal(crop, tmp_path, monkeypatch, progress):
+    """A search can try every hypothesis before it refuses (a minute or more): with progress
+    on and stderr a terminal, a 'search' bar counts the hypotheses; with progress off,
+    nothing is drawn."""
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    w = similarity_about_centre(crop.shape, 90.0, 1.0, (2.0, 1.0))
+    r = _write(tmp_path / "ref.tif", crop)
+    m = _write(tmp_path / "mov.tif", _moving(crop, w))
+    cfg = RegisterConfig(estimate=EstimateConfig(transform="similarity"), progress=progress)
+    res = register(r, m, tmp_path / "out.tif", cfg)
+    assert res.report["search"]["searched"]
+    assert ("search:" in term.text and "hypothesis" in term.text) is progress, term.text[-300:]
