@@ -154,11 +154,19 @@ def _fifo(i: Path, o: Path) -> None:
 
 R = "register {i}/ref.tif {i}/mov.tif"
 CASES = [
-    Case("convert-onto-itself", "models convert {i}/text.pt {i}/text.pt --overwrite", 12,
-         ("text.pt",)),
-    Case("benchmark-over-its-images",
-         "evaluate synth --images {o}/pair_0000_ref.tif --out {o} --n 1 --overwrite", 12,
-         ("pair_0000_ref.tif",), setup=_input_in_benchmark),
+    Case(
+        "convert-onto-itself",
+        "models convert {i}/text.pt {i}/text.pt --overwrite",
+        12,
+        ("text.pt",),
+    ),
+    Case(
+        "benchmark-over-its-images",
+        "evaluate synth --images {o}/pair_0000_ref.tif --out {o} --n 1 --overwrite",
+        12,
+        ("pair_0000_ref.tif",),
+        setup=_input_in_benchmark,
+    ),
     # ---- inputs (3, 4, 5, 6, 11)
     Case("missing-reference", "register {i}/nope.tif {i}/mov.tif -o {o}/out.tif", 3, ("nope.tif",)),
     Case("missing-moving", "register {i}/ref.tif {i}/nope.tif -o {o}/out.tif", 3, ("nope.tif",)),
