@@ -159,17 +159,6 @@ def estimate_coarse(
     )  # fmt: skip
 
 
-def _search_bar(total: int, show: bool):
-    """tqdm bar over the ``total`` hypotheses of a search (a refusal tries them all, a minute
-    or more), on stderr when ``show`` and stderr is a terminal."""
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="search", unit="hypothesis", leave=False,
-                disable=not (show and sys.stderr.isatty()))  # fmt: skip
-
-
 def fit_searched(
     ctx: RunContext, model: TransformModel, ref, mov, ref_img, mov_img, feat_ref, feat_mov,
     prior_work, xcfg, final: bool,
@@ -186,7 +175,7 @@ def fit_searched(
     (exit 8) when a mirrored hypothesis wins without ``config.estimate.allow_reflection``."""
     from sarreg import geometry, search, verify
     from sarreg.errors import DegenerateTransformError, TooFewMatchesError
-    from sarreg.features import extract
+    from sarreg.features import extract, progress_bar
     from sarreg.matching import refine_keypoints
 
     config, timer = ctx.config, ctx.timer
@@ -317,7 +306,8 @@ def fit_searched(
                 proposals=[p.hypothesis for p in proposals],
             )
         ]
-        with _search_bar(len(todo), config.progress) as bar:
+        # a refusal tries every hypothesis (a minute or more): show how far it got
+        with progress_bar(len(todo), "search", "hypothesis", config.progress) as bar:
 
             def screened(h, p):
                 try:

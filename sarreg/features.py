@@ -443,6 +443,13 @@ def with_context(point: np.ndarray, context: np.ndarray, weight: float) -> np.nd
     return (out / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
+def progress_bar(total: int, desc: str, unit: str, show: bool) -> tqdm:
+    """A tqdm bar of ``total`` ``unit`` s on stderr, drawn only when ``show`` and stderr is a
+    terminal, and cleared when done."""
+    return tqdm(total=total, desc=desc, unit=unit, leave=False,
+                disable=not (show and sys.stderr.isatty()))  # fmt: skip
+
+
 def extract(
     net,
     image: np.ndarray,
@@ -505,13 +512,7 @@ def extract(
     n_local = 0 if offsets is None else len(offsets)
     kept = _Candidates.concat([], dim)
     blocks = _LocalBlocks()
-    bar = tqdm(
-        total=n_tiles,
-        desc="keypoints",
-        unit="tile",
-        disable=not (show and sys.stderr.isatty()),
-        leave=False,
-    )
+    bar = progress_bar(n_tiles, "keypoints", "tile", show)
     try:
         with torch.inference_mode():
             for s, shape_s, spans_r, spans_c in plan:
