@@ -216,8 +216,10 @@ def test_predicted_error_grows_where_tie_points_are_absent(single_look):
 
 def test_a_corrected_fit_claims_no_less_than_its_windows_tell(single_look, monkeypatch):
     """A fit corrected by the windows (``corrected=True``) is claimed no better than
-    CORRECTED_FLOOR x the windows' median residual anywhere, more at the points the windows
-    pin down less; without the floor the estimate would be smaller than that somewhere."""
+    CORRECTED_FLOOR x the windows' median residual anywhere, and the standard error of the
+    windows' misalignment field counts CORRECTED_SE_FACTOR times (the windows' errors are
+    correlated), which makes the corners, pinned down less than the centre, larger; with
+    either left out the estimate would be smaller somewhere."""
     from sarreg import uncertainty
     from sarreg.verify import residual_shifts
 
@@ -229,13 +231,23 @@ def test_a_corrected_fit_claims_no_less_than_its_windows_tell(single_look, monke
     _, d, _ = residual_shifts(v)
     floor = uncertainty.CORRECTED_FLOOR * float(np.median(np.hypot(*d.T)))
     shape = (SIZE, SIZE)
-    est = np.array(estimate_error("affine", src, dst, shape, truth, v, corrected=True).points_px)
+
+    def corrected() -> np.ndarray:
+        est = estimate_error("affine", src, dst, shape, truth, v, corrected=True)
+        return np.array(est.points_px)
+
+    est = corrected()
     assert np.all(est >= floor - 1e-9), (est, floor)
     assert est[:4].min() > est[4]  # the corners, pinned down less than the centre
     monkeypatch.setattr(uncertainty, "CORRECTED_FLOOR", 0.0)
-    bare = np.array(estimate_error("affine", src, dst, shape, truth, v, corrected=True).points_px)
-    assert bare.min() < floor, (bare, floor)  # the floor binds there (measured 0.22, 0.48)
+    bare = corrected()
+    assert bare.min() < floor, (bare, floor)  # the floor binds there (the centre)
     assert np.all(est >= bare - 1e-9)
+    monkeypatch.undo()
+    monkeypatch.setattr(uncertainty, "CORRECTED_SE_FACTOR", 1.0)
+    plain = corrected()
+    assert np.all(est >= plain - 1e-9)
+    assert np.all(est[:4] > 1.1 * plain[:4]), (est, plain)  # measured 1.13-1.48x
 
 
 def _shift(dx: float) -> np.ndarray:

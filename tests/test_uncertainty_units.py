@@ -135,15 +135,17 @@ def test_window_refit_adds_the_bootstrap_spread_of_the_windows():
     assert out**2 == pytest.approx([0.75] * 5, abs=0.08)
 
 
-@pytest.mark.parametrize("corrected", [False, True])
-def test_estimate_adds_the_fields_standard_error_to_the_misalignment(corrected):
+@pytest.mark.parametrize(("corrected", "se_factor"), [(False, 1.0), (True, 1.5)])
+def test_estimate_adds_the_fields_standard_error_to_the_misalignment(corrected, se_factor):
     """Exact tie points (no fit error of their own) and the three windows above: per point,
-    the error is sqrt(field^2 + se^2) = sqrt(1 + 1 / 3) px; the method says whether the fit
-    was corrected by the windows (not by default)."""
+    the error is sqrt(field^2 + (k se)^2) = sqrt(1 + k^2 / 3) px, k = 1 for a plain fit and
+    CORRECTED_SE_FACTOR (1.5) for a fit corrected by the windows, whose correlated errors
+    pin the field down less than their spread says; the method says whether the fit was
+    corrected (not by default)."""
     ver = _verification(SQUARE[:3], [[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
     xy = np.array(SQUARE + [[200.0, 200.0]])
     kwargs = {"corrected": True} if corrected else {}
     est = estimate_error("translation", xy, xy, (400, 400), np.eye(3), ver, **kwargs)
-    assert est.points_px == pytest.approx([np.sqrt(4 / 3)] * 5)
+    assert est.points_px == pytest.approx([np.sqrt(1 + se_factor**2 / 3)] * 5)
     assert est.method == ("covariance+corrected by verification" if corrected
                           else "covariance+verification")  # fmt: skip
