@@ -338,11 +338,12 @@ def estimate_error(
     if field is None:
         return base
     fit = np.array(base.points_px)
+    k = CORRECTED_SE_FACTOR if corrected else 1.0
+    measured = field[0] ** 2 + (k * field[1]) ** 2
     if corrected:
-        per2 = field[0] ** 2 + (CORRECTED_SE_FACTOR * field[1]) ** 2
-        per2 = np.maximum(per2, _corrected_floor(verification) ** 2)
+        per2 = np.maximum(measured, _corrected_floor(verification) ** 2)
     else:
-        per2 = np.maximum(fit**2, field[0] ** 2 + field[1] ** 2)
+        per2 = np.maximum(fit**2, measured)
     refit = _window_refit(model, matrix, verification, mov_shape, pre)
     if refit is not None:  # where the tie points are absent, the windows' refit tells more
         per2 = np.maximum(per2, refit**2)
