@@ -17,6 +17,7 @@ factors that do so for every corrected pair of the folder (none: no choice of it
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -62,25 +63,29 @@ def main() -> int:
     recorded: list[dict] = []
     estimate_error = uncertainty.estimate_error
 
-    def recording(model, xy_mov, xy_ref, mov_shape, matrix, verification=None, *args, **kw):
+    signature = inspect.signature(estimate_error)
+
+    def recording(*args, **kw):
         """:func:`sarreg.uncertainty.estimate_error`, its terms kept."""
-        pre = kw.get("pre", args[1] if len(args) > 1 else None)
-        base = uncertainty.predicted_error(model, xy_mov, xy_ref, mov_shape, pre=pre)
+        bound = signature.bind(*args, **kw)
+        bound.apply_defaults()
+        a = bound.arguments
+        model, mov_shape, matrix = a["model"], a["mov_shape"], a["matrix"]
+        ver, pre = a["verification"], a["pre"]
+        base = uncertainty.predicted_error(model, a["xy_mov"], a["xy_ref"], mov_shape, pre=pre)
         pts = geometry.apply_matrix(matrix, uncertainty.corner_points(mov_shape))
-        field = (
-            uncertainty._alignment_field(verification, pts) if verification is not None else None
-        )
+        field = uncertainty._alignment_field(ver, pts) if ver is not None else None
         recorded.append(
             {
                 "fit": np.array(base.points_px),
                 "field": None if field is None else field[0],
                 "se": None if field is None else field[1],
-                "floor": uncertainty._corrected_floor(verification),
-                "refit": uncertainty._window_refit(model, matrix, verification, mov_shape, pre),
-                "corrected": kw.get("corrected", args[2] if len(args) > 2 else False),
+                "floor": uncertainty._corrected_floor(ver),
+                "refit": uncertainty._window_refit(model, matrix, ver, mov_shape, pre),
+                "corrected": a["corrected"],
             }
         )
-        return estimate_error(model, xy_mov, xy_ref, mov_shape, matrix, verification, *args, **kw)
+        return estimate_error(*args, **kw)
 
     uncertainty.estimate_error = recording
     names = opts.pairs.split(",") if opts.pairs else None
