@@ -34,6 +34,8 @@ class ErrorEstimate:
         method: 'covariance' or 'bootstrap'.
         n_points: tie points (inliers) the fit used.
         pixel_size: map units per reference pixel, or ``None`` without georeferencing.
+        terms: what :func:`estimate_error` combined into ``points_px`` (:class:`ErrorTerms`),
+            or ``None`` for the fit's covariance alone (:func:`predicted_error`).
     """
 
     rms_px: float
@@ -42,6 +44,7 @@ class ErrorEstimate:
     method: str
     n_points: int
     pixel_size: float | None = None
+    terms: ErrorTerms | None = None
 
     @property
     def rms_map(self) -> float | None:
@@ -60,7 +63,89 @@ class ErrorEstimate:
         if self.pixel_size is not None:
             out["rms_map_units"] = round(float(self.rms_px * self.pixel_size), 4)
             out["max_map_units"] = round(float(self.max_px * self.pixel_size), 4)
+        if self.terms is not None:
+            out["terms"] = self.terms.to_dict()
         return out
+
+
+def _rounded(v) -> list[float] | None:
+    return None if v is None else [round(float(x), 4) for x in v]
+
+
+def _floats(v) -> tuple[float, ...] | None:
+    return None if v is None else tuple(float(x) for x in v)
+
+
+@dataclass(frozen=True)
+class ErrorTerms:
+    """What :func:`estimate_error` combines, per point of the moving image (corners and
+    centre, ordered as :attr:`ErrorEstimate.points_px`; reference px), and :meth:`combine`,
+    the one rule that makes the estimate of them.
+
+    Attributes:
+        fit: ``(5,)`` the least-squares covariance of the tie points' fit
+            (:func:`predicted_error`).
+        field, field_se: ``(5,)`` the misalignment the verification windows measure there
+            and its standard error (:func:`_alignment_field`).
+        floor: the least error claimed for a fit corrected by the windows
+            (:func:`_corrected_floor`); 0 for a fit not corrected.
+        refit: ``(5,)`` the error told by the model refitted on the windows alone
+            (:func:`_window_refit`), or ``None`` with too few windows.
+        corrected: the fit was corrected by the windows' residual shifts.
+    """
+
+    fit: tuple[float, ...]
+    field: tuple[float, ...]
+    field_se: tuple[float, ...]
+    floor: float = 0.0
+    refit: tuple[float, ...] | None = None
+    corrected: bool = False
+
+    def se_factor(self, se_factor: float | None = None) -> float:
+        """The factor on :attr:`field_se`: ``se_factor``, else :data:`CORRECTED_SE_FACTOR`
+        for a corrected fit and 1 for a plain one."""
+        if se_factor is not None:
+            return float(se_factor)
+        return CORRECTED_SE_FACTOR if self.corrected else 1.0
+
+    def combine(self, se_factor: float | None = None) -> np.ndarray:
+        """The estimate per point ``(5,)`` (reference px), ``k`` = :meth:`se_factor`:
+        ``sqrt(max(fit^2, field^2 + (k se)^2, refit^2))`` for a plain fit; for a corrected
+        one, whose error no longer follows the tie points' covariance,
+        ``sqrt(max(field^2 + (k se)^2, floor^2, refit^2))``."""
+        k = self.se_factor(se_factor)
+        measured = np.asarray(self.field) ** 2 + (k * np.asarray(self.field_se)) ** 2
+        if self.corrected:
+            per2 = np.maximum(measured, self.floor**2)
+        else:
+            per2 = np.maximum(np.asarray(self.fit) ** 2, measured)
+        if self.refit is not None:  # where the tie points are absent, the windows tell more
+            per2 = np.maximum(per2, np.asarray(self.refit) ** 2)
+        return np.sqrt(per2)
+
+    def to_dict(self) -> dict:
+        """The report's ``error_estimate.terms`` (px to a ten-thousandth)."""
+        return {
+            "fit_px": _rounded(self.fit),
+            "field_px": _rounded(self.field),
+            "field_se_px": _rounded(self.field_se),
+            "se_factor": self.se_factor(),
+            "floor_px": round(float(self.floor), 4),
+            "window_refit_px": _rounded(self.refit),
+            "corrected": bool(self.corrected),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ErrorTerms:
+        """The terms of a report's ``error_estimate.terms`` (:meth:`to_dict`)."""
+        return cls(
+            fit=_floats(d["fit_px"]),
+            field=_floats(d["field_px"]),
+            field_se=_floats(d["field_se_px"]),
+            floor=float(d["floor_px"]),
+            refit=_floats(d["window_refit_px"]),
+            corrected=bool(d["corrected"]),
+        )
 
 
 def corner_points(shape: tuple[int, int]) -> np.ndarray:
@@ -315,7 +400,8 @@ def estimate_error(
     least-squares covariance cannot see; the verification windows measure what is left after
     the fit directly, and a refit of the model on the windows alone (:func:`_window_refit`)
     tells how far the fit may be off where no tie point is (corners outside their hull).
-    Per point: ``sqrt(max(fit^2, field^2 + field_se^2, refit^2))``.
+    Per point: ``sqrt(max(fit^2, field^2 + field_se^2, refit^2))`` (:meth:`ErrorTerms.combine`;
+    the terms are kept in :attr:`ErrorEstimate.terms` and the report).
 
     Args:
         model, xy_mov, xy_ref, mov_shape, pixel_size: as :func:`predicted_error`.
@@ -337,17 +423,15 @@ def estimate_error(
         field = _alignment_field(verification, pts_ref)
     if field is None:
         return base
-    fit = np.array(base.points_px)
-    k = CORRECTED_SE_FACTOR if corrected else 1.0
-    measured = field[0] ** 2 + (k * field[1]) ** 2
-    if corrected:
-        per2 = np.maximum(measured, _corrected_floor(verification) ** 2)
-    else:
-        per2 = np.maximum(fit**2, measured)
-    refit = _window_refit(model, matrix, verification, mov_shape, pre)
-    if refit is not None:  # where the tie points are absent, the windows' refit tells more
-        per2 = np.maximum(per2, refit**2)
-    per = np.sqrt(per2)
+    terms = ErrorTerms(
+        fit=base.points_px,
+        field=_floats(field[0]),
+        field_se=_floats(field[1]),
+        floor=_corrected_floor(verification) if corrected else 0.0,
+        refit=_floats(_window_refit(model, matrix, verification, mov_shape, pre)),
+        corrected=corrected,
+    )
+    per = terms.combine()
     return ErrorEstimate(
         rms_px=float(np.sqrt(np.mean(per**2))),
         max_px=float(per.max()),
@@ -355,4 +439,5 @@ def estimate_error(
         method=base.method + ("+corrected by verification" if corrected else "+verification"),
         n_points=base.n_points,
         pixel_size=pixel_size,
+        terms=terms,
     )

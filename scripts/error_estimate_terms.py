@@ -2,14 +2,16 @@
 
 Registers every pair of a benchmark folder (``sarreg evaluate synth``, e.g. the ``bench/``
 folder that ``scripts/benchmark.py`` writes) as ``sarreg evaluate run --method register``
-does, records the inputs of :func:`sarreg.uncertainty.estimate_error` and prints per pair, RMS
-over the moving image's corners and centre (reference px): the least-squares covariance of the
-tie points' fit (``fit``), the misalignment the check's windows measure (``field``) and its
-standard error (``se``), the floor of a fit corrected by the windows (``floor``), the refit on
-the windows (``refit``), the predicted and the true error; and, for a fit corrected by the
+does and prints per pair the terms of its error estimate (the report's
+``error_estimate.terms``, :class:`sarreg.uncertainty.ErrorTerms`), RMS over the moving image's
+corners and centre (reference px): the least-squares covariance of the tie points' fit
+(``fit``), the misalignment the check's windows measure (``field``) and its standard error
+(``se``), the floor of a fit corrected by the windows (``floor``, 0 for a plain fit), the refit
+on the windows (``refit``), the predicted and the true error; and, for a fit corrected by the
 windows, the range of the standard-error factor (:data:`sarreg.uncertainty.
-CORRECTED_SE_FACTOR`) that would put its prediction within 2x of its true error, with the
-factors that do so for every corrected pair of the folder (none: no choice of it can).
+CORRECTED_SE_FACTOR`) that would put its prediction (:meth:`~sarreg.uncertainty.ErrorTerms.
+combine`) within 2x of its true error, with the factors that do so for every corrected pair of
+the folder (none: no choice of it can).
 
     python scripts/error_estimate_terms.py out/benchmark/bench [--pairs pair_0005,pair_0014]
 """
@@ -17,7 +19,6 @@ factors that do so for every corrected pair of the folder (none: no choice of it
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -28,16 +29,13 @@ import numpy as np
 FACTORS = np.round(np.arange(0.0, 4.001, 0.05), 2)
 
 
-def predicted(terms: dict, k: float) -> float:
-    """The corrected fit's prediction (RMS px) with standard-error factor ``k``, as
-    :func:`sarreg.uncertainty.estimate_error` forms it."""
-    per2 = np.maximum(terms["field"] ** 2 + (k * terms["se"]) ** 2, terms["floor"] ** 2)
-    if terms["refit"] is not None:
-        per2 = np.maximum(per2, terms["refit"] ** 2)
-    return float(np.sqrt(per2.mean()))
+def predicted(terms, k: float) -> float:
+    """The prediction (RMS px) of :class:`sarreg.uncertainty.ErrorTerms` ``terms`` with
+    standard-error factor ``k``."""
+    return float(np.sqrt(np.mean(terms.combine(k) ** 2)))
 
 
-def allowed(terms: dict, true: float) -> set[float]:
+def allowed(terms, true: float) -> set[float]:
     """Factors of :data:`FACTORS` that put the prediction within 2x of ``true``."""
     return {float(k) for k in FACTORS if 0.5 <= predicted(terms, k) / true <= 2.0}
 
@@ -55,39 +53,11 @@ def main() -> int:
 
     import rasterio
 
-    from sarreg import geometry, uncertainty
+    from sarreg import uncertainty
     from sarreg.config import RegisterConfig, with_values
     from sarreg.errors import SarregError
     from sarreg.pipeline import register
 
-    recorded: list[dict] = []
-    estimate_error = uncertainty.estimate_error
-
-    signature = inspect.signature(estimate_error)
-
-    def recording(*args, **kw):
-        """:func:`sarreg.uncertainty.estimate_error`, its terms kept."""
-        bound = signature.bind(*args, **kw)
-        bound.apply_defaults()
-        a = bound.arguments
-        model, mov_shape, matrix = a["model"], a["mov_shape"], a["matrix"]
-        ver, pre = a["verification"], a["pre"]
-        base = uncertainty.predicted_error(model, a["xy_mov"], a["xy_ref"], mov_shape, pre=pre)
-        pts = geometry.apply_matrix(matrix, uncertainty.corner_points(mov_shape))
-        field = uncertainty._alignment_field(ver, pts) if ver is not None else None
-        recorded.append(
-            {
-                "fit": np.array(base.points_px),
-                "field": None if field is None else field[0],
-                "se": None if field is None else field[1],
-                "floor": uncertainty._corrected_floor(ver),
-                "refit": uncertainty._window_refit(model, matrix, ver, mov_shape, pre),
-                "corrected": a["corrected"],
-            }
-        )
-        return estimate_error(*args, **kw)
-
-    uncertainty.estimate_error = recording
     names = opts.pairs.split(",") if opts.pairs else None
     metas = sorted(opts.bench.glob("pair_*.json"))
     print(
@@ -107,7 +77,6 @@ def main() -> int:
                 "estimate.allow_reflection": bool(meta["tags"].get("allow_reflection", False)),
             },
         )
-        recorded.clear()
         try:
             res = register(opts.bench / meta["reference"], opts.bench / meta["moving"], None, cfg)
         except SarregError as err:
@@ -116,24 +85,28 @@ def main() -> int:
         with rasterio.open(opts.bench / meta["moving"]) as ds:
             shape = ds.shape
         true = uncertainty.true_error(np.asarray(res.matrix), np.array(meta["matrix"]), shape)
-        t = recorded[-1]
         pred = float(res.predicted_error)
+        found = res.report["error_estimate"].get("terms")
+        t = None if found is None else uncertainty.ErrorTerms.from_dict(found)
         span = "-"
-        if t["corrected"] and t["field"] is not None:
+        if t is not None and t.corrected:
             ok = allowed(t, true)
             common = ok if common is None else common & ok
             span = f"{min(ok):.2f}..{max(ok):.2f}" if ok else "none"
-            k = uncertainty.CORRECTED_SE_FACTOR
-            if abs(predicted(t, k) - pred) > 1e-3:  # the terms must give the estimate
-                span += f" (terms give {predicted(t, k):.3f}, not the estimate)"
+        if t is not None and abs(predicted(t, t.se_factor()) - pred) > 1e-3:
+            span += f" (terms give {predicted(t, t.se_factor()):.3f}, not the estimate)"
 
         def f(v):
             return "-" if v is None else f"{v:.3f}"
 
+        if t is None:  # the fit's covariance alone (no verification windows)
+            print(f"| {meta['name']} | no | - | - | - | - | - | {pred:.3f} | {true:.3f} "
+                  f"| {pred / true:.2f} | - |")  # fmt: skip
+            continue
         print(
-            f"| {meta['name']} | {'yes' if t['corrected'] else 'no'} | {f(rms(t['fit']))} "
-            f"| {f(rms(t['field']))} | {f(rms(t['se']))} | {f(t['floor'])} "
-            f"| {f(rms(t['refit']))} | {pred:.3f} | {true:.3f} | {pred / true:.2f} | {span} |"
+            f"| {meta['name']} | {'yes' if t.corrected else 'no'} | {f(rms(t.fit))} "
+            f"| {f(rms(t.field))} | {f(rms(t.field_se))} | {t.floor:.3f} "
+            f"| {f(rms(t.refit))} | {pred:.3f} | {true:.3f} | {pred / true:.2f} | {span} |"
         )
     if common is not None:
         said = f"{min(common):.2f}..{max(common):.2f}" if common else "none"

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from sarreg.uncertainty import (
+    CORRECTED_SE_FACTOR,
     ErrorEstimate,
+    ErrorTerms,
     _alignment_field,
     _window_refit,
     corner_points,
@@ -149,3 +151,64 @@ def test_estimate_adds_the_fields_standard_error_to_the_misalignment(corrected, 
     assert est.points_px == pytest.approx([np.sqrt(1 + se_factor**2 / 3)] * 5)
     assert est.method == ("covariance+corrected by verification" if corrected
                           else "covariance+verification")  # fmt: skip
+
+
+#: terms each of which is largest at one point: fit at the top-left corner, field at the
+#: top-right, its standard error at the bottom-right, the refit at the bottom-left; the floor
+#: (0.5) above all of them at the centre
+TERMS = {
+    "fit": (3.0, 0.0, 0.0, 0.0, 0.1),
+    "field": (0.0, 2.0, 0.0, 0.0, 0.0),
+    "field_se": (0.0, 0.0, 2.0, 0.0, 0.0),
+    "floor": 0.5,
+    "refit": (0.0, 0.0, 0.0, 4.0, 0.0),
+}
+
+
+@pytest.mark.parametrize(
+    ("corrected", "se_factor", "expected"),
+    [
+        (False, None, [3.0, 2.0, 2.0, 4.0, 0.1]),  # plain: the fit counts, the floor does not
+        (True, None, [0.5, 2.0, 2.0 * CORRECTED_SE_FACTOR, 4.0, 0.5]),  # corrected: the reverse
+        (True, 2.0, [0.5, 2.0, 4.0, 4.0, 0.5]),
+        (False, 0.5, [3.0, 2.0, 1.0, 4.0, 0.1]),
+    ],
+)
+def test_terms_combine_as_the_largest_of_fit_field_floor_and_refit(corrected, se_factor, expected):
+    """Per point: sqrt(max(fit^2, field^2 + (k se)^2, refit^2)) for a plain fit,
+    sqrt(max(field^2 + (k se)^2, floor^2, refit^2)) for one corrected by the windows (whose
+    error no longer follows the tie points' covariance); k = 1 or CORRECTED_SE_FACTOR unless
+    given."""
+    terms = ErrorTerms(**TERMS, corrected=corrected)
+    assert terms.combine(se_factor) == pytest.approx(expected)
+
+
+def test_terms_without_a_window_refit_combine_the_others():
+    terms = ErrorTerms(**{**TERMS, "refit": None}, corrected=True)
+    assert terms.combine()[3] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+def test_estimate_keeps_the_terms_that_give_it_and_the_report_round_trips_them(corrected):
+    """The estimate is its terms combined, and the report's ``terms`` (to a ten-thousandth of
+    a pixel) give the same figure back."""
+    ver = _verification(SQUARE[:3] + [[200.0, 120.0]], [[1.0, 0.0], [0.0, 0.3], [2.0, 0.0],
+                                                        [0.5, -0.5]])  # fmt: skip
+    xy = np.array(SQUARE + [[200.0, 200.0]])
+    est = estimate_error("translation", xy, xy + 0.01 * np.arange(10).reshape(5, 2),
+                         (400, 400), np.eye(3), ver, corrected=corrected)  # fmt: skip
+    assert est.terms.corrected is corrected and est.terms.refit is not None
+    assert est.terms.combine() == pytest.approx(est.points_px)
+    assert (est.terms.floor > 0) is corrected
+    out = est.to_dict()["terms"]
+    assert out["se_factor"] == (CORRECTED_SE_FACTOR if corrected else 1.0)
+    back = ErrorTerms.from_dict(out)
+    assert back.combine() == pytest.approx(est.points_px, abs=2e-4)
+    assert back.fit == pytest.approx(est.terms.fit, abs=1e-4)
+
+
+def test_estimate_without_windows_has_no_terms():
+    xy = np.array(SQUARE + [[200.0, 200.0]])
+    est = estimate_error("translation", xy, xy + np.array([[0.1, 0.0]] * 4 + [[0.0, 0.0]]),
+                         (400, 400), np.eye(3))  # fmt: skip
+    assert est.terms is None and "terms" not in est.to_dict()

@@ -226,7 +226,7 @@ def test_common_case_does_not_search(data_dir, tmp_path):
     """A georeferenced multi-date pair that registers: one attempt, the check passes, and the
     predicted error is within 2x of the true one at the points it is stated for (the moving
     image's corners and centre)."""
-    from sarreg.uncertainty import true_error
+    from sarreg.uncertainty import ErrorTerms, true_error
 
     demo = data_dir / "demo"
     res = register(demo / "reference.tif", demo / "moving.tif", tmp_path / "o.tif")
@@ -240,6 +240,8 @@ def test_common_case_does_not_search(data_dir, tmp_path):
     assert rep["error_estimate"]["rms_map_units"] == pytest.approx(
         rep["error_estimate"]["rms_px"] * 30.0, rel=1e-3
     )
+    terms = ErrorTerms.from_dict(rep["error_estimate"]["terms"])  # the report's terms give it
+    assert np.sqrt(np.mean(terms.combine() ** 2)) == pytest.approx(res.predicted_error, abs=2e-4)
 
 
 @pytest.mark.parametrize("deg,mirrored", [(93.0, False), (268.0, True)])
