@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,9 @@ def main() -> int:
     logging.disable(logging.WARNING)
 
     import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain benchmark images
 
     from sarreg import uncertainty
     from sarreg.config import RegisterConfig, with_values
